@@ -1,0 +1,382 @@
+"""One typed job configuration, read from a TOML file and ``TOPX_*`` environment variables.
+
+Precedence, lowest first: defaults, the TOML file, environment variables, command-line options.
+Every leaf setting has an environment name made of its path, e.g. ``[train] mode`` is
+``TOPX_TRAIN_MODE`` and ``[train.hyperparameters] num_factors`` is
+``TOPX_TRAIN_HYPERPARAMETERS_NUM_FACTORS``. A few common settings also have short aliases
+(``TOPX_DATABASE_URL``). Nothing is read at import time: call :func:`load_config`.
+
+*What to compute* (hyperparameters, top x) is kept apart from *where to run it* (``backend``,
+``device``, SageMaker instances), as separate fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batch.errors import ConfigError
+
+MODES = ("implicit", "binary", "regression")
+BACKENDS = ("local", "sagemaker")
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name} must be {'≥ 0' if zero_ok else '> 0'}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Column names of a generic CSV/Parquet interactions table (MovieLens files have none)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str | None = "rating"
+    timestamp: str | None = "timestamp"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the embedded synthetic data set (MovieLens-100k sized by default)."""
+
+    users: int = 943
+    items: int = 1682
+    interactions: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("users", "items", "interactions"):
+            _positive(f"data.synth.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where interactions come from and how they are split into train and test.
+
+    ``path`` is a MovieLens-layout directory, a single interactions file (``u.data``-style,
+    ``.csv``, ``.tsv`` or ``.parquet``) or an ``s3://`` URI of either; ``None`` means the
+    embedded synthetic data set. ``split``: ``auto`` uses a directory's ``ua.base``/``ua.test``
+    when present and a per-user random holdout otherwise; ``given`` requires the pair (or
+    ``test_path``); ``random`` holds out ``holdout`` random interactions per user; ``last`` holds
+    out each user's ``holdout`` latest by timestamp; ``none`` trains on everything.
+    """
+
+    path: str | None = None
+    format: str = "auto"
+    test_path: str | None = None
+    delimiter: str | None = None
+    header: bool = True
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    user_features: str | None = None
+    item_features: str | None = None
+    split: str = "auto"
+    holdout: int = 10
+    seed: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def __post_init__(self):
+        _choice("data.format", self.format, ("auto", "movielens", "csv", "parquet"))
+        _choice("data.split", self.split, ("auto", "given", "random", "last", "none"))
+        _positive("data.holdout", self.holdout)
+        if self.rating_min > self.rating_max:
+            raise ConfigError("data.rating_min must not exceed data.rating_max")
+
+
+@dataclass(frozen=True)
+class FMHyperparameters:
+    """Factorization-machine hyperparameters, named as SageMaker's built-in FM names them.
+
+    Learning rates and weight decays are per parameter group: the global bias (``bias_*``),
+    the linear weights w (``linear_*``) and the factors V (``factors_*``). ``seed`` is ours.
+    """
+
+    num_factors: int = 64
+    epochs: int = 20
+    mini_batch_size: int = 1024
+    bias_lr: float = 0.01
+    linear_lr: float = 0.01
+    factors_lr: float = 0.01
+    bias_wd: float = 0.0
+    linear_wd: float = 1e-5
+    factors_wd: float = 1e-5
+    factors_init_sigma: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _positive(f"train.hyperparameters.{f.name}", value, zero_ok=f.name.endswith(("_wd", "seed")))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What model to train (mode, labels, hyperparameters) and where (backend, device).
+
+    ``mode``: ``implicit`` (every interaction is a positive, ``negatives`` sampled unseen items
+    per positive are negatives), ``binary`` (label = rating ≥ ``threshold``, rated pairs only)
+    or ``regression`` (label = rating). ``features``: use user/item side features when the data
+    has them.
+    """
+
+    mode: str = "implicit"
+    backend: str = "local"
+    device: str = "auto"
+    threshold: float = 4.0
+    negatives: int = 4
+    features: bool = True
+    hyperparameters: FMHyperparameters = field(default_factory=FMHyperparameters)
+
+    def __post_init__(self):
+        _choice("train.mode", self.mode, MODES)
+        _choice("train.backend", self.backend, BACKENDS)
+        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _positive("train.negatives", self.negatives)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How each user's top-x list is found.
+
+    ``method``: ``exact`` inner-product search, or approximate ``ivf`` / ``hnsw`` (faiss) for big
+    catalogues. ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or
+    exclude candidates. ``exclude_seen`` drops items the user already interacted with.
+    """
+
+    top: int = 100
+    backend: str = "local"
+    method: str = "exact"
+    exclude_seen: bool = True
+    allow: str | None = None
+    deny: str | None = None
+    batch_size: int = 2048
+    nprobe: int = 16
+    recall_sample: int = 1000
+
+    def __post_init__(self):
+        _positive("search.top", self.top)
+        _choice("search.backend", self.backend, BACKENDS)
+        _choice("search.method", self.method, ("exact", "ivf", "hnsw"))
+        _positive("search.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Offline evaluation on the held-out split: metrics at ``k``."""
+
+    k: int = 10
+
+    def __post_init__(self):
+        _positive("evaluate.k", self.k)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Where lists are published. ``database_url``: an SQLAlchemy URL, or ``None`` for the
+    embedded SQLite file in the work directory; ``database_secret_arn``: an AWS Secrets Manager
+    secret holding the URL instead. ``keep_runs``: published runs kept, older ones deleted."""
+
+    database_url: str | None = None
+    database_secret_arn: str | None = None
+    keep_runs: int = 5
+
+    def __post_init__(self):
+        _positive("publish.keep_runs", self.keep_runs)
+
+
+@dataclass(frozen=True)
+class SageMakerConfig:
+    """Where SageMaker jobs run: region, role, S3 prefix, instances and limits."""
+
+    region: str | None = None
+    role_arn: str | None = None
+    s3_prefix: str | None = None
+    endpoint_url: str | None = None
+    train_instance_type: str = "ml.c5.xlarge"
+    train_instance_count: int = 1
+    knn_instance_type: str = "ml.c5.xlarge"
+    transform_instance_type: str = "ml.c5.xlarge"
+    transform_instance_count: int = 1
+    max_runtime_s: int = 86_400
+    use_spot: bool = False
+    max_wait_s: int = 172_800
+    channel_shards: int = 4
+    knn_index_type: str = "faiss.Flat"
+    fm_image: str | None = None
+    knn_image: str | None = None
+    poll_s: float = 30.0
+
+    def __post_init__(self):
+        _choice("sagemaker.knn_index_type", self.knn_index_type, ("faiss.Flat", "faiss.IVFFlat"))
+        for name in ("train_instance_count", "transform_instance_count", "channel_shards"):
+            _positive(f"sagemaker.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The whole job: every stage's settings plus the work directory holding stage outputs."""
+
+    workdir: str = "topx-work"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/TOML serialisable) of every setting."""
+        return dataclasses.asdict(self)
+
+
+# Short environment names for the settings people set most often.
+ENV_ALIASES = {
+    "TOPX_DATABASE_URL": ("publish", "database_url"),
+    "TOPX_DATABASE_SECRET_ARN": ("publish", "database_secret_arn"),
+    "TOPX_WORKDIR": ("workdir",),
+    "TOPX_MODE": ("train", "mode"),
+    "TOPX_TOP": ("search", "top"),
+}
+# TOPX_* variables that are not settings (read elsewhere).
+ENV_NOT_SETTINGS = {"TOPX_CONFIG", "TOPX_LOG_LEVEL", "TOPX_PROGRESS", "TOPX_SHARD_COUNT", "TOPX_RUN_ID"}
+
+
+def load_config(
+    file: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
+) -> JobConfig:
+    """Build the job configuration.
+
+    ``file``: a TOML job file (``text`` may hand in its contents instead, e.g. fetched from S3);
+    ``env``: the environment (``os.environ`` when None); ``overrides``: dotted keys from the
+    command line, e.g. ``{"train.mode": "binary"}``; None values are ignored.
+    """
+    tree: dict[str, Any] = {}
+    if file is not None and text is None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    if text is not None:
+        try:
+            _merge(tree, tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file or '<text>'}: {exc}") from None
+    _merge(tree, _env_tree(os.environ if env is None else env))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _merge(tree, _nest(tuple(dotted.split(".")), value))
+    return _build(JobConfig, tree, ())
+
+
+def env_names() -> dict[str, tuple[str, ...]]:
+    """Every accepted ``TOPX_*`` variable mapped to the setting path it sets."""
+    names = {"_".join(("TOPX",) + path).upper(): path for path in _leaf_paths(JobConfig, ())}
+    names.update(ENV_ALIASES)
+    return names
+
+
+def _leaf_paths(cls, prefix: tuple[str, ...]):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _leaf_paths(hints[f.name], prefix + (f.name,))
+        else:
+            yield prefix + (f.name,)
+
+
+def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    known, tree = env_names(), {}
+    for name, value in env.items():
+        if not name.startswith("TOPX_") or name in ENV_NOT_SETTINGS:
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown environment variable {name} (no such setting)")
+        _merge(tree, _nest(known[name], value))
+    return tree
+
+
+def _nest(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _build(cls, tree: Mapping[str, Any], path: tuple[str, ...]):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(tree) - fields
+    if unknown:
+        where = ".".join(path) or "top level"
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in tree.items():
+        hint, here = hints[name], path + (name,)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{'.'.join(here)} must be a table of settings")
+            kwargs[name] = _build(hint, value, here)
+        else:
+            kwargs[name] = _coerce(value, hint, ".".join(here))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        hint = next(a for a in args if a is not type(None))
+    try:
+        if hint is bool:
+            return _to_bool(value)
+        if hint is int and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if hint is float and not isinstance(value, bool):
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{name} must be {getattr(hint, '__name__', hint)}; got {value!r}")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

@@ -1,0 +1,249 @@
+"""The data contract every stage shares: id maps, interactions, side features, a data set.
+
+External ids (what the user's data calls a user or an item) are mapped once, at ingest, to
+internal indices 0..n-1; everything downstream works on the indices and maps back only when
+results leave topx. An id map is sorted (numerically for integer ids, lexicographically for
+text ids) so that the same data gives the same indices whatever the file order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from batch.errors import DataError, UnknownIdError
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """External ids in index order: ``ids[k]`` is the external id of internal index ``k``.
+
+    ``ids`` is a 1-D numpy array, int64 for integer ids or a unicode array for text ids, sorted
+    and unique.
+    """
+
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_int(self) -> bool:
+        return self.ids.dtype.kind in "iu"
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray) -> IdMap:
+        """Map over the distinct values of ``ids`` (any order, duplicates allowed)."""
+        return cls(np.unique(np.asarray(ids)))
+
+    def index(self, external: Any, *, what: str = "id") -> np.ndarray:
+        """Internal indices (int64) of external ids; raises :class:`UnknownIdError` for any id
+        not in the map. Text ids are compared as strings, so ``"7"`` finds integer id 7."""
+        wanted = self._coerce(external)
+        pos, found = self._lookup(wanted)
+        if not np.all(found):
+            missing = np.atleast_1d(wanted)[~np.atleast_1d(found)][:5].tolist()
+            raise UnknownIdError(f"unknown {what}(s): {', '.join(map(str, missing))}")
+        return pos
+
+    def contains(self, external: Any) -> np.ndarray:
+        """Boolean mask: which external ids are in the map."""
+        wanted = self._coerce(external, strict=False)
+        if wanted is None:
+            return np.zeros(np.shape(external), bool)
+        return self._lookup(wanted)[1]
+
+    def _lookup(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.ids):
+            return np.zeros(wanted.shape, np.int64), np.zeros(wanted.shape, bool)
+        pos = np.minimum(np.searchsorted(self.ids, wanted), len(self.ids) - 1).astype(np.int64)
+        return pos, self.ids[pos] == wanted
+
+    def _coerce(self, external: Any, strict: bool = True) -> np.ndarray | None:
+        arr = np.asarray(external)
+        if self.is_int and arr.dtype.kind not in "iu":
+            try:
+                return arr.astype(np.int64)
+            except (ValueError, TypeError):
+                if strict:
+                    raise UnknownIdError(f"ids must be integers here; got {arr.ravel()[:3].tolist()}") from None
+                return None
+        if not self.is_int:
+            return arr.astype(str)
+        return arr.astype(np.int64)
+
+    def save(self, path: str | Path) -> None:
+        """One id per line after a ``# int64`` / ``# str`` header; line k+2 holds index k."""
+        kind = "int64" if self.is_int else "str"
+        text = "\n".join(map(str, self.ids.tolist()))
+        Path(path).write_text(f"# {kind}\n{text}\n" if len(self.ids) else f"# {kind}\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> IdMap:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+        kind, body = lines[0].lstrip("# ").strip(), [x for x in lines[1:] if x != ""]
+        if kind == "int64":
+            return cls(np.array(body, dtype=np.int64))
+        return cls(np.array(body, dtype=str))
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Columnar interactions over internal indices.
+
+    ``user``, ``item``: int32 arrays of internal indices; ``rating``: float32 (NaN where the
+    source has no rating); ``timestamp``: int64 seconds (0 where the source has none). All of
+    length n.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    timestamp: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.user)
+        if not (len(self.item) == len(self.rating) == len(self.timestamp) == n):
+            raise ValueError("interaction columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @classmethod
+    def empty(cls) -> Interactions:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32), np.empty(0, np.int64))
+
+    def take(self, index: np.ndarray) -> Interactions:
+        """Rows selected by an index array or boolean mask."""
+        return Interactions(self.user[index], self.item[index], self.rating[index], self.timestamp[index])
+
+    def concat(self, other: Interactions) -> Interactions:
+        return Interactions(*(np.concatenate([a, b]) for a, b in zip(self.columns(), other.columns())))
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.user, self.item, self.rating, self.timestamp
+
+    def matrix(self, n_users: int, n_items: int) -> sp.csr_matrix:
+        """Users × items CSR (bool) marking which pairs occur, e.g. for seen-item exclusion."""
+        data = np.ones(len(self), dtype=bool)
+        m = sp.csr_matrix((data, (self.user, self.item)), shape=(n_users, n_items))
+        m.sum_duplicates()
+        return m
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, user=self.user, item=self.item, rating=self.rating, timestamp=self.timestamp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Interactions:
+        with np.load(path) as z:
+            return cls(z["user"], z["item"], z["rating"], z["timestamp"])
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Side features of users or items, one row per entity of the full id map.
+
+    ``matrix``: CSR float32 of shape (n_entities, len(columns)); entities without features have
+    empty rows. ``columns``: feature names such as ``"occupation=writer"`` or ``"age"``.
+    """
+
+    matrix: sp.csr_matrix
+    columns: tuple[str, ...]
+
+    def __post_init__(self):
+        if self.matrix.shape[1] != len(self.columns):
+            raise ValueError("feature matrix width differs from its column names")
+
+    @property
+    def has_features(self) -> np.ndarray:
+        """Boolean per entity: does it have any non-zero feature."""
+        return np.diff(self.matrix.indptr) > 0
+
+    def save(self, path: str | Path) -> None:
+        m = self.matrix.tocsr()
+        np.savez(path, data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape),
+                 columns=np.array(self.columns, dtype=str))
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureTable:
+        with np.load(path) as z:
+            m = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            return cls(m.astype(np.float32), tuple(z["columns"].tolist()))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Everything ingest produces: the split interactions, id maps, features and item titles.
+
+    ``test`` is empty when the split is ``none``. ``item_titles`` (aligned with ``items``) is
+    None when the source has no titles. ``report`` records what ingest did (rows read,
+    duplicates resolved, sources) for the run summary.
+    """
+
+    train: Interactions
+    test: Interactions
+    users: IdMap
+    items: IdMap
+    user_features: FeatureTable | None = None
+    item_features: FeatureTable | None = None
+    item_titles: np.ndarray | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def all_interactions(self) -> Interactions:
+        return self.train.concat(self.test)
+
+    def with_report(self, **entries: Any) -> Dataset:
+        return replace(self, report={**self.report, **entries})
+
+    def save(self, directory: str | Path) -> None:
+        """Write to ``directory``: users.txt, items.txt, train.npz, test.npz, optional
+        user_features.npz / item_features.npz / item_titles.txt, report.json."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.users.save(d / "users.txt")
+        self.items.save(d / "items.txt")
+        self.train.save(d / "train.npz")
+        self.test.save(d / "test.npz")
+        for name in ("user_features", "item_features"):
+            table = getattr(self, name)
+            (d / f"{name}.npz").unlink(missing_ok=True)
+            if table is not None:
+                table.save(d / f"{name}.npz")
+        (d / "item_titles.txt").unlink(missing_ok=True)
+        if self.item_titles is not None:
+            titles = [str(t).replace("\n", " ") for t in self.item_titles.tolist()]
+            (d / "item_titles.txt").write_text("\n".join(titles) + "\n", encoding="utf-8")
+        (d / "report.json").write_text(json.dumps(self.report, indent=2, default=str), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Dataset:
+        d = Path(directory)
+        if not (d / "train.npz").exists():
+            raise DataError("not a saved data set (no train.npz)", file=str(d))
+        optional = {n: FeatureTable.load(d / f"{n}.npz") for n in ("user_features", "item_features")
+                    if (d / f"{n}.npz").exists()}
+        titles = None
+        if (d / "item_titles.txt").exists():
+            titles = np.array((d / "item_titles.txt").read_text(encoding="utf-8").split("\n")[:-1], dtype=object)
+        return cls(
+            train=Interactions.load(d / "train.npz"),
+            test=Interactions.load(d / "test.npz"),
+            users=IdMap.load(d / "users.txt"),
+            items=IdMap.load(d / "items.txt"),
+            item_titles=titles,
+            report=json.loads((d / "report.json").read_text(encoding="utf-8")),
+            **optional,
+        )

@@ -1,0 +1,101 @@
+"""Named errors. Every error a user can cause says what went wrong and where.
+
+The CLI turns any :class:`TopxError` into a one-line message and exit status 2 (bad input) or 1
+(a failure outside the user's control); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TopxError(Exception):
+    """Base of all errors topx raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(TopxError):
+    """A setting is missing, unknown or out of range."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(TopxError):
+    """An optional engine is not installed; the message names the extra that provides it."""
+
+    exit_code = 2
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra = module, extra
+        super().__init__(
+            f"{purpose} needs the Python package {module!r}, which is not installed. "
+            f"Install it with: pip install 'topx[{extra}]'"
+        )
+
+
+class DataError(TopxError):
+    """Input data is malformed. Carries the file, line (1-based) and column where known."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: str | int | None = None,
+    ):
+        self.file, self.line, self.column, self.reason = file, line, column, message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(str(self.file))
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        return f"{', '.join(where)}: {self.reason}" if where else self.reason
+
+
+class EmptyDataError(DataError):
+    """A file or table holds no data rows."""
+
+
+class MalformedLineError(DataError):
+    """A line cannot be split into the expected fields (wrong column count, bad quoting)."""
+
+
+class InvalidValueError(DataError):
+    """A field holds a value of the wrong type or out of its allowed range."""
+
+
+class UnknownIdError(DataError):
+    """An external user or item id is not in the model's id map."""
+
+
+class DownloadError(TopxError):
+    """A data set could not be fetched, failed its checksum, or holds unsafe paths."""
+
+
+class ArtifactError(TopxError):
+    """A model artifact (model.tar.gz, its zip or NDArray list) is corrupt, truncated or unexpected."""
+
+    exit_code = 2
+
+
+class StageError(TopxError):
+    """A pipeline stage cannot run because an earlier stage's output is missing or stale."""
+
+
+class PublishError(TopxError):
+    """Publishing a run to the database failed; the previously published run stays current."""
+
+
+class AwsJobError(TopxError):
+    """A SageMaker or AWS Batch job failed; carries the service's failure reason."""
+
+    def __init__(self, message: str, *, job_name: str | None = None, reason: str | None = None):
+        self.job_name, self.reason = job_name, reason
+        super().__init__(message)

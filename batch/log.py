@@ -1,0 +1,71 @@
+"""Logging, progress bars and the one-line JSON summary every command ends with.
+
+Logs and progress go to stderr; stdout carries only the summary line, so scripts can parse it.
+Anything that may hold a credential passes through :func:`redact` before it is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("topx")
+
+# user:password@ in URLs, and key=value / "key": "value" pairs whose key names a secret.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+_SECRET_PAIR = re.compile(
+    r"(?i)(?P<key>[\"']?[a-z_]*(?:password|passwd|secret|token|access_key)[a-z_]*[\"']?\s*[=:]\s*)"
+    r"(?P<q>[\"']?)(?P<val>[^\s\"',;&]+)"
+)
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs and values of password/secret/token-like keys."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['q']}***", text)
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Configure the ``topx`` logger once: stderr, timestamps, credentials redacted."""
+    level = (level or os.environ.get("TOPX_LOG_LEVEL") or "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: str = "it") -> Iterator[T]:
+    """Wrap an iterable in a progress bar on stderr (hidden when stderr is not a terminal
+    unless ``TOPX_PROGRESS=1``), so batch logs stay readable."""
+    from tqdm.auto import tqdm
+
+    disable = not (sys.stderr.isatty() or os.environ.get("TOPX_PROGRESS") == "1")
+    return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr,
+                     dynamic_ncols=True, leave=False))
+
+
+def summary(payload: dict[str, Any]) -> str:
+    """Print the one-line JSON summary on stdout (credentials redacted) and return it."""
+    line = redact(json.dumps(payload, sort_keys=False, default=_json_default, separators=(",", ":")))
+    print(line, flush=True)
+    return line
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,73 @@
+"""Top-x lists of many users in one flat, columnar structure: the hand-off from search to publish."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_MODEL = 0  # ranked by the model
+SOURCE_POPULARITY = 1  # the user had no interactions and no features: popularity list
+
+
+@dataclass(frozen=True)
+class TopLists:
+    """Rows ``(user, rank, item, score, probability, source)``, grouped by user, best first.
+
+    ``user``: int32 (n,) internal user index; one user's rows are contiguous with ranks 1, 2, ….
+    ``rank``: int32 (n,), 1 = best. ``item``: int32 (n,) internal item index.
+    ``score``: float32 (n,), the FM prediction ŷ for the pair (what ``topx score`` prints).
+    ``probability``: float32 (n,), sigmoid(score) in binary/implicit modes, NaN in regression.
+    ``source``: uint8 (n,), :data:`SOURCE_MODEL` or :data:`SOURCE_POPULARITY`.
+    """
+
+    user: np.ndarray
+    rank: np.ndarray
+    item: np.ndarray
+    score: np.ndarray
+    probability: np.ndarray
+    source: np.ndarray
+
+    def __post_init__(self):
+        if len({len(c) for c in self.columns()}) > 1:
+            raise ValueError("TopLists columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return self.user, self.rank, self.item, self.score, self.probability, self.source
+
+    @classmethod
+    def empty(cls) -> TopLists:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32),
+                   np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.uint8))
+
+    @classmethod
+    def concat(cls, parts: list[TopLists]) -> TopLists:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate(cols) for cols in zip(*(p.columns() for p in parts))))
+
+    def take(self, index: np.ndarray) -> TopLists:
+        return TopLists(*(c[index] for c in self.columns()))
+
+    @property
+    def n_users(self) -> int:
+        return int(np.unique(self.user).size)
+
+    def chunks(self, rows: int) -> Iterator[TopLists]:
+        """Consecutive slices of at most ``rows`` rows, for streamed loading."""
+        for start in range(0, len(self), rows):
+            yield self.take(slice(start, start + rows))
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, user=self.user, rank=self.rank, item=self.item, score=self.score,
+                 probability=self.probability, source=self.source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TopLists:
+        with np.load(path) as z:
+            return cls(z["user"], z["rank"], z["item"], z["score"], z["probability"], z["source"])
