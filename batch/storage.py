@@ -98,6 +98,8 @@ def open_read(location: str | os.PathLike) -> IO[bytes]:
             return open(location, "rb")
         except FileNotFoundError:
             raise DataError("no such file", file=str(location)) from None
+        except IsADirectoryError:
+            raise DataError("is a directory, not a file", file=str(location)) from None
     bucket, key = split_s3(str(location))
     client = s3_client()
     try:
