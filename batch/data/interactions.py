@@ -123,7 +123,7 @@ class Interactions:
         return Interactions(self.user[index], self.item[index], self.rating[index], self.timestamp[index])
 
     def concat(self, other: Interactions) -> Interactions:
-        return Interactions(*(np.concatenate([a, b]) for a, b in zip(self.columns(), other.columns())))
+        return Interactions(*(np.concatenate([a, b]) for a, b in zip(self.columns(), other.columns(), strict=True)))
 
     def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.user, self.item, self.rating, self.timestamp
@@ -224,7 +224,7 @@ class Dataset:
                 table.save(d / f"{name}.npz")
         (d / "item_titles.txt").unlink(missing_ok=True)
         if self.item_titles is not None:
-            titles = [str(t).replace("\n", " ") for t in self.item_titles.tolist()]
+            titles = ["" if t is None else str(t).replace("\n", " ") for t in self.item_titles.tolist()]
             (d / "item_titles.txt").write_text("\n".join(titles) + "\n", encoding="utf-8")
         (d / "report.json").write_text(json.dumps(self.report, indent=2, default=str), encoding="utf-8")
 
@@ -237,7 +237,8 @@ class Dataset:
                     if (d / f"{n}.npz").exists()}
         titles = None
         if (d / "item_titles.txt").exists():
-            titles = np.array((d / "item_titles.txt").read_text(encoding="utf-8").split("\n")[:-1], dtype=object)
+            lines = (d / "item_titles.txt").read_text(encoding="utf-8").split("\n")[:-1]
+            titles = np.array([t or None for t in lines], dtype=object)
         return cls(
             train=Interactions.load(d / "train.npz"),
             test=Interactions.load(d / "test.npz"),

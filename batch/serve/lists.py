@@ -49,7 +49,7 @@ class TopLists:
     def concat(cls, parts: list[TopLists]) -> TopLists:
         if not parts:
             return cls.empty()
-        return cls(*(np.concatenate(cols) for cols in zip(*(p.columns() for p in parts))))
+        return cls(*(np.concatenate(cols) for cols in zip(*(p.columns() for p in parts), strict=True)))
 
     def take(self, index: np.ndarray) -> TopLists:
         return TopLists(*(c[index] for c in self.columns()))
