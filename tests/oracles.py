@@ -23,7 +23,7 @@ CACHE = Path(os.environ.get("TOPX_ORACLE_CACHE", ROOT / ".cache" / "oracles"))
 
 ORACLES: dict[str, list[str]] = {
     "mxnet": ["mxnet==1.9.1", "numpy==1.23.5"],
-    "sagemaker": ["sagemaker==2.257.7"],
+    "sagemaker": ["sagemaker==2.257.7", "scipy"],
 }
 
 
