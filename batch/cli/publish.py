@@ -1,0 +1,76 @@
+"""Commands around the published database: ``export``, ``runs``, ``cleanup``, ``schema``.
+
+Each finds the database the way ``topx run`` does (``--database-url``, ``TOPX_DATABASE_URL``,
+the config file, else the SQLite file in the work directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from batch.cli.common import add_config_options, config_from_args
+from batch.config import JobConfig
+from batch.publish import cleanup, current_run, database_url, export_current, list_runs
+from batch.publish.connect import shown
+from batch.publish.models import schema_sql
+
+# Columns of `topx runs`: enough to see what is live and what failed; the rest is in the table.
+RUN_FIELDS = ("id", "status", "started_at", "published_at", "n_users", "n_rows", "error")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("export", help="write the current top-N lists with titles as CSV",
+                              description="Stream the current run's lists, cut to --top items per "
+                              "user, with item titles, to a CSV file for email tools.")
+    add_config_options(p, "--top", "--database-url", "--workdir")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
+    p.set_defaults(handler=_export)
+
+    p = subparsers.add_parser("runs", help="list recent runs: current, superseded, failed")
+    add_config_options(p, "--database-url", "--workdir")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs (default 20)")
+    p.set_defaults(handler=_runs)
+
+    p = subparsers.add_parser("cleanup", help="fail runs a crashed publisher left loading; prune old runs")
+    add_config_options(p, "--database-url", "--workdir")
+    p.add_argument("--keep-runs", type=int, metavar="N", help="published runs to keep (default: config)")
+    p.set_defaults(handler=_cleanup)
+
+    p = subparsers.add_parser("schema", help="write the database DDL generated from the models",
+                              description="Regenerate sql/schema.sql: topx schema --out sql/schema.sql")
+    p.add_argument("--out", required=True, metavar="FILE.sql")
+    p.add_argument("--dialect", choices=["postgresql", "sqlite"], default="postgresql")
+    p.set_defaults(handler=_schema)
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> tuple[JobConfig, str]:
+    config = config_from_args(args, **extra)
+    return config, database_url(config)
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    config, url = _config(args)
+    run = current_run(url)
+    rows = export_current(url, args.out, top=config.search.top)
+    return {"command": "export", "rows": rows, "top": config.search.top, "out": str(args.out),
+            "run_id": run and run["id"], "database": shown(url)}
+
+
+def _runs(args: argparse.Namespace) -> dict[str, Any]:
+    _, url = _config(args)
+    runs = [{k: run[k] for k in RUN_FIELDS} for run in list_runs(url, limit=args.limit)]
+    return {"command": "runs", "runs": runs, "database": shown(url)}
+
+
+def _cleanup(args: argparse.Namespace) -> dict[str, Any]:
+    config, url = _config(args, **{"publish.keep_runs": args.keep_runs})
+    return {"command": "cleanup", **cleanup(url, keep_runs=config.publish.keep_runs)}
+
+
+def _schema(args: argparse.Namespace) -> dict[str, Any]:
+    text = schema_sql(args.dialect)
+    Path(args.out).write_text(text, encoding="utf-8")
+    return {"command": "schema", "out": str(args.out), "dialect": args.dialect,
+            "statements": text.count(";\n")}

@@ -1,0 +1,74 @@
+"""The email-marketing export: the current run's top N items per user, with titles, as CSV.
+
+Rows are streamed from the database (a server-side cursor on PostgreSQL) and written as they
+arrive, so memory stays flat for any number of users. A file is written under a temporary name
+and renamed into place only when complete, so an email tool never picks up half an export.
+This is the query of ``sql/export.sql``; a test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import Select, select
+from sqlalchemy.engine import Engine
+
+from batch.errors import ConfigError, PublishError
+from batch.publish import registry
+from batch.publish.connect import engine_scope, session, shown
+from batch.publish.models import current_recommendations as view
+
+COLUMNS = ("user_id", "rank", "item_id", "title", "score")
+
+
+def export_query(top: int) -> Select:
+    """Each user's ranks 1..``top`` of the current run, by user id then rank."""
+    return (select(view.c.user_id, view.c.rank, view.c.item_id, view.c.title, view.c.score)
+            .where(view.c.rank <= top).order_by(view.c.user_id, view.c.rank))
+
+
+def export_current(database_url: str | None, out: str | os.PathLike | IO[str], *, top: int,
+                   engine: Engine | None = None, batch_rows: int = 10_000) -> int:
+    """Write the current run's lists, cut to ``top`` per user, as CSV with a header
+    (``COLUMNS``) to ``out`` (a path, or an open text file). Returns the rows written.
+    Raises :class:`PublishError` when no run is published."""
+    if top < 1:
+        raise ConfigError(f"--top must be ≥ 1; got {top}")
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        if registry.current(conn) is None:
+            raise PublishError(f"nothing to export: no run is published in {shown(eng.url)}")
+        result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(export_query(top))
+        with _text_out(out) as stream:
+            return _write_csv(result, stream)
+
+
+def _write_csv(result, stream: IO[str]) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    written = 0
+    for part in result.partitions():  # yield_per rows at a time
+        # Scores to 7 significant digits: the float32 precision they were computed in.
+        writer.writerows((u, r, i, t, format(s, ".7g")) for u, r, i, t, s in part)
+        written += len(part)
+    return written
+
+
+@contextmanager
+def _text_out(out: str | os.PathLike | IO[str]) -> Iterator[IO[str]]:
+    if hasattr(out, "write"):
+        yield out
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as stream:
+            yield stream
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,158 @@
+"""Publishing a run: register it, load its rows, switch to it in one transaction, prune.
+
+Like luigi's COPY-plus-marker-row, the rows and the ``runs`` update that makes them current
+commit together, so readers see the previous run complete until the new one is complete. The
+run is registered as ``loading`` in an earlier, separate transaction, so a publisher killed
+mid-load leaves a trace: the next publish (or :func:`cleanup`), holding the publisher lock,
+finds the run still ``loading``, marks it failed and deletes anything it left.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from batch.data.interactions import IdMap
+from batch.errors import PublishError
+from batch.log import log, redact
+from batch.publish import registry
+from batch.publish.base import Sink, sink_for
+from batch.publish.connect import engine_scope, session, shown
+from batch.publish.models import create_schema
+from batch.publish.registry import RunInfo
+from batch.publish.rows import RunRows
+from batch.serve.lists import TopLists
+
+DEFAULT_CHUNK_ROWS = 200_000
+
+
+def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: IdMap, items: IdMap, *,
+                item_titles=None, keep_runs: int = 5, engine: Engine | None = None,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, Any]:
+    """Publish ``lists`` as run ``run.run_id`` and make it the current run.
+
+    ``users`` / ``items`` map the lists' internal indices to external ids; ``item_titles``: an
+    optional sequence aligned with ``items`` (None for no title). Keeps the ``keep_runs`` most
+    recently published runs. Re-publishing a run id replaces its rows. On failure raises
+    :class:`PublishError`; the previous current run stays current and complete.
+    Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned, recovered,
+    phases (seconds), database (password hidden).
+    """
+    if keep_runs < 1:
+        raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
+    rows = RunRows.build(run.run_id, lists, users, items, item_titles=item_titles, chunk_rows=chunk_rows)
+    stats = rows.stats()
+    start = perf_counter()
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        sink = sink_for(eng)
+        with sink.locked(conn):
+            recovered = _prepare(conn, sink)
+            with conn.begin():
+                registry.register(conn, run, registry.now())
+            phases, superseded = _load_and_switch(conn, sink, run, rows, stats)
+            pruning = perf_counter()
+            pruned = _prune(conn, sink, keep_runs)
+            phases["prune_s"] = perf_counter() - pruning
+        seconds = perf_counter() - start
+        summary = {"run_id": run.run_id, "rows": len(rows), "users": stats["n_users"],
+                   "seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9)),
+                   "superseded": superseded, "pruned": pruned, "recovered": recovered,
+                   "phases": {k: round(v, 3) for k, v in phases.items()},
+                   "database": shown(eng.url), "sink": sink.name}
+    log.info("published run %s: %d rows in %.1f s", run.run_id, len(rows), seconds)
+    return summary
+
+
+def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows,
+                     stats: dict[str, int]) -> tuple[dict, str | None]:
+    try:
+        with conn.begin():
+            phases = sink.load(conn, rows)
+            start = perf_counter()
+            sink.attach(conn, run.run_id)
+            superseded = registry.switch(conn, run, stats, registry.now())
+            if rows.titles is not None:
+                sink.upsert_titles(conn, *rows.titles)
+            phases["switch_s"] = perf_counter() - start
+        return phases, superseded
+    except BaseException as exc:
+        _record_failure(conn, run.run_id, exc)
+        if isinstance(exc, PublishError) or not isinstance(exc, Exception):
+            raise
+        raise PublishError(f"publishing run {run.run_id} failed, the previous run stays current: "
+                           f"{type(exc).__name__}: {redact(str(exc))}") from exc
+
+
+def _record_failure(conn: Connection, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed at once; if even that fails the next publish finds it stale."""
+    try:
+        with conn.begin():
+            registry.fail(conn, run_id, f"{type(exc).__name__}: {exc}", registry.now())
+    except Exception:
+        log.warning("could not mark run %s failed; the next publish will", run_id, exc_info=True)
+
+
+def _prepare(conn: Connection, sink: Sink) -> list[str]:
+    """Schema in place, runs left behind by a crashed publisher failed and cleared."""
+    sink.prepare(conn)
+    with conn.begin():
+        create_schema(conn)
+        stale = registry.stale_loads(conn)
+        for run_id in stale:
+            log.warning("run %s was left loading by a publisher that stopped; marking it failed", run_id)
+            sink.drop_run(conn, run_id)
+            registry.fail(conn, run_id, registry.STALE_REASON, registry.now())
+    return stale
+
+
+def _prune(conn: Connection, sink: Sink, keep_runs: int) -> list[str]:
+    """Delete the rows of published runs beyond the newest ``keep_runs``, one run per
+    transaction; a run that cannot be dropped now (busy readers) is retried next time."""
+    with conn.begin():
+        expired = registry.expired(conn, keep_runs)
+    pruned = []
+    for run_id in expired:
+        try:
+            with conn.begin():
+                sink.drop_run(conn, run_id)
+                registry.mark_pruned(conn, run_id)
+            pruned.append(run_id)
+        except DBAPIError as exc:  # e.g. lock_timeout: readers held the table too long
+            log.warning("could not prune run %s yet: %s", run_id, redact(str(exc.orig or exc)))
+    return pruned
+
+
+def mark_failed(database_url: str | None, run_id: str, reason: str, *, engine: Engine | None = None) -> None:
+    """Record that run ``run_id`` failed (e.g. in a stage before publishing) with ``reason``.
+    A run that is already published keeps its status."""
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        sink_for(eng).prepare(conn)
+        with conn.begin():
+            create_schema(conn)
+            registry.fail(conn, run_id, reason, registry.now())
+
+
+def cleanup(database_url: str | None, *, keep_runs: int = 5, engine: Engine | None = None) -> dict[str, Any]:
+    """What a publish does before and after loading, alone: fail and clear runs left loading by
+    a crashed publisher, and prune old runs. Returns ``{"recovered": [...], "pruned": [...]}``."""
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        sink = sink_for(eng)
+        with sink.locked(conn):
+            recovered = _prepare(conn, sink)
+            pruned = _prune(conn, sink, keep_runs)
+    return {"recovered": recovered, "pruned": pruned, "database": shown(eng.url)}
+
+
+def current_run(database_url: str | None, *, engine: Engine | None = None) -> dict[str, Any] | None:
+    """The current run's ``runs`` row as plain values, or None if nothing is published."""
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        return registry.current(conn)
+
+
+def list_runs(database_url: str | None, *, limit: int = 20, engine: Engine | None = None) -> list[dict[str, Any]]:
+    """The most recently created runs, newest first."""
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        return registry.recent(conn, limit)

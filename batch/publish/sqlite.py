@@ -1,0 +1,95 @@
+"""The embedded SQLite sink: one ``WITHOUT ROWID`` table, rows inserted in the switch
+transaction.
+
+SQLite has a single writer anyway, so the rows and the switch share one transaction: readers
+(in WAL mode) keep seeing the previous run until it commits, and a crash mid-load leaves
+nothing behind, since SQLite rolls back the uncommitted transaction on the next open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import repeat
+from time import perf_counter
+
+import numpy as np
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection, Engine
+
+from batch.publish.base import PublishLockedError
+from batch.publish.models import ROW_COLUMNS, recommendations
+from batch.publish.rows import RunRows
+
+_INSERT = "INSERT INTO recommendations (run_id, {}) VALUES ({})".format(
+    ", ".join(ROW_COLUMNS), ", ".join("?" * (len(ROW_COLUMNS) + 1)))
+
+_UPSERT_TITLE = ("INSERT INTO items (item_id, title) VALUES (?, ?) ON CONFLICT (item_id) "
+                 "DO UPDATE SET title = excluded.title WHERE items.title IS NOT excluded.title")
+
+
+class SqliteSink:
+    """Rows of every run in one table clustered on (run_id, user_id, rank)."""
+
+    name = "sqlite"
+
+    def __init__(self, engine: Engine):
+        database = engine.url.database
+        self.path = None if database in (None, "", ":memory:") else database
+
+    @contextmanager
+    def locked(self, conn: Connection) -> Iterator[None]:
+        """An exclusive ``flock`` on ``<database>.publish-lock``; the kernel drops it when the
+        process dies, which SQLite's own locks cannot promise across transactions."""
+        if self.path is None:  # a private in-memory database has no other publisher
+            yield
+            return
+        fd = os.open(f"{self.path}.publish-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise PublishLockedError(f"another process is publishing to {self.path}") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def prepare(self, conn: Connection) -> None:
+        # WAL lets dashboards read the old run while a new one loads (persistent per file).
+        with conn.begin():
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+    def load(self, conn: Connection, rows: RunRows) -> dict[str, float]:
+        start = perf_counter()
+        self.drop_run(conn, rows.run_id)  # a re-run replaces its rows, in this transaction
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(_INSERT, _tuples(rows))
+        finally:
+            cursor.close()
+        return {"insert_s": perf_counter() - start}
+
+    def attach(self, conn: Connection, run_id: str) -> None:
+        """Nothing to do: the rows are already in the table, hidden until the switch commits."""
+
+    def drop_run(self, conn: Connection, run_id: str) -> None:
+        conn.execute(delete(recommendations).where(recommendations.c.run_id == run_id))
+
+    def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(_UPSERT_TITLE, zip(item_ids.tolist(), titles.tolist(), strict=True))
+        finally:
+            cursor.close()
+
+
+def _tuples(rows: RunRows) -> Iterator[tuple]:
+    """Row tuples in ``_INSERT`` order, converted to Python values a chunk at a time."""
+    for chunk in rows.chunks():
+        probability = chunk.probability.astype(object)
+        probability[np.isnan(chunk.probability)] = None  # NULL, not NaN, for "no probability"
+        yield from zip(repeat(rows.run_id), rows.user_text[chunk.user].tolist(), chunk.rank.tolist(),
+                       rows.item_text[chunk.item].tolist(), chunk.score.tolist(),
+                       probability.tolist(), chunk.source.tolist())

@@ -1,0 +1,46 @@
+-- Database roles for topx on PostgreSQL. Run once per database, after schema.sql, as a superuser
+-- or the schema's owner:   psql -d topx -f sql/roles.sql
+-- Both roles are NOLOGIN groups; grant them to login users, e.g.  GRANT topx_writer TO batch_job;
+--
+-- topx_writer publishes runs. PostgreSQL lets only a table's owner attach and drop partitions,
+-- so the writer owns `recommendations` (and the one partition per run it creates) and the view
+-- over it; on `runs` and `items` it may only read, insert and update rows, never delete them or
+-- change their definition. It may create tables in the schema (a run's partition is created as
+-- a table first).
+--
+-- topx_dashboard reads what dashboards and exports need: the current_recommendations view, the
+-- runs table (coverage and metrics per run) and item titles; not the history in recommendations.
+
+DO $$
+BEGIN
+    CREATE ROLE topx_writer NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;  -- roles belong to the cluster: another database may have created it
+END $$;
+
+DO $$
+BEGIN
+    CREATE ROLE topx_dashboard NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END $$;
+
+REVOKE ALL ON runs, items, recommendations, current_recommendations FROM PUBLIC;
+
+GRANT USAGE, CREATE ON SCHEMA public TO topx_writer;
+ALTER TABLE recommendations OWNER TO topx_writer;
+ALTER VIEW current_recommendations OWNER TO topx_writer;
+DO $$
+DECLARE
+    part regclass;
+BEGIN
+    -- Partitions published before these roles existed.
+    FOR part IN SELECT inhrelid::regclass FROM pg_inherits
+                WHERE inhparent = 'recommendations'::regclass LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO topx_writer', part);
+    END LOOP;
+END $$;
+GRANT SELECT, INSERT, UPDATE ON runs, items TO topx_writer;
+
+GRANT USAGE ON SCHEMA public TO topx_dashboard;
+GRANT SELECT ON current_recommendations, runs, items TO topx_dashboard;

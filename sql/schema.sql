@@ -1,0 +1,50 @@
+-- topx database schema (postgresql). GENERATED from batch/publish/models.py: do not edit.
+-- Regenerate with: topx schema --out sql/schema.sql
+
+CREATE TABLE runs (
+	id TEXT COLLATE "C" NOT NULL,
+	status TEXT NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	started_at TIMESTAMP WITH TIME ZONE,
+	finished_at TIMESTAMP WITH TIME ZONE,
+	published_at TIMESTAMP WITH TIME ZONE,
+	model_location TEXT,
+	config JSONB,
+	metrics JSONB,
+	counts JSONB,
+	n_users BIGINT,
+	n_items BIGINT,
+	n_items_recommended BIGINT,
+	n_fallback_users BIGINT,
+	n_rows BIGINT,
+	error TEXT,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_runs_status CHECK (status IN ('loading', 'current', 'superseded', 'failed', 'pruned'))
+);
+
+CREATE UNIQUE INDEX uq_runs_one_current ON runs (status) WHERE status = 'current';
+
+CREATE TABLE items (
+	item_id TEXT COLLATE "C" NOT NULL,
+	title TEXT,
+	PRIMARY KEY (item_id)
+);
+
+CREATE TABLE recommendations (
+	run_id TEXT COLLATE "C" NOT NULL,
+	user_id TEXT COLLATE "C" NOT NULL,
+	rank INTEGER NOT NULL,
+	item_id TEXT COLLATE "C" NOT NULL,
+	score REAL NOT NULL,
+	probability REAL,
+	source SMALLINT NOT NULL
+)
+ PARTITION BY LIST (run_id);
+
+CREATE INDEX brin_recommendations_user ON recommendations USING brin (user_id) WITH (pages_per_range = 16);
+
+CREATE VIEW current_recommendations AS SELECT recommendations.user_id, recommendations.rank, recommendations.item_id, recommendations.score, recommendations.probability, recommendations.source, items.title, recommendations.run_id
+FROM recommendations LEFT OUTER JOIN items ON items.item_id = recommendations.item_id
+WHERE recommendations.run_id = (SELECT runs.id
+FROM runs
+WHERE runs.status = 'current');

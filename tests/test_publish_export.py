@@ -1,0 +1,157 @@
+"""`topx export` and the other publish commands: CSV content, streaming, the CLI, and where the
+database URL comes from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import boto3
+import psycopg2
+import pytest
+from moto import mock_aws
+from test_publish_support import id_maps, make_lists, run_info, titles_for
+
+import batch.cli
+from batch.config import load_config
+from batch.errors import ConfigError, PublishError
+from batch.publish import database_url, export_current, publish_run
+from batch.publish.models import schema_sql
+
+
+def publish_two(url: str) -> None:
+    users, items = id_maps()
+    publish_run(url, run_info("old"), make_lists(shift=50), users, items, item_titles=titles_for(items))
+    publish_run(url, run_info("new"), make_lists(), users, items, item_titles=titles_for(items))
+
+
+def read_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_export_writes_the_current_runs_top_n_with_titles(db_url, tmp_path):
+    publish_two(db_url)
+    out = tmp_path / "emails" / "top.csv"
+    assert export_current(db_url, out, top=2) == 12
+
+    rows = read_csv(out.read_text(encoding="utf-8"))
+    assert rows[0] == ["user_id", "rank", "item_id", "title", "score"]
+    # Users 7..12 as text: "10" < "11" < "12" < "7" < "8" < "9"; user u gets items u-7, u-6.
+    assert [r[0] for r in rows[1::2]] == ["10", "11", "12", "7", "8", "9"]
+    assert rows[1:3] == [["10", "1", "109", 'Title of 109, "quoted"', "9.03"],
+                         ["10", "2", "112", 'Title of 112, "quoted"', "8.03"]]
+    assert all(r[1] in ("1", "2") for r in rows[1:])  # the cut
+    assert all(float(r[4]) < 20 for r in rows[1:])  # only the new run (old scores are ≥ 50)
+    assert not list(tmp_path.glob("emails/*.part"))
+
+
+def test_export_to_an_open_file_and_the_whole_list(db_url):
+    publish_two(db_url)
+    buffer = io.StringIO()
+    assert export_current(db_url, buffer, top=100) == 24
+    rows = read_csv(buffer.getvalue())
+    assert len(rows) == 25 and ["12", "4", "124", "", "6.05"] in rows  # an item without a title
+
+
+def test_export_streams_from_a_server_side_cursor(pg_url):
+    """While rows are being written the exporting session is still FETCHing from a cursor, a
+    batch at a time: the result is never fetched whole."""
+    publish_two(pg_url)
+    seen = []
+    watcher = psycopg2.connect(pg_url)
+    watcher.autocommit = True  # else pg_stat_activity is read once per transaction
+
+    class Out(io.StringIO):
+        def write(self, text):
+            cur = watcher.cursor()
+            cur.execute("SELECT query, query_start FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND state = 'idle in transaction'")
+            seen.extend(cur.fetchall())
+            return super().write(text)
+
+    try:
+        assert export_current(pg_url, Out(), top=100, batch_rows=5) == 24
+    finally:
+        watcher.close()
+    assert seen[0][0].startswith("FETCH FORWARD")  # while writing the header
+    fetches = {(q, at) for q, at in seen if q.startswith("FETCH FORWARD 5 FROM")}
+    assert len(fetches) >= 3  # rows were written between fetches of 5
+
+
+def test_export_needs_a_published_run(db_url, tmp_path):
+    with pytest.raises(PublishError, match="no run is published"):
+        export_current(db_url, tmp_path / "x.csv", top=5)
+    with pytest.raises(ConfigError):
+        export_current(db_url, tmp_path / "x.csv", top=0)
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `topx …` with just the publish commands registered; returns (status, summary, stderr)."""
+    monkeypatch.setattr(batch.cli, "GROUPS", ("publish",))
+
+    def run(*argv):
+        code = batch.cli.main(list(argv))
+        captured = capsys.readouterr()
+        lines = captured.out.strip().splitlines()
+        return code, json.loads(lines[-1]) if lines else None, captured.err
+
+    return run
+
+
+def test_cli_export_runs_and_cleanup(db_url, tmp_path, cli):
+    publish_two(db_url)
+    code, summary, _ = cli("export", "--top", "3", "--out", str(tmp_path / "x.csv"), "--database-url", db_url)
+    assert code == 0 and summary["rows"] == 18 and summary["run_id"] == "new" and summary["top"] == 3
+    assert len(read_csv((tmp_path / "x.csv").read_text())) == 19
+
+    code, summary, _ = cli("runs", "--database-url", db_url)
+    assert code == 0
+    assert [(r["id"], r["status"]) for r in summary["runs"]] == [("new", "current"), ("old", "superseded")]
+
+    code, summary, _ = cli("cleanup", "--keep-runs", "1", "--database-url", db_url)
+    assert code == 0 and summary["pruned"] == ["old"] and summary["recovered"] == []
+
+
+def test_cli_schema_writes_schema_sql(tmp_path, cli):
+    code, summary, _ = cli("schema", "--out", str(tmp_path / "schema.sql"))
+    assert code == 0 and summary["statements"] == 6
+    assert (tmp_path / "schema.sql").read_text() == schema_sql()
+
+
+def test_cli_default_database_is_sqlite_in_the_workdir(tmp_path, cli, monkeypatch):
+    monkeypatch.delenv("TOPX_DATABASE_URL", raising=False)
+    code, summary, _ = cli("runs", "--workdir", str(tmp_path / "work"))
+    assert code == 0 and summary["runs"] == []
+    assert summary["database"] == f"sqlite:///{tmp_path / 'work' / 'topx.db'}"
+
+
+def test_cli_errors_hide_the_password(tmp_path, cli):
+    code, summary, err = cli("export", "--top", "1", "--out", str(tmp_path / "x.csv"),
+                             "--database-url", "postgresql://topx:s3cret-pw@127.0.0.1:1/nowhere")
+    assert code == 1 and summary is None
+    assert "s3cret-pw" not in err and "topx:***@127.0.0.1" in err
+
+
+def test_database_url_comes_from_config_secret_or_workdir(tmp_path):
+    assert database_url(load_config(env={}, overrides={"workdir": str(tmp_path)})) == \
+        f"sqlite:///{tmp_path / 'topx.db'}"
+    assert database_url(load_config(env={"TOPX_DATABASE_URL": "postgresql://a@h/d"})) == "postgresql://a@h/d"
+    with pytest.raises(ConfigError, match="local workdir"):
+        database_url(load_config(env={}, overrides={"workdir": "s3://bucket/work"}))
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        rds = client.create_secret(Name="rds", SecretString=json.dumps(
+            {"engine": "postgres", "host": "db.internal", "port": 5432, "username": "topx",
+             "password": "p@ss/word", "dbname": "reco"}))["ARN"]
+        plain = client.create_secret(Name="url", SecretString="postgresql://u:pw@h/db")["ARN"]
+        bad = client.create_secret(Name="bad", SecretString="not a url")["ARN"]
+        config = load_config(env={"TOPX_DATABASE_SECRET_ARN": rds})
+        assert database_url(config, secrets_client=client) == \
+            "postgresql+psycopg2://topx:p%40ss%2Fword@db.internal:5432/reco"
+        config = load_config(env={"TOPX_DATABASE_SECRET_ARN": plain})
+        assert database_url(config, secrets_client=client) == "postgresql://u:pw@h/db"
+        with pytest.raises(ConfigError, match="neither a database URL"):
+            database_url(load_config(env={"TOPX_DATABASE_SECRET_ARN": bad}), secrets_client=client)
