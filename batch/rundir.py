@@ -1,0 +1,92 @@
+"""A run directory: everything one training run leaves behind, and what serving reads back.
+
+    RUNDIR/model.tar.gz   the SageMaker-format FM artifact (the seam)
+    RUNDIR/layout.json    design-matrix column blocks (feature_dim, offsets, feature names)
+    RUNDIR/users.txt      user id map: line k+2 is the external id of user index k
+    RUNDIR/items.txt      item id map, likewise
+    RUNDIR/train.npz, test.npz, *_features.npz, item_titles.txt, report.json   the ingested data
+    RUNDIR/metrics.json   held-out metrics of training (and of evaluation, once run)
+    RUNDIR/config.json    the resolved job configuration
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batch.artifact import FMModel, read_model
+from batch.data.interactions import Dataset
+from batch.errors import StageError
+from batch.features.design import DesignLayout
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.tar.gz"
+
+    @property
+    def layout(self) -> Path:
+        return self.path / "layout.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`StageError` naming the first missing file (and the command that makes it)."""
+        for name in names:
+            if not (self.path / name).exists():
+                raise StageError(f"{self.path / name} is missing: run `topx train --out {self.path}` first")
+
+    def load_dataset(self) -> Dataset:
+        self.require("train.npz", "users.txt", "items.txt")
+        return Dataset.load(self.path)
+
+    def load_model(self) -> FMModel:
+        self.require("model.tar.gz")
+        return read_model(str(self.model))
+
+    def load_layout(self) -> DesignLayout:
+        self.require("layout.json")
+        return DesignLayout.load(self.layout)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        path = self.path / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{name}.part"
+        tmp.write_text(json.dumps(payload, indent=2, default=_plain), encoding="utf-8")
+        tmp.replace(self.path / name)
+
+    def update_metrics(self, section: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` under ``section`` of metrics.json and return the whole document."""
+        metrics = self.read_json("metrics.json")
+        metrics[section] = values
+        self.write_json("metrics.json", metrics)
+        return metrics
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,42 @@
+"""Training: labelled samples → factorization machine, on the local engine or SageMaker.
+
+The backend is chosen here and nowhere else (:func:`make_trainer`); both return an
+:class:`FMModel` read from (or written as) the SageMaker artifact, so everything downstream is
+the same whichever trained it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from batch.artifact import FMModel
+from batch.config import FMHyperparameters, JobConfig
+from batch.features.design import Design
+from batch.train.samples import Samples, SampleSource
+
+
+@dataclass
+class FitResult:
+    """A trained model and what the engine reports about the fit (device, seconds, samples/s,
+    loss per epoch; or the SageMaker job name and billable time)."""
+
+    model: FMModel
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer(Protocol):
+    def fit(self, design: Design, source: SampleSource, test: Samples, hp: FMHyperparameters,
+            predictor_type: str) -> FitResult:
+        """Train on ``source`` (``test`` is the held-out set, for engines that report on it)."""
+
+
+def make_trainer(cfg: JobConfig, **clients: Any) -> Trainer:
+    """The trainer for ``cfg.train.backend``; ``clients`` (boto3 clients) are handed to SageMaker."""
+    if cfg.train.backend == "sagemaker":
+        from batch.train.sagemaker import SageMakerFMTrainer
+
+        return SageMakerFMTrainer(cfg, **clients)
+    from batch.train.local import LocalFMTrainer
+
+    return LocalFMTrainer(cfg.train.device)

@@ -1,0 +1,72 @@
+"""The train stage: a data set in, a run directory out (model.tar.gz, layout, id maps, metrics)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from batch.artifact import FMModel, write_model
+from batch.config import JobConfig
+from batch.data.interactions import Dataset
+from batch.features.design import Design, build_design
+from batch.rundir import RunDir
+from batch.train import Trainer, make_trainer
+from batch.train.metrics import classifier_metrics, regression_metrics
+from batch.train.samples import PREDICTOR_TYPES, Samples, held_out_samples, training_source
+
+log = logging.getLogger("topx.train")
+
+
+def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer | None = None) -> dict[str, Any]:
+    """Train on ``dataset.train`` and write the run directory; returns the stage summary.
+
+    The data set and layout are written before training starts, the model and metrics after,
+    each file atomically, so an interrupted run never leaves a model that disagrees with its
+    layout.
+    """
+    t, hp = cfg.train, cfg.train.hyperparameters
+    started = time.perf_counter()
+    dataset.save(run.path)
+    design = build_design(dataset, use_features=t.features)
+    design.layout.save(run.layout)
+    run.write_json("config.json", cfg.to_dict())
+    source = training_source(dataset, t.mode, threshold=t.threshold, negatives=t.negatives, seed=hp.seed)
+    held_out = held_out_samples(dataset, t.mode, threshold=t.threshold, negatives=t.negatives, seed=hp.seed)
+    log.info("training %s FM: %d users, %d items, feature_dim %d, %d training interactions",
+             t.mode, dataset.n_users, dataset.n_items, design.layout.feature_dim, len(dataset.train))
+    result = (trainer or make_trainer(cfg)).fit(design, source, held_out, hp, PREDICTOR_TYPES[t.mode])
+    write_model(result.model, str(run.model), hyperparameters=_sagemaker_hyperparameters(cfg, design))
+    test = held_out_metrics(result.model, design, held_out, t.mode)
+    run.update_metrics("train", {"mode": t.mode, "test": test, "engine": result.details})
+    return {
+        "stage": "train", "run_dir": str(run.path), "mode": t.mode, "backend": t.backend,
+        "users": dataset.n_users, "items": dataset.n_items, "feature_dim": design.layout.feature_dim,
+        "train_interactions": len(dataset.train), "test": test,
+        "samples_per_s": result.details.get("samples_per_s"), "device": result.details.get("device"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def held_out_metrics(model: FMModel, design: Design, samples: Samples, mode: str) -> dict[str, float]:
+    """Binary/implicit: accuracy, F1, cross-entropy at 0.5 (and AUC); regression: RMSE. Empty
+    when there is no held-out split."""
+    if not len(samples):
+        return {}
+    pred = np.empty(len(samples), np.float32)
+    for start in range(0, len(samples), 262_144):  # bounded memory on big test sets
+        part = slice(start, start + 262_144)
+        pred[part] = model.predict(design.pair_rows(samples.user[part], samples.item[part]))
+    if mode == "regression":
+        return regression_metrics(pred, samples.label)
+    return classifier_metrics(pred, samples.label)
+
+
+def _sagemaker_hyperparameters(cfg: JobConfig, design: Design) -> dict[str, str]:
+    """The hyperparameters as SageMaker's FM takes them (strings), recorded in meta.json."""
+    hp = cfg.train.hyperparameters
+    values = {"feature_dim": design.layout.feature_dim, "predictor_type": PREDICTOR_TYPES[cfg.train.mode],
+              **{k: v for k, v in vars(hp).items() if k != "seed"}}
+    return {k: str(v) for k, v in values.items()}

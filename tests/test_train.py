@@ -1,0 +1,214 @@
+"""Training: samples per mode, negative sampling, the FM gradients, and a model that learns."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from batch.artifact import read_model
+from batch.cli import main
+from batch.config import FMHyperparameters, JobConfig, TrainConfig
+from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.errors import DataError, MissingDependencyError
+from batch.features.design import build_design
+from batch.features.negatives import is_seen, sample_negatives, seen_keys
+from batch.rundir import RunDir
+from batch.train.local import LocalFMTrainer, fm_gradients, padded_bags
+from batch.train.metrics import classifier_metrics
+from batch.train.samples import held_out_samples, training_source
+from batch.train.stage import train_run
+
+
+def blocks_dataset(n_users=40, n_items=40, seed=0):
+    """Two taste groups: even users interact with even items, odd with odd. One held-out item
+    per user, always of its own group: a model that learnt anything ranks it high."""
+    rng = np.random.default_rng(seed)
+    user, item = [], []
+    for u in range(n_users):
+        own = np.arange(u % 2, n_items, 2)
+        chosen = rng.choice(own, size=8, replace=False)
+        user += [u] * 8
+        item += chosen.tolist()
+    user, item = np.array(user, np.int32), np.array(item, np.int32)
+    test_mask = np.zeros(len(user), bool)
+    test_mask[::8] = True
+    ratings = np.where(test_mask, 5.0, 4.0).astype(np.float32)
+    inter = Interactions(user, item, ratings, np.arange(len(user), dtype=np.int64))
+    return Dataset(inter.take(~test_mask), inter.take(test_mask), IdMap(np.arange(n_users) + 1),
+                   IdMap(np.arange(n_items) + 100))
+
+
+def test_negatives_are_never_seen_and_deterministic():
+    keys = seen_keys(np.array([0, 0, 1]), np.array([1, 2, 0]), 4)
+    rng = np.random.default_rng(3)
+    user, item, given_up = sample_negatives(np.array([0, 1, 1]), 50, keys, 4, rng)
+    assert len(user) == 150 and given_up == 0
+    assert not is_seen(keys, user, item, 4).any()
+    again = sample_negatives(np.array([0, 1, 1]), 50, keys, 4, np.random.default_rng(3))
+    np.testing.assert_array_equal(item, again[1])
+
+
+def test_a_user_who_has_seen_everything_gets_no_negatives_and_it_is_counted():
+    keys = seen_keys(np.array([0, 0]), np.array([0, 1]), 2)
+    user, _, given_up = sample_negatives(np.array([0]), 3, keys, 2, np.random.default_rng(0))
+    assert len(user) == 0 and given_up == 3
+
+
+def test_labels_per_mode():
+    ds = blocks_dataset()
+    binary = training_source(ds, "binary", threshold=4.5, negatives=4, seed=0).epoch(0)
+    assert len(binary) == len(ds.train) and binary.label.max() == 0  # all training ratings are 4
+    implicit = training_source(ds, "implicit", threshold=4, negatives=3, seed=0)
+    first, second = implicit.epoch(0), implicit.epoch(1)
+    assert len(first) == 4 * len(ds.train) and first.label.sum() == len(ds.train)
+    assert not np.array_equal(first.item, second.item)  # negatives are redrawn per epoch
+    held = held_out_samples(ds, "implicit", threshold=4, negatives=3, seed=0)
+    known = seen_keys(*(np.concatenate([ds.train.user, ds.test.user]),
+                        np.concatenate([ds.train.item, ds.test.item])), ds.n_items)
+    negatives = held.label == 0
+    assert not is_seen(known, held.user[negatives], held.item[negatives], ds.n_items).any()
+
+
+def test_training_negatives_do_not_avoid_held_out_items():
+    # Avoiding them would leak the test set: the held-out items would never be pushed down.
+    ds = blocks_dataset()
+    source = training_source(ds, "implicit", threshold=4, negatives=20, seed=0)
+    drawn = source.epoch(0)
+    test_keys = seen_keys(ds.test.user, ds.test.item, ds.n_items)
+    neg = drawn.label == 0
+    assert is_seen(test_keys, drawn.user[neg], drawn.item[neg], ds.n_items).any()
+
+
+def test_rating_modes_refuse_implicit_data():
+    ds = blocks_dataset()
+    ds = Dataset(Interactions(ds.train.user, ds.train.item, np.full(len(ds.train), np.nan, np.float32),
+                              ds.train.timestamp), ds.test, ds.users, ds.items)
+    with pytest.raises(DataError, match="needs a rating"):
+        training_source(ds, "regression", threshold=4, negatives=1, seed=0)
+
+
+@pytest.mark.parametrize("predictor_type", ["binary_classifier", "regressor"])
+def test_closed_form_gradients_equal_autograd(predictor_type):
+    torch.manual_seed(0)
+    n, k, pad = 9, 4, 9
+    V = torch.randn(n + 1, k, dtype=torch.float64)
+    V[pad] = 0
+    W, b = torch.randn(n + 1, 1, dtype=torch.float64), torch.tensor([[0.3]], dtype=torch.float64)
+    W[pad] = 0
+    idx = torch.tensor([[0, 3, 5, pad], [1, 3, pad, pad], [0, 4, 6, 8]])
+    val = torch.tensor([[1, 1, 0.5, 0], [1, 2, 0, 0], [1, 1, 0.25, 0.75]], dtype=torch.float64)
+    label = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    hp = FMHyperparameters(factors_wd=0.1, linear_wd=0.2, bias_wd=0.3)
+    got = fm_gradients(torch, V, W, b, idx, val, label, predictor_type, hp, pad=pad)
+
+    Vg, Wg, bg = (t.clone().requires_grad_(True) for t in (V, W, b))
+    v, w = Vg[idx], Wg[idx].squeeze(-1)
+    xv = v * val.unsqueeze(-1)
+    score = bg[0, 0] + (w * val).sum(1) + 0.5 * (xv.sum(1).pow(2).sum(1) - xv.pow(2).sum((1, 2)))
+    if predictor_type == "binary_classifier":
+        task = torch.nn.functional.binary_cross_entropy_with_logits(score, label)
+    else:
+        task = torch.nn.functional.mse_loss(score, label)
+    present = (val != 0).double()
+    reg = (0.1 * (v.pow(2).sum(-1) * present).sum(1).mean() + 0.2 * (w.pow(2) * present).sum(1).mean()
+           + 0.3 * bg[0, 0] ** 2)
+    (task + reg).backward()
+    torch.testing.assert_close(got.grad_v, Vg.grad[got.rows])
+    torch.testing.assert_close(got.grad_w, Wg.grad[got.rows])
+    torch.testing.assert_close(got.grad_b, bg.grad[0, 0])
+    assert pad not in got.rows.tolist()
+    untouched = sorted(set(range(n)) - set(got.rows.tolist()))
+    assert torch.all(Vg.grad[untouched] == 0)
+
+
+def test_padded_bags_hold_every_entry():
+    rows = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 0], [0, 3, 0]], np.float32))
+    idx, val = padded_bags(rows, pad=3)
+    assert idx.shape == (3, 2)
+    np.testing.assert_array_equal(idx, [[0, 2], [3, 3], [1, 3]])
+    np.testing.assert_array_equal(val, [[1, 2], [0, 0], [3, 0]])
+
+
+def test_implicit_fm_learns_the_taste_groups():
+    ds = blocks_dataset()
+    design = build_design(ds)
+    source = training_source(ds, "implicit", threshold=4, negatives=4, seed=0)
+    held = held_out_samples(ds, "implicit", threshold=4, negatives=4, seed=0)
+    # Without factor regularisation the FM memorises each user's few items instead of learning
+    # the groups (top-10 purity ~0.65); with it, the low-rank group structure wins.
+    hp = FMHyperparameters(num_factors=8, epochs=30, mini_batch_size=64, factors_lr=0.05, linear_lr=0.05,
+                           factors_wd=0.03)
+    model = LocalFMTrainer("cpu").fit(design, source, held, hp, "binary_classifier").model
+    users = np.repeat(np.arange(ds.n_users), ds.n_items)
+    items = np.tile(np.arange(ds.n_items), ds.n_users)
+    scores = model.decision(design.pair_rows(users, items)).reshape(ds.n_users, ds.n_items)
+    same_group = (np.arange(ds.n_users)[:, None] % 2) == (np.arange(ds.n_items)[None, :] % 2)
+    # every user scores its own group's items above the other group's, on average by a margin
+    own, other = np.where(same_group, scores, np.nan), np.where(same_group, np.nan, scores)
+    assert np.all(np.nanmean(own, 1) > np.nanmean(other, 1) + 1.0)
+    seen = ds.train.matrix(ds.n_users, ds.n_items).toarray()
+    masked = np.where(seen, -np.inf, scores)
+    top10 = np.argsort(-masked, axis=1)[:, :10]
+    assert np.mean(np.take_along_axis(same_group, top10, 1)) >= 0.95
+    rank = (masked > masked[ds.test.user, ds.test.item][:, None]).sum(1)
+    assert np.mean(rank < 13) >= 0.8  # 13 unseen items per group, the held-out one among them
+
+
+def test_training_is_deterministic_per_seed():
+    ds = blocks_dataset()
+    design = build_design(ds)
+    source = training_source(ds, "implicit", threshold=4, negatives=2, seed=0)
+    hp = FMHyperparameters(num_factors=4, epochs=2, mini_batch_size=32)
+    a = LocalFMTrainer("cpu").fit(design, source, None, hp, "binary_classifier").model
+    b = LocalFMTrainer("cpu").fit(design, source, None, hp, "binary_classifier").model
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(a.w, b.w)
+
+
+def test_train_run_writes_a_readable_run_directory(tmp_path):
+    ds = blocks_dataset()
+    cfg = JobConfig(train=TrainConfig(mode="regression", hyperparameters=FMHyperparameters(num_factors=4, epochs=3)))
+    summary = train_run(cfg, ds, RunDir(tmp_path / "run"))
+    run = RunDir(tmp_path / "run")
+    model = read_model(str(run.model))
+    assert model.predictor_type == "regressor" and model.feature_dim == run.load_layout().feature_dim
+    metrics = json.loads(run.metrics.read_text())
+    assert set(metrics["train"]["test"]) >= {"rmse", "mae"} and summary["test"]["rmse"] > 0
+    assert run.load_dataset().n_users == ds.n_users
+
+
+def test_classifier_metrics_on_known_values():
+    prob = np.array([0.9, 0.8, 0.3, 0.6, 0.1])
+    label = np.array([1, 0, 1, 0, 0], np.float32)
+    m = classifier_metrics(prob, label)
+    assert m["accuracy"] == pytest.approx(2 / 5)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(1 / 2)
+    assert m["f1"] == pytest.approx(0.4)
+    expected_ce = -np.mean(np.log([0.9, 0.2, 0.3, 0.4, 0.9]))
+    assert m["cross_entropy"] == pytest.approx(expected_ce)
+    assert m["auc"] == pytest.approx(4 / 6)  # pairs (pos, neg) ranked right: 4 of 6
+
+
+def test_missing_torch_gives_a_named_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    ds = blocks_dataset()
+    with pytest.raises(MissingDependencyError, match=r"topx\[local\]"):
+        LocalFMTrainer("cpu").fit(build_design(ds), training_source(ds, "implicit", threshold=4, negatives=1,
+                                                                    seed=0), None, FMHyperparameters(), "b")
+
+
+def test_cli_train_on_synthetic_data(tmp_path, capsys):
+    data = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(data), "--users", "60", "--items", "80",
+                 "--interactions", "2400", "--seed", "1"]) == 0
+    capsys.readouterr()
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--mode", "binary",
+                 "--epochs", "2", "--num-factors", "8"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["mode"] == "binary" and summary["users"] == 60 and summary["items"] == 80
+    assert {"accuracy", "f1", "cross_entropy"} <= set(summary["test"])
+    assert read_model(str(tmp_path / "run" / "model.tar.gz")).predictor_type == "binary_classifier"
