@@ -1,0 +1,137 @@
+"""Repackage an FM into user and item vectors whose inner product ranks items for a user.
+
+Split a design row x = x_u + x_i into its user and item parts, with p_u = Vᵀx_u, p_i = Vᵀx_i:
+
+    a_u = [p_u, 1]
+    a_i = [p_i, wᵀx_i + ½(‖p_i‖² − Σ_j x_ij² ‖v_j‖²)]
+    c_u = b + wᵀx_u + ½(‖p_u‖² − Σ_j x_uj² ‖v_j‖²)
+
+then ŷ(x_u + x_i) = a_u·a_i + c_u exactly. With one-hot ids only, a_i is the published
+[V_i, w_i]; with several item features the published formula drops the intra-item pairwise term,
+this one keeps it. c_u does not change a user's ranking, but adding it back makes the stored score
+the model's prediction.
+
+Who gets a vector: an entity seen in training keeps its id column; one that was not but has side
+features gets a vector from its features alone (its id column was never trained); a user with
+neither gets the popularity list instead, and an item with neither is not recommended (the model
+knows nothing about it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from batch.artifact import FMModel
+from batch.data.interactions import Dataset
+from batch.errors import StageError
+from batch.features.design import Design, DesignLayout, build_design
+
+TRAINED, FEATURES_ONLY, COLD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """The repackaged model.
+
+    ``users``: float32 (n_users, k+1), a_u; ``user_const``: float32 (n_users,), c_u;
+    ``items``: float32 (n_items, k+1), a_i; ``user_status`` / ``item_status``: uint8, one of
+    TRAINED, FEATURES_ONLY, COLD; ``popularity``: int64 (n_items,) training interactions per item;
+    ``predictor_type``: the FM's, for turning scores into probabilities.
+    """
+
+    users: np.ndarray
+    user_const: np.ndarray
+    items: np.ndarray
+    user_status: np.ndarray
+    item_status: np.ndarray
+    popularity: np.ndarray
+    predictor_type: str
+
+    @property
+    def recommendable(self) -> np.ndarray:
+        """Boolean per item: does the model know anything about it."""
+        return self.item_status != COLD
+
+    def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """FM predictions ŷ of the pairs (users[r], items[r]): float32 (n,)."""
+        dots = np.einsum("nd,nd->n", self.users[users].astype(np.float64), self.items[items].astype(np.float64))
+        return (dots + self.user_const[users]).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, users=self.users, user_const=self.user_const, items=self.items,
+                 user_status=self.user_status, item_status=self.item_status, popularity=self.popularity,
+                 predictor_type=np.array(self.predictor_type))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vectors:
+        with np.load(path) as z:
+            return cls(z["users"], z["user_const"], z["items"], z["user_status"], z["item_status"],
+                       z["popularity"], str(z["predictor_type"]))
+
+
+def repackage(model: FMModel, dataset: Dataset, layout: DesignLayout) -> Vectors:
+    """Vectors for every user and item of ``dataset`` from ``model`` trained on ``layout``."""
+    design = entity_design(dataset, layout)
+    if model.feature_dim != layout.feature_dim:
+        raise StageError(f"model has feature_dim {model.feature_dim} but the layout has {layout.feature_dim}")
+    trained_u, trained_i = _trained(dataset)
+    users, user_const = _user_vectors(model, design.users)
+    items = _item_vectors(model, design.items)
+    return Vectors(
+        users=users, user_const=user_const, items=items,
+        user_status=_status(trained_u, design.users, layout.user_feature_offset),
+        item_status=_status(trained_i, design.items, layout.item_feature_offset),
+        popularity=np.bincount(dataset.train.item, minlength=dataset.n_items).astype(np.int64),
+        predictor_type=model.predictor_type,
+    )
+
+
+def entity_design(dataset: Dataset, layout: DesignLayout) -> Design:
+    """Entity rows laid out as in training; entities unseen in training lose their id column."""
+    trained_u, trained_i = _trained(dataset)
+    design = build_design(dataset, use_features=bool(layout.user_feature_columns or layout.item_feature_columns),
+                          user_ids=trained_u, item_ids=trained_i)
+    if design.layout != layout:
+        raise StageError("the data set does not match the model's design layout (different users, items "
+                         "or feature columns than at training time)")
+    return design
+
+
+def _trained(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    trained_u = np.zeros(dataset.n_users, bool)
+    trained_i = np.zeros(dataset.n_items, bool)
+    trained_u[dataset.train.user] = True
+    trained_i[dataset.train.item] = True
+    return trained_u, trained_i
+
+
+def _halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """p = Vᵀx (float64 (n, k)) and the entity's own part of ŷ without b: wᵀx + ½(‖p‖² − Σ x_j²‖v_j‖²)."""
+    V = model.V.astype(np.float64)
+    rows = rows.astype(np.float64)
+    p = np.asarray(rows @ V)
+    own = rows @ model.w.astype(np.float64) + 0.5 * (np.einsum("nk,nk->n", p, p) - rows.power(2) @ (V * V).sum(1))
+    return p, np.asarray(own).ravel()
+
+
+def _user_vectors(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    p, own = _halves(model, rows)
+    users = np.hstack([p, np.ones((len(p), 1))]).astype(np.float32)
+    return users, (model.b + own).astype(np.float32)
+
+
+def _item_vectors(model: FMModel, rows: sp.csr_matrix) -> np.ndarray:
+    p, own = _halves(model, rows)
+    return np.hstack([p, own[:, None]]).astype(np.float32)
+
+
+def _status(trained: np.ndarray, rows: sp.csr_matrix, feature_offset: int) -> np.ndarray:
+    has_features = np.asarray((rows[:, feature_offset:] != 0).sum(axis=1)).ravel() > 0
+    status = np.full(len(trained), COLD, np.uint8)
+    status[has_features] = FEATURES_ONLY
+    status[trained] = TRAINED
+    return status
