@@ -212,3 +212,18 @@ def test_cli_train_on_synthetic_data(tmp_path, capsys):
     assert summary["mode"] == "binary" and summary["users"] == 60 and summary["items"] == 80
     assert {"accuracy", "f1", "cross_entropy"} <= set(summary["test"])
     assert read_model(str(tmp_path / "run" / "model.tar.gz")).predictor_type == "binary_classifier"
+
+
+def test_fit_rows_on_a_design_matrix_equals_fit_on_pairs():
+    # The same rows, once as (user, item) pairs and once materialised as CSR (what a SageMaker
+    # channel holds), train to the same model when the sample order is the same.
+    ds = blocks_dataset()
+    design = build_design(ds)
+    source = training_source(ds, "binary", threshold=4.5, negatives=1, seed=0)
+    samples = source.epoch(0)
+    hp = FMHyperparameters(num_factors=4, epochs=2, mini_batch_size=16)
+    pairs = LocalFMTrainer("cpu").fit(design, source, None, hp, "binary_classifier").model
+    X = design.pair_rows(samples.user, samples.item)
+    rows = LocalFMTrainer("cpu").fit_rows(X, samples.label, hp, "binary_classifier").model
+    np.testing.assert_allclose(rows.V, pairs.V, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows.w, pairs.w, rtol=1e-5, atol=1e-6)

@@ -31,12 +31,13 @@ class Trainer(Protocol):
         """Train on ``source`` (``test`` is the held-out set, for engines that report on it)."""
 
 
-def make_trainer(cfg: JobConfig, **clients: Any) -> Trainer:
-    """The trainer for ``cfg.train.backend``; ``clients`` (boto3 clients) are handed to SageMaker."""
+def make_trainer(cfg: JobConfig, **context: Any) -> Trainer:
+    """The trainer for ``cfg.train.backend``. ``context`` is for the SageMaker engine only:
+    ``run_id`` (names its jobs) and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
     if cfg.train.backend == "sagemaker":
         from batch.train.sagemaker import SageMakerFMTrainer
 
-        return SageMakerFMTrainer(cfg, **clients)
+        return SageMakerFMTrainer(cfg, **context)
     from batch.train.local import LocalFMTrainer
 
     return LocalFMTrainer(cfg.train.device)

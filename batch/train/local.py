@@ -72,18 +72,35 @@ class LocalFMTrainer:
 
     def fit(self, design: Design, source: SampleSource, test: Samples, hp: FMHyperparameters,
             predictor_type: str) -> FitResult:
+        """Train on (user, item) pairs: a row is the user's entity row plus the item's."""
+        tables = (design.users, design.items)
+
+        def epoch(e: int):
+            samples = source.epoch(e)
+            return (samples.user, samples.item), samples.label
+
+        return self._fit(tables, design.layout.feature_dim, epoch, hp, predictor_type)
+
+    def fit_rows(self, X: sp.csr_matrix, label: np.ndarray, hp: FMHyperparameters,
+                 predictor_type: str) -> FitResult:
+        """Train on the rows of an arbitrary design matrix ``X`` (CSR float32 (n, feature_dim))
+        with labels ``label`` (float32 (n,)), e.g. what a SageMaker FM channel holds."""
+        rows = (np.arange(X.shape[0], dtype=np.int64),)
+        return self._fit((X.tocsr(),), X.shape[1], lambda e: (rows, label), hp, predictor_type)
+
+    def _fit(self, tables, feature_dim: int, epoch_data, hp: FMHyperparameters, predictor_type: str) -> FitResult:
         torch = import_torch()
         device = pick_device(self.requested_device)
         torch.manual_seed(hp.seed)
-        net = _FMNet(torch, design, hp, predictor_type, device)
-        net.init_bias(source.epoch(0))
+        net = _FMNet(torch, tables, feature_dim, hp, predictor_type, device)
+        net.init_bias(epoch_data(0)[1])
         history, seen, started = [], 0, time.perf_counter()
         for epoch in range(hp.epochs):
-            samples = source.epoch(epoch)
-            loss = net.train_epoch(samples, epoch)
-            seen += len(samples)
-            history.append({"epoch": epoch + 1, "loss": loss, "samples": len(samples)})
-            log.info("epoch %d/%d: loss %.4f on %d samples", epoch + 1, hp.epochs, loss, len(samples))
+            index, label = epoch_data(epoch)
+            loss = net.train_epoch(index, label, epoch)
+            seen += len(label)
+            history.append({"epoch": epoch + 1, "loss": loss, "samples": len(label)})
+            log.info("epoch %d/%d: loss %.4f on %d samples", epoch + 1, hp.epochs, loss, len(label))
         seconds = time.perf_counter() - started
         details = {"engine": "local", "device": device, "seconds": round(seconds, 3),
                    "samples_per_s": round(seen / max(seconds, 1e-9)), "history": history}
@@ -117,9 +134,11 @@ class _FMNet:
     sparse gradients on every step, which dominated the step time on CPU.
     """
 
-    def __init__(self, torch, design: Design, hp: FMHyperparameters, predictor_type: str, device: str):
+    def __init__(self, torch, tables, feature_dim: int, hp: FMHyperparameters, predictor_type: str, device: str):
+        """``tables``: CSR matrices of design rows; a sample's row is the sum of one row from each
+        table (columns never overlap), picked by the sample's index into that table."""
         self.torch, self.hp, self.device, self.predictor_type = torch, hp, device, predictor_type
-        n = design.layout.feature_dim
+        n = feature_dim
         self.n = n
         gen = torch.Generator().manual_seed(hp.seed)
         # one extra all-zero row at index n is the padding column of every bag
@@ -127,40 +146,39 @@ class _FMNet:
         self.V[n] = 0
         self.W = torch.zeros(n + 1, 1, device=device)
         self.b = torch.zeros(1, 1, device=device)
-        self.user_bags = [torch.from_numpy(a).to(device) for a in padded_bags(design.users, n)]
-        self.item_bags = [torch.from_numpy(a).to(device) for a in padded_bags(design.items, n)]
+        self.bags = [[torch.from_numpy(a).to(device) for a in padded_bags(t, n)] for t in tables]
         self.opt_v = _RowAdam(torch, self.V, hp.factors_lr)
         self.opt_w = _RowAdam(torch, self.W, hp.linear_lr)
         self.opt_b = _RowAdam(torch, self.b, hp.bias_lr)
         self.zero_row = torch.zeros(1, dtype=torch.int64, device=device)
         self.gen = torch.Generator().manual_seed(hp.seed + 1)
 
-    def init_bias(self, samples: Samples) -> None:
+    def init_bias(self, label: np.ndarray) -> None:
         """Start the bias at the label mean (its logit for classifiers): fewer wasted epochs."""
-        mean = float(np.mean(samples.label)) if len(samples) else 0.0
+        mean = float(np.mean(label)) if len(label) else 0.0
         if self.predictor_type == "binary_classifier":
             p = float(np.clip(mean, 1e-4, 1 - 1e-4))
             mean = float(np.log(p / (1 - p)))
         self.b.fill_(mean)
 
-    def train_epoch(self, samples: Samples, epoch: int) -> float:
+    def train_epoch(self, index: tuple[np.ndarray, ...], label: np.ndarray, epoch: int) -> float:
+        """One pass over the samples in random order; ``index[t][r]`` is sample r's row in table t."""
         torch, hp = self.torch, self.hp
-        user = torch.from_numpy(samples.user.astype(np.int64)).to(self.device)
-        item = torch.from_numpy(samples.item.astype(np.int64)).to(self.device)
-        label = torch.from_numpy(samples.label).to(self.device)
-        order = torch.randperm(len(samples), generator=self.gen).to(self.device)
-        starts = range(0, len(samples), hp.mini_batch_size)
+        index = [torch.from_numpy(np.asarray(i, dtype=np.int64)).to(self.device) for i in index]
+        label = torch.from_numpy(np.asarray(label, dtype=np.float32)).to(self.device)
+        order = torch.randperm(len(label), generator=self.gen).to(self.device)
+        starts = range(0, len(label), hp.mini_batch_size)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         with torch.no_grad():
             for start in progress(starts, total=len(starts), desc=f"epoch {epoch + 1}/{hp.epochs}", unit="batch"):
                 batch = order[start:start + hp.mini_batch_size]
-                total += self._step(user[batch], item[batch], label[batch])
-        return float(total) / max(len(samples), 1)
+                total += self._step([i[batch] for i in index], label[batch])
+        return float(total) / max(len(label), 1)
 
-    def _step(self, user, item, label):
+    def _step(self, index, label):
         """One mini-batch: returns the summed task loss (a 0-d tensor, not synced to the host)."""
-        idx = self.torch.cat([self.user_bags[0][user], self.item_bags[0][item]], dim=1)  # (B, L)
-        val = self.torch.cat([self.user_bags[1][user], self.item_bags[1][item]], dim=1)
+        idx = self.torch.cat([bag[0][i] for bag, i in zip(self.bags, index, strict=True)], dim=1)  # (B, L)
+        val = self.torch.cat([bag[1][i] for bag, i in zip(self.bags, index, strict=True)], dim=1)
         step = fm_gradients(self.torch, self.V, self.W, self.b, idx, val, label, self.predictor_type,
                             self.hp, pad=self.n)
         self.opt_v.step(step.rows, step.grad_v)

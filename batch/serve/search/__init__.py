@@ -48,12 +48,13 @@ class Searcher(Protocol):
         status COLD are left out (the caller gives them the popularity list)."""
 
 
-def make_searcher(cfg: JobConfig, **clients: Any) -> Searcher:
-    """The engine for ``cfg.search``: local exact/approximate, or SageMaker k-NN."""
+def make_searcher(cfg: JobConfig, **context: Any) -> Searcher:
+    """The engine for ``cfg.search``: local exact/approximate, or SageMaker k-NN. ``context`` is
+    for SageMaker only: ``run_id`` and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
     if cfg.search.backend == "sagemaker":
         from batch.serve.search.sagemaker import SageMakerKnnSearcher
 
-        return SageMakerKnnSearcher(cfg, **clients)
+        return SageMakerKnnSearcher(cfg, **context)
     from batch.serve.search.local import LocalSearcher
 
     return LocalSearcher(method=cfg.search.method, batch_size=cfg.search.batch_size, nprobe=cfg.search.nprobe,
