@@ -19,6 +19,7 @@ log = logging.getLogger("topx")
 
 # user:password@ in URLs, and key=value / "key": "value" pairs whose key names a secret.
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+_SECRET_KEY = re.compile(r"(?i)password|passwd|token|access_key|secret_key")
 _SECRET_PAIR = re.compile(
     r"(?i)(?P<key>[\"']?[a-z_]*(?:password|passwd|secret|token|access_key)[a-z_]*[\"']?\s*[=:]\s*)"
     r"(?P<q>[\"']?)(?P<val>[^\s\"',;&]+)"
@@ -29,6 +30,19 @@ def redact(text: str) -> str:
     """Hide passwords in URLs and values of password/secret/token-like keys."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['q']}***", text)
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of a JSON-like tree with passwords in URL strings and the values of password-,
+    token- or access-key-named keys hidden. Structure and non-secret values are kept."""
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(str(k)) and value[k] is not None else redact_tree(value[k])
+                for k in value}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+    return value
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -58,7 +72,8 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: s
 
 def summary(payload: dict[str, Any]) -> str:
     """Print the one-line JSON summary on stdout (credentials redacted) and return it."""
-    line = redact(json.dumps(payload, sort_keys=False, default=_json_default, separators=(",", ":")))
+    # structural redaction: redacting the JSON text could break it (a secret-named key's null)
+    line = json.dumps(redact_tree(json.loads(json.dumps(payload, default=_json_default))), separators=(",", ":"))
     print(line, flush=True)
     return line
 

@@ -52,8 +52,19 @@ def url_from_secret(secret_id: str, *, client: Any = None) -> str:
     if client is None:
         import boto3
 
-        client = boto3.client("secretsmanager")
-    value = client.get_secret_value(SecretId=secret_id)["SecretString"].strip()
+        # the ARN names the secret's region; a bare name uses the environment's
+        parts = secret_id.split(":")
+        region = parts[3] if secret_id.startswith("arn:") and len(parts) > 3 and parts[3] else None
+        client = boto3.client("secretsmanager", region_name=region)
+    try:
+        value = client.get_secret_value(SecretId=secret_id)["SecretString"].strip()
+    except client.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ConfigError(f"cannot read the database secret {secret_id}: {error.get('Code')}: "
+                          f"{error.get('Message')}") from None
+    except KeyError:
+        raise ConfigError(f"the database secret {secret_id} has no SecretString (binary secrets are not "
+                          f"supported)") from None
     if "://" in value:
         return value
     try:
