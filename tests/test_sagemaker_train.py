@@ -1,0 +1,195 @@
+"""The SageMaker FM trainer against moto + the emulator (real local training behind it)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from botocore.validate import validate_parameters
+from sagemaker_fixtures import BUCKET, SMALL_HP, blocks_dataset, emulated_aws, sagemaker_config
+
+from batch.artifact import read_model
+from batch.aws.channels import MissingS3ObjectError
+from batch.aws.recordio import read_sparse
+from batch.aws.sagemaker_jobs import JobInputsChangedError, JobRunner, TrainingJobFailedError
+from batch.errors import AwsJobError, ConfigError
+from batch.features.design import build_design
+from batch.train import make_trainer
+from batch.train.local import LocalFMTrainer
+from batch.train.sagemaker import SageMakerFMTrainer
+from batch.train.samples import held_out_samples, training_source
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A design, its implicit training source and held-out samples."""
+    ds = blocks_dataset()
+    source = training_source(ds, "implicit", threshold=4.0, negatives=2, seed=0)
+    test = held_out_samples(ds, "implicit", threshold=4.0, negatives=2, seed=0)
+    return build_design(ds), source, test
+
+
+@pytest.fixture
+def aws():
+    with emulated_aws() as aws:
+        yield aws
+
+
+def fit(aws, problem, hp=SMALL_HP, run_id="run-1", **settings):
+    trainer = SageMakerFMTrainer(sagemaker_config(**settings), run_id=run_id, **aws.clients())
+    design, source, test = problem
+    return trainer.fit(design, source, test, hp, "binary_classifier")
+
+
+def channel_objects(aws, channel):
+    listing = aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/run-1/fm/{channel}/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def read_channel(aws, channel):
+    """(rows, labels) of each object of the run's FM channel, in key order."""
+    return [read_sparse(io.BytesIO(aws.s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()))
+            for k in channel_objects(aws, channel)]
+
+
+def test_fit_trains_through_a_training_job_and_reads_back_its_artifact(aws, problem):
+    design, source, test = problem
+    result = fit(aws, problem)
+    assert result.model.feature_dim == design.layout.feature_dim
+    assert result.model.predictor_type == "binary_classifier" and result.model.num_factors == SMALL_HP.num_factors
+    details = result.details
+    assert details["job_name"] == "topx-run-1-fm" and details["reused"] is False
+    assert details["billable_seconds"] >= 1 and details["samples"] == len(source.epoch(0))
+    assert set(details["final_metrics"]) == {"test:binary_classification_accuracy",
+                                             "test:binary_classification_cross_entropy"}
+    artifact = details["artifact"]
+    assert artifact == f"s3://{BUCKET}/runs/run-1/fm/output/topx-run-1-fm/output/model.tar.gz"
+    stored = read_model(aws.s3.get_object(Bucket=BUCKET, Key=artifact.split("/", 3)[3])["Body"].read())
+    np.testing.assert_array_equal(stored.V, result.model.V)
+
+
+def test_the_request_is_valid_with_string_hyperparameters_and_sharded_channels(aws, problem):
+    fit(aws, problem)
+    (request,) = aws.sent("CreateTrainingJob")
+    shape = aws.sagemaker.meta.service_model.operation_model("CreateTrainingJob").input_shape
+    validate_parameters(request, shape)  # raises on any invalid field
+    hyper = request["HyperParameters"]
+    assert all(isinstance(v, str) for v in hyper.values())
+    assert hyper["feature_dim"] == str(problem[0].layout.feature_dim) and hyper["predictor_type"] == "binary_classifier"
+    assert hyper["epochs"] == "3" and hyper["factors_wd"] == str(SMALL_HP.factors_wd)
+    train, test = request["InputDataConfig"]
+    assert train["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert train["ContentType"] == test["ContentType"] == "application/x-recordio-protobuf"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == \
+        "438346466558.dkr.ecr.eu-west-1.amazonaws.com/factorization-machines:1"
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86_400}
+    assert "EnableManagedSpotTraining" not in request
+
+
+def test_channels_hold_every_sample_in_three_shuffled_objects(aws, problem):
+    design, source, test = problem
+    fit(aws, problem)
+    samples = source.epoch(0)
+    parts = read_channel(aws, "train")
+    assert len(parts) == 3 and len(channel_objects(aws, "test")) == 3
+    X = np.vstack([p[0].toarray() for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    assert len(labels) == len(samples)
+    expected = design.pair_rows(samples.user, samples.item).toarray()
+    np.testing.assert_array_equal(np.sort(X @ np.arange(X.shape[1])), np.sort(expected @ np.arange(X.shape[1])))
+    assert labels.sum() == samples.label.sum()
+    assert all(0 < p[1].mean() < 1 for p in parts)  # shuffled: positives and negatives in every shard
+
+
+def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, problem):
+    result = fit(aws, problem)
+    parts = read_channel(aws, "train")
+    X = sp.vstack([p[0] for p in parts]).tocsr()
+    y = np.concatenate([p[1] for p in parts])
+    direct = LocalFMTrainer("cpu").fit_rows(X, y, SMALL_HP, "binary_classifier").model
+    np.testing.assert_array_equal(direct.V, result.model.V)
+    np.testing.assert_array_equal(direct.w, result.model.w)
+
+
+def test_a_second_fit_of_the_run_reuses_the_completed_job(aws, problem):
+    first = fit(aws, problem)
+    again = fit(aws, problem)
+    assert aws.training_jobs() == ["topx-run-1-fm"] and len(aws.sent("CreateTrainingJob")) == 1
+    assert again.details["reused"] is True
+    np.testing.assert_array_equal(first.model.V, again.model.V)
+
+
+def test_a_job_left_in_progress_by_a_crashed_run_is_waited_for(aws, problem, monkeypatch):
+    def crash(self, kind, name):
+        raise KeyboardInterrupt  # the process dies right after creating the job
+
+    with monkeypatch.context() as patch:
+        patch.setattr(JobRunner, "wait", crash)
+        with pytest.raises(KeyboardInterrupt):
+            fit(aws, problem)
+    result = fit(aws, problem)
+    assert result.details["reused"] is True and aws.training_jobs() == ["topx-run-1-fm"]
+    assert result.model.feature_dim == problem[0].layout.feature_dim
+
+
+def test_a_failed_job_raises_its_failure_reason_and_the_next_run_starts_a_new_attempt(aws, problem):
+    aws.emulator.fail_next("training", "AlgorithmError: CUDA out of memory")
+    with pytest.raises(TrainingJobFailedError) as failed:
+        fit(aws, problem)
+    assert failed.value.reason == "AlgorithmError: CUDA out of memory"
+    assert failed.value.job_name == "topx-run-1-fm" and "CUDA out of memory" in str(failed.value)
+    assert isinstance(failed.value, AwsJobError)
+    result = fit(aws, problem)
+    assert result.details["job_name"] == "topx-run-1-fm-r2" and result.details["reused"] is False
+    assert aws.training_jobs() == ["topx-run-1-fm", "topx-run-1-fm-r2"]
+
+
+def test_a_deleted_artifact_is_a_named_error(aws, problem):
+    artifact = fit(aws, problem).details["artifact"]
+    aws.s3.delete_object(Bucket=BUCKET, Key=artifact.split("/", 3)[3])
+    with pytest.raises(MissingS3ObjectError, match="model.tar.gz: no such S3 object"):
+        fit(aws, problem)
+
+
+def test_a_run_id_reused_for_other_inputs_is_refused(aws, problem):
+    fit(aws, problem)
+    with pytest.raises(JobInputsChangedError, match="topx-run-1-fm"):
+        fit(aws, problem, hp=SMALL_HP.__class__(num_factors=4, epochs=4, mini_batch_size=64))
+
+
+def test_managed_spot_training_sets_the_wait_limit_and_checkpoints(aws, problem):
+    fit(aws, problem, use_spot=True, max_runtime_s=3600, max_wait_s=7200)
+    (request,) = aws.sent("CreateTrainingJob")
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/runs/run-1/fm/checkpoints"}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"role_arn": None}, "sagemaker.role_arn"),
+    ({"s3_prefix": None}, "sagemaker.s3_prefix"),
+    ({"s3_prefix": "topx-bucket/runs"}, "s3://bucket/prefix"),
+    ({"region": "mars-north-1"}, "sagemaker.fm_image"),
+    ({"use_spot": True, "max_runtime_s": 7200, "max_wait_s": 3600}, "max_wait_s"),
+    ({"channel_shards": 2, "train_instance_count": 3}, "channel_shards"),
+])
+def test_settings_a_job_cannot_run_without_are_config_errors_before_any_upload(aws, problem, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        fit(aws, problem, **settings)
+    assert aws.requests == [] and "Contents" not in aws.s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_an_image_override_serves_regions_the_table_does_not_know(aws, problem):
+    image = "111122223333.dkr.ecr.mars-north-1.amazonaws.com/factorization-machines:1"
+    fit(aws, problem, region="mars-north-1", fm_image=image)
+    (request,) = aws.sent("CreateTrainingJob")
+    assert request["AlgorithmSpecification"]["TrainingImage"] == image
+
+
+def test_make_trainer_picks_the_sagemaker_engine(aws):
+    cfg = sagemaker_config()
+    cfg = cfg.__class__(**{**cfg.__dict__, "train": cfg.train.__class__(backend="sagemaker")})
+    trainer = make_trainer(cfg, run_id="r", **aws.clients())
+    assert isinstance(trainer, SageMakerFMTrainer) and aws.requests == []
