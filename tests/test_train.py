@@ -171,8 +171,9 @@ def test_training_is_deterministic_per_seed():
 def test_train_run_writes_a_readable_run_directory(tmp_path):
     ds = blocks_dataset()
     cfg = JobConfig(train=TrainConfig(mode="regression", hyperparameters=FMHyperparameters(num_factors=4, epochs=3)))
-    summary = train_run(cfg, ds, RunDir(tmp_path / "run"))
     run = RunDir(tmp_path / "run")
+    ds.save(run.path)
+    summary = train_run(cfg, ds, run)
     model = read_model(str(run.model))
     assert model.predictor_type == "regressor" and model.feature_dim == run.load_layout().feature_dim
     metrics = json.loads(run.metrics.read_text())

@@ -47,8 +47,9 @@ def add_config_options(parser: argparse.ArgumentParser, *names: str, hyperparame
                                type=kind, default=None)
 
 
-def config_from_args(args: argparse.Namespace, **extra: Any) -> JobConfig:
-    """The job configuration: defaults < --config file < TOPX_* environment < options."""
+def config_from_args(args: argparse.Namespace, *, base: dict | None = None, **extra: Any) -> JobConfig:
+    """The job configuration: defaults < ``base`` (e.g. a run's saved settings) < --config file <
+    TOPX_* environment < options."""
     overrides = {dest[4:].replace("__", "."): value for dest, value in vars(args).items()
                  if dest.startswith("cfg_")}
     overrides.update(extra)
@@ -58,7 +59,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> JobConfig:
         from batch import storage
 
         text = storage.read_bytes(location).decode("utf-8")
-    return load_config(location, overrides=overrides, text=text)
+    return load_config(location, overrides=overrides, text=text, base=base)
 
 
 def _dest(key: str) -> str:

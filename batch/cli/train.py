@@ -9,6 +9,7 @@ from batch.cli.common import add_config_options, config_from_args
 from batch.data import load_dataset
 from batch.data.default import resolve_data
 from batch.rundir import RunDir
+from batch.train import make_trainer
 from batch.train.stage import train_run
 
 
@@ -28,4 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config_from_args(args)
     dataset = load_dataset(resolve_data(cfg.data, cfg.workdir))
-    return train_run(cfg, dataset, RunDir(args.out))
+    run = RunDir(args.out)
+    dataset.save(run.path)
+    # SageMaker job names are made from the run id: the run directory's name
+    return train_run(cfg, dataset, run, trainer=make_trainer(cfg, run_id=run.path.resolve().name))

@@ -29,6 +29,7 @@ from batch.artifact import FMModel
 from batch.data.interactions import Dataset
 from batch.errors import StageError
 from batch.features.design import Design, DesignLayout, build_design
+from batch.rundir import RunDir
 
 TRAINED, FEATURES_ONLY, COLD = 0, 1, 2
 
@@ -88,6 +89,17 @@ def repackage(model: FMModel, dataset: Dataset, layout: DesignLayout) -> Vectors
         popularity=np.bincount(dataset.train.item, minlength=dataset.n_items).astype(np.int64),
         predictor_type=model.predictor_type,
     )
+
+
+def vectors_for(run: RunDir) -> Vectors:
+    """The run's repackaged vectors: ``vectors.npz`` if the repackage stage wrote it, else made
+    now from the run's model, data and layout (and saved)."""
+    path = run.file("vectors.npz")
+    if path.exists():
+        return Vectors.load(path)
+    vectors = repackage(run.load_model(), run.load_dataset(), run.load_layout())
+    vectors.save(path)
+    return vectors
 
 
 def entity_design(dataset: Dataset, layout: DesignLayout) -> Design:

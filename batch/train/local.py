@@ -213,26 +213,27 @@ def fm_gradients(torch, V, W, b, idx, val, label, predictor_type: str, hp: FMHyp
     ``idx``/``val``: (B, L) column indices and values, padding column ``pad`` with value 0.
     Objective: mean_r loss(ŷ_r, y_r) + (1/B) Σ_r Σ_{j∈r} (λ_V‖v_j‖² + λ_w w_j²) + λ_b b².
     For an entry (r, j): ∂ŷ_r/∂v_j = x_rj (s_r − x_rj v_j) with s_r = Σ_j x_rj v_j; ∂ŷ_r/∂w_j = x_rj.
+    Padding is dropped first, so every (entries, k) product below touches real entries only.
     """
-    v, w = V[idx], W[idx].squeeze(-1)  # (B, L, k), (B, L)
-    xv = v * val.unsqueeze(-1)
-    s = xv.sum(1)  # (B, k)
-    score = b[0, 0] + (w * val).sum(1) + 0.5 * (s.pow(2).sum(1) - xv.pow(2).sum((1, 2)))
+    n, k = len(label), V.shape[1]
+    row, slot = (idx != pad).nonzero(as_tuple=True)  # entries, grouped by row
+    cols, x = idx[row, slot], val[row, slot]
+    v, w = V[cols], W[cols, 0]  # (E, k), (E,)
+    xv = v * x.unsqueeze(-1)
+    s = torch.zeros(n, k, dtype=V.dtype, device=V.device).index_add_(0, row, xv)  # (B, k)
+    own = torch.zeros(n, dtype=V.dtype, device=V.device).index_add_(0, row, w * x - 0.5 * xv.pow(2).sum(1))
+    score = b[0, 0] + own + 0.5 * s.pow(2).sum(1)
     if predictor_type == "binary_classifier":
         g = torch.sigmoid(score) - label
         loss = torch.nn.functional.binary_cross_entropy_with_logits(score, label, reduction="sum")
     else:
         g = 2 * (score - label)
         loss = (score - label).pow(2).sum()
-    n = len(label)
-    # Only real entries get gradients: padding never reaches the scatter below.
-    row, slot = (idx != pad).nonzero(as_tuple=True)
-    cols, x = idx[row, slot], val[row, slot]
-    ve, coef = v[row, slot], (g[row] / n) * x
-    grad_v = coef.unsqueeze(-1) * (s[row] - x.unsqueeze(-1) * ve) + (2 * hp.factors_wd / n) * ve
-    grad_w = coef + (2 * hp.linear_wd / n) * w[row, slot]
+    coef = (g / n)[row] * x
+    grad_v = coef.unsqueeze(-1) * (s[row] - xv) + (2 * hp.factors_wd / n) * v
+    grad_w = coef + (2 * hp.linear_wd / n) * w
     rows, inverse = torch.unique(cols, return_inverse=True)
-    summed_v = torch.zeros(len(rows), V.shape[1], dtype=V.dtype, device=V.device).index_add_(0, inverse, grad_v)
+    summed_v = torch.zeros(len(rows), k, dtype=V.dtype, device=V.device).index_add_(0, inverse, grad_v)
     summed_w = torch.zeros(len(rows), 1, dtype=W.dtype, device=W.device).index_add_(0, inverse, grad_w.unsqueeze(-1))
     grad_b = g.sum() / n + 2 * hp.bias_wd * b[0, 0]
     return Gradients(rows, summed_v, summed_w, grad_b, loss)

@@ -12,6 +12,7 @@ from batch.artifact import FMModel, write_model
 from batch.config import JobConfig
 from batch.data.interactions import Dataset
 from batch.features.design import Design, build_design
+from batch.log import redact_tree
 from batch.rundir import RunDir
 from batch.train import Trainer, make_trainer
 from batch.train.metrics import classifier_metrics, regression_metrics
@@ -21,18 +22,16 @@ log = logging.getLogger("topx.train")
 
 
 def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer | None = None) -> dict[str, Any]:
-    """Train on ``dataset.train`` and write the run directory; returns the stage summary.
-
-    The data set and layout are written before training starts, the model and metrics after,
-    each file atomically, so an interrupted run never leaves a model that disagrees with its
-    layout.
+    """Train on ``dataset.train`` (already saved in the run directory by the caller) and write the
+    model; returns the stage summary. The layout is written before training starts, the model and
+    metrics after, each file atomically, so an interrupted run never leaves a model that
+    disagrees with its layout.
     """
     t, hp = cfg.train, cfg.train.hyperparameters
     started = time.perf_counter()
-    dataset.save(run.path)
     design = build_design(dataset, use_features=t.features)
     design.layout.save(run.layout)
-    run.write_json("config.json", cfg.to_dict())
+    run.write_json("config.json", redact_tree(cfg.to_dict()))
     source = training_source(dataset, t.mode, threshold=t.threshold, negatives=t.negatives, seed=hp.seed)
     held_out = held_out_samples(dataset, t.mode, threshold=t.threshold, negatives=t.negatives, seed=hp.seed)
     log.info("training %s FM: %d users, %d items, feature_dim %d, %d training interactions",

@@ -1,0 +1,115 @@
+"""Serving commands on a run directory: recommend, score, evaluate, publish."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from batch.cli.common import add_config_options, config_from_args
+from batch.rundir import RunDir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("recommend", help="top-x lists for every user of a run directory",
+                              description="Search every user's best X items; writes RUNDIR/lists.npz "
+                                          "(and --out CSV with external ids).")
+    _run_dir(p)
+    add_config_options(p, "--top")
+    p.add_argument("--allow", dest="cfg_search__allow", metavar="FILE", help="only these item ids (one per line)")
+    p.add_argument("--deny", dest="cfg_search__deny", metavar="FILE", help="never these item ids (one per line)")
+    p.add_argument("--method", dest="cfg_search__method", choices=["exact", "ivf", "hnsw"])
+    p.add_argument("--include-seen", dest="cfg_search__exclude_seen", action="store_const", const=False,
+                   help="also list items the user already interacted with")
+    p.add_argument("--out", metavar="FILE.csv", help="also write the lists as CSV")
+    p.set_defaults(handler=_recommend)
+
+    p = subparsers.add_parser("score", help="the FM prediction for user-item pairs (offline endpoint predict)")
+    _run_dir(p)
+    p.add_argument("--user", required=True, help="external user id")
+    p.add_argument("--item", required=True, action="append", help="external item id (repeatable)")
+    p.set_defaults(handler=_score)
+
+    p = subparsers.add_parser("evaluate", help="ranking metrics on the held-out split, next to popularity")
+    _run_dir(p)
+    add_config_options(p, "--k")
+    p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("publish", help="publish a run directory's lists to the database")
+    _run_dir(p)
+    add_config_options(p, "--database-url", "--workdir")
+    p.add_argument("--run-id", help="run id to publish as (default: the run directory's name)")
+    p.set_defaults(handler=_publish)
+
+
+def _run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="RUNDIR", help="a run directory (topx train --out)")
+
+
+def _run_config(args: argparse.Namespace):
+    """The run directory and its settings: those it was trained with (config.json, whose publish
+    section is not reused: it is stored with credentials redacted), overridden by --config,
+    TOPX_* variables and this command's options."""
+    run = RunDir(args.run)
+    saved = {k: v for k, v in run.read_json("config.json").items() if k != "publish"}
+    return run, config_from_args(args, base=saved)
+
+
+def _recommend(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.recommend import candidates, exclusion, recommend, write_csv
+    from batch.serve.repackage import vectors_for
+    from batch.serve.search import make_searcher
+
+    run, cfg = _run_config(args)
+    dataset, vectors = run.load_dataset(), vectors_for(run)
+    allowed, report = candidates(vectors, dataset.items, cfg.search)
+    searcher = make_searcher(cfg)
+    exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
+    lists = recommend(vectors, searcher, top=cfg.search.top, exclude=exclude, candidates=allowed)
+    lists.save(run.file("lists.npz"))
+    if args.out:
+        write_csv(lists, dataset.users, dataset.items, args.out)
+    return {"run_dir": str(run.path), "users": lists.n_users, "rows": len(lists), "top": cfg.search.top,
+            "out": args.out, **report, **(getattr(searcher, "report", None) or {})}
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.repackage import entity_design
+
+    run = RunDir(args.run)
+    dataset, model = run.load_dataset(), run.load_model()
+    design = entity_design(dataset, run.load_layout())
+    user = dataset.users.index([args.user], what="user")
+    items = dataset.items.index(args.item, what="item")
+    X = design.pair_rows(np.repeat(user, len(items)), items)
+    scores, predictions = model.decision(X), model.predict(X)
+    binary = model.predictor_type == "binary_classifier"
+    return {"user": args.user, "predictor_type": model.predictor_type, "scores": [
+        {"item": item, "score": float(s), **({"probability": float(p)} if binary else {})}
+        for item, s, p in zip(args.item, scores, predictions, strict=True)]}
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.evaluate import evaluate_run
+
+    run, cfg = _run_config(args)
+    result = evaluate_run(cfg, run)
+    return {"run_dir": str(run.path), **{k: v for k, v in result.items() if k != "headline"}}
+
+
+def _publish(args: argparse.Namespace) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from batch.publish import RunInfo, database_url, publish_run
+    from batch.serve.lists import TopLists
+
+    run, cfg = _run_config(args)
+    run.require("lists.npz")
+    dataset, lists = run.load_dataset(), TopLists.load(run.file("lists.npz"))
+    info = RunInfo(run_id=args.run_id or run.path.resolve().name, config=cfg.to_dict(),
+                   model_location=str(run.model.resolve()), started_at=datetime.now(UTC),
+                   metrics=run.read_json("metrics.json"),
+                   counts={"users": dataset.n_users, "items": dataset.n_items})
+    return publish_run(database_url(cfg), info, lists, dataset.users, dataset.items,
+                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs)

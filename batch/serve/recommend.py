@@ -1,0 +1,147 @@
+"""Top-x lists for every user: the search engine for users the model knows, popularity for the rest.
+
+The caller decides what is excluded: publishing excludes every known interaction (train and
+held-out: the user has seen them all); evaluation excludes training interactions only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from batch import storage
+from batch.config import SearchConfig
+from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.errors import DataError
+from batch.features.negatives import is_seen
+from batch.serve.lists import SOURCE_POPULARITY, TopLists
+from batch.serve.repackage import COLD, Vectors
+from batch.serve.search import Searcher, SearchRequest, probabilities
+
+log = logging.getLogger("topx.serve")
+
+
+def item_list(location: str, items: IdMap) -> tuple[np.ndarray, int]:
+    """A boolean mask over items from a file of external item ids, one per line (``#`` comments
+    and blank lines ignored), and how many listed ids are not in the catalogue."""
+    try:
+        text = storage.read_bytes(location).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", file=str(location)) from None
+    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    wanted = np.array(ids, dtype=str)
+    known = items.contains(wanted) if len(ids) else np.zeros(0, bool)
+    mask = np.zeros(len(items), bool)
+    if known.any():
+        mask[items.index(wanted[known], what="item")] = True
+    return mask, int((~known).sum())
+
+
+def candidates(vectors: Vectors, items: IdMap, search: SearchConfig) -> tuple[np.ndarray, dict]:
+    """Items that may be recommended: known to the model, in the allow list (if any), not in the
+    deny list (if any). Returns the mask and a report of what each list did."""
+    mask = vectors.recommendable.copy()
+    report = {"not_recommendable": int((~mask).sum())}
+    for name, location in (("allow", search.allow), ("deny", search.deny)):
+        if location is None:
+            continue
+        listed, unknown = item_list(location, items)
+        if unknown:
+            log.warning("%s list %s: %d item ids are not in the catalogue", name, location, unknown)
+        mask &= listed if name == "allow" else ~listed
+        report[f"{name}_listed"], report[f"{name}_unknown"] = int(listed.sum()), unknown
+    report["candidates"] = int(mask.sum())
+    return mask, report
+
+
+def recommend(vectors: Vectors, searcher: Searcher, *, top: int, exclude: sp.csr_matrix | None,
+              candidates: np.ndarray, users: np.ndarray | None = None) -> TopLists:
+    """Lists for ``users`` (default all): the searcher's for users with a vector, the popularity
+    list for COLD users. Rows grouped by user in ascending user order."""
+    users = np.arange(len(vectors.users)) if users is None else np.asarray(users, np.int64)
+    known = users[vectors.user_status[users] != COLD]
+    cold = users[vectors.user_status[users] == COLD]
+    parts = [searcher.search(SearchRequest(vectors, top, exclude, candidates, known))] if len(known) else []
+    if len(cold):
+        parts.append(popularity_lists(vectors, cold, top, exclude, candidates))
+    lists = TopLists.concat(parts)
+    return lists.take(np.argsort(lists.user, kind="stable"))
+
+
+def popularity_lists(vectors: Vectors, users: np.ndarray, top: int, exclude: sp.csr_matrix | None,
+                     candidates: np.ndarray) -> TopLists:
+    """Each user's ``top`` most popular candidates they have not interacted with, marked as the
+    popularity fallback. The score is still the FM prediction for the pair, so it matches
+    ``topx score``."""
+    chosen = top_unseen(popularity_order(vectors.popularity, candidates), users, top, exclude)
+    filled = chosen >= 0
+    user = np.repeat(users, filled.sum(1)).astype(np.int32)
+    item = chosen[filled].astype(np.int32)
+    rank = (np.nonzero(filled)[1] + 1).astype(np.int32)  # slots fill from the left
+    score = vectors.scores(user, item)
+    return TopLists(user, rank, item, score, probabilities(score, vectors.predictor_type),
+                    np.full(len(user), SOURCE_POPULARITY, np.uint8))
+
+
+def popularity_order(popularity: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Candidate item indices, most popular first, ties by smaller index."""
+    order = np.lexsort((np.arange(len(popularity)), -popularity))
+    return order[candidates[order]]
+
+
+def top_unseen(order: np.ndarray, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+    """For each user, the first ``k`` items of ``order`` not in its row of ``exclude``: int64
+    (n_users, k), -1 for empty slots. Vectorised over blocks of users (memory: block × depth)."""
+    users = np.asarray(users, np.int64)
+    out = np.full((len(users), k), -1, np.int64)
+    seen_counts = np.diff(exclude.indptr)[users] if exclude is not None else np.zeros(len(users), np.int64)
+    depth = min(len(order), k + int(seen_counts.max(initial=0)))
+    head = order[:depth]
+    keys = _csr_keys(exclude) if exclude is not None else np.empty(0, np.int64)
+    n_items = exclude.shape[1] if exclude is not None else 0
+    for start in range(0, len(users), 4096):
+        part = users[start:start + 4096]
+        taken = is_seen(keys, np.repeat(part, depth), np.tile(head, len(part)), n_items) if n_items else \
+            np.zeros(len(part) * depth, bool)
+        keep = ~taken.reshape(len(part), depth)
+        rank = np.cumsum(keep, 1) - 1
+        rows, cols = np.nonzero(keep & (rank < k))
+        out[start + rows, rank[rows, cols]] = head[cols]
+    return out
+
+
+def _csr_keys(m: sp.csr_matrix) -> np.ndarray:
+    """Sorted int64 keys ``row * n_cols + col`` of a CSR matrix's stored entries."""
+    m = m.tocsr()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return rows * m.shape[1] + m.indices
+
+
+def exclusion(dataset: Dataset, *, include_held_out: bool) -> sp.csr_matrix:
+    """Users × items CSR of pairs to exclude: training interactions, plus held-out ones if asked."""
+    data: Interactions = dataset.all_interactions() if include_held_out else dataset.train
+    return data.matrix(dataset.n_users, dataset.n_items)
+
+
+def write_csv(lists: TopLists, users: IdMap, items: IdMap, path: str | Path) -> None:
+    """The lists as CSV (user_id, rank, item_id, score, probability, source) with external ids."""
+    source = np.where(lists.source == SOURCE_POPULARITY, "popularity", "model")
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write("user_id,rank,item_id,score,probability,source\n")
+        for start in range(0, len(lists), 100_000):
+            part = slice(start, start + 100_000)
+            cols = (users.ids[lists.user[part]], lists.rank[part], items.ids[lists.item[part]],
+                    np.char.mod("%.6g", lists.score[part]), np.char.mod("%.6g", lists.probability[part]),
+                    source[part])
+            out.writelines(",".join(map(_csv_field, row)) + "\n" for row in zip(*cols, strict=True))
+
+
+def _csv_field(value) -> str:
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

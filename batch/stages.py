@@ -1,0 +1,99 @@
+"""The six stages of ``topx run``. Each reads what earlier stages left in the run directory, so a
+resumed run can start at any stage, and returns a small summary for ``run.json``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from batch.config import JobConfig
+from batch.rundir import RunDir
+from batch.serve.lists import SOURCE_POPULARITY, TopLists
+
+log = logging.getLogger("topx.run")
+
+
+class Stages:
+    def __init__(self, cfg: JobConfig, run: RunDir, run_id: str, context: dict[str, Any], *, data_root=None):
+        """``data_root``: local directory for generated data (default: the work directory)."""
+        self.cfg, self.run, self.run_id, self.context = cfg, run, run_id, context
+        self.data_root = data_root or cfg.workdir
+
+    def ingest(self) -> dict[str, Any]:
+        from batch.data import load_dataset
+        from batch.data.default import resolve_data
+
+        data = resolve_data(self.cfg.data, self.data_root)
+        dataset = load_dataset(data)
+        dataset.save(self.run.path)
+        return {"source": data.path, "users": dataset.n_users, "items": dataset.n_items,
+                "train": len(dataset.train), "test": len(dataset.test),
+                "duplicates_resolved": dataset.report.get("duplicates_resolved", 0)}
+
+    def train(self) -> dict[str, Any]:
+        from batch.train import make_trainer
+        from batch.train.stage import train_run
+
+        trainer = make_trainer(self.cfg, run_id=self.run_id, **self.context)
+        return train_run(self.cfg, self.run.load_dataset(), self.run, trainer=trainer)
+
+    def repackage(self) -> dict[str, Any]:
+        from batch.serve.repackage import repackage
+
+        vectors = repackage(self.run.load_model(), self.run.load_dataset(), self.run.load_layout())
+        vectors.save(self.run.file("vectors.npz"))
+        return {"dim": int(vectors.users.shape[1]), "users_by_status": _counts(vectors.user_status),
+                "items_by_status": _counts(vectors.item_status)}
+
+    def search(self) -> dict[str, Any]:
+        from batch.serve.recommend import candidates, exclusion, recommend
+        from batch.serve.repackage import vectors_for
+        from batch.serve.search import make_searcher
+
+        dataset, vectors = self.run.load_dataset(), vectors_for(self.run)
+        allowed, report = candidates(vectors, dataset.items, self.cfg.search)
+        searcher = make_searcher(self.cfg, run_id=self.run_id, **self.context)
+        lists = recommend(vectors, searcher, top=self.cfg.search.top, candidates=allowed,
+                          exclude=exclusion(dataset, include_held_out=True) if self.cfg.search.exclude_seen else None)
+        lists.save(self.run.file("lists.npz"))
+        report.update(getattr(searcher, "report", None) or {})
+        return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
+                "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
+                "short_lists": _short_lists(lists, self.cfg.search.top), **report}
+
+    def evaluate(self) -> dict[str, Any]:
+        from batch.serve.evaluate import evaluate_run
+
+        result = evaluate_run(self.cfg, self.run)
+        return {"headline": result["headline"]}
+
+    def publish(self) -> dict[str, Any]:
+        from batch.publish import RunInfo, database_url, publish_run
+
+        dataset, lists = self.run.load_dataset(), TopLists.load(self.run.file("lists.npz"))
+        metrics = self.run.read_json("metrics.json")
+        counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
+                  "test_interactions": len(dataset.test)}
+        info = RunInfo(run_id=self.run_id, config=self.cfg.to_dict(), model_location=str(self.run.model.resolve()),
+                       started_at=datetime.fromisoformat(self.run.read_json("run.json")["started_at"]),
+                       metrics=metrics, counts=counts)
+        url = database_url(self.cfg, secrets_client=self.context.get("secrets_client"))
+        return publish_run(url, info, lists, dataset.users, dataset.items, item_titles=dataset.item_titles,
+                           keep_runs=self.cfg.publish.keep_runs)
+
+
+def _counts(status: np.ndarray) -> dict[str, int]:
+    names = ("trained", "features_only", "cold")
+    return {names[k]: int(n) for k, n in enumerate(np.bincount(status, minlength=3))}
+
+
+def _short_lists(lists: TopLists, top: int) -> int:
+    """Users whose list is shorter than x (fewer candidates than x after exclusions)."""
+    if not len(lists):
+        return 0
+    _, counts = np.unique(lists.user, return_counts=True)
+    return int((counts < top).sum())
+
