@@ -24,6 +24,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from batch.config import SearchConfig
 from batch.serve.repackage import TRAINED, Vectors
 from batch.serve.search import SearchRequest
 from batch.serve.search.approximate import import_faiss
@@ -85,7 +86,7 @@ def _compare(vectors: Vectors, request: SearchRequest, top: int, repeats: int) -
     return result
 
 
-def _approximate(method: str, request: SearchRequest, nprobe: int = 16) -> dict:
+def _approximate(method: str, request: SearchRequest, nprobe: int = 64) -> dict:
     searcher = LocalSearcher(method, nprobe=nprobe, recall_sample=1000)
     wall, _ = _timed(lambda: searcher.search(request))
     return {"seconds": round(wall, 3), **searcher.report}
@@ -107,8 +108,8 @@ def bench_search(n_users: int = 20000, n_items: int = 50000, factors: int = 64, 
               "blas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS"), "repeats": repeats,
               "load_before": round(os.getloadavg()[0], 2)}
     report.update(_compare(vectors, request, top, repeats))
-    report["ivf"] = _approximate("ivf", request)  # the default nprobe
-    report["ivf_nprobe64"] = _approximate("ivf", request, nprobe=64)
+    report["ivf_nprobe16"] = _approximate("ivf", request, nprobe=16)
+    report["ivf"] = _approximate("ivf", request, nprobe=SearchConfig().nprobe)  # the default
     report["hnsw"] = _approximate("hnsw", request)
     report["load_after"] = round(os.getloadavg()[0], 2)
     report.update(python=platform.python_version(), numpy=np.__version__, faiss=faiss.__version__)

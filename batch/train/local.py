@@ -109,21 +109,25 @@ class LocalFMTrainer:
 
 class _RowAdam:
     """Lazy Adam on the rows a step touches, as torch.optim.SparseAdam does: rows a batch does not
-    touch keep their moments; bias correction uses the global step count."""
+    touch keep their moments; bias correction uses the global step count. ``lr`` may be a vector
+    with one rate per column (the factors and the linear weight share one table)."""
 
-    def __init__(self, torch, param, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, torch, param, lr, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param, self.lr, self.b1, self.b2, self.eps = param, lr, betas[0], betas[1], eps
-        self.m, self.v, self.t = torch.zeros_like(param), torch.zeros_like(param), 0
-        self.torch = torch
+        self.d = param.shape[1]
+        # both moments side by side: one gather and one scatter per step instead of two each
+        self.state, self.t = torch.zeros(param.shape[0], 2 * self.d, device=param.device), 0
 
     def step(self, rows, grad) -> None:
         """``rows``: unique int64 row indices; ``grad``: (len(rows), d) their summed gradients."""
         self.t += 1
-        m = self.m[rows].mul_(self.b1).add_(grad, alpha=1 - self.b1)
-        v = self.v[rows].mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        self.m[rows], self.v[rows] = m, v
-        size = self.lr * (1 - self.b2**self.t) ** 0.5 / (1 - self.b1**self.t)
-        self.param[rows] -= size * m / (v.sqrt_().add_(self.eps))
+        state = self.state[rows]
+        m, v = state[:, : self.d], state[:, self.d:]
+        m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        self.state[rows] = state
+        size = self.lr * ((1 - self.b2**self.t) ** 0.5 / (1 - self.b1**self.t))
+        self.param[rows] -= size * m / (v.sqrt().add_(self.eps))
 
 
 class _FMNet:
@@ -141,14 +145,15 @@ class _FMNet:
         n = feature_dim
         self.n = n
         gen = torch.Generator().manual_seed(hp.seed)
-        # one extra all-zero row at index n is the padding column of every bag
-        self.V = (torch.randn(n + 1, hp.num_factors, generator=gen) * hp.factors_init_sigma).to(device)
-        self.V[n] = 0
-        self.W = torch.zeros(n + 1, 1, device=device)
+        k = hp.num_factors
+        # P = [V | w], one row per design column: a step gathers and scatters one table, not two.
+        # One extra all-zero row at index n is the padding column of every bag.
+        self.P = torch.zeros(n + 1, k + 1)
+        self.P[:n, :k] = torch.randn(n, k, generator=gen) * hp.factors_init_sigma
+        self.P = self.P.to(device)
         self.b = torch.zeros(1, 1, device=device)
         self.bags = [[torch.from_numpy(a).to(device) for a in padded_bags(t, n)] for t in tables]
-        self.opt_v = _RowAdam(torch, self.V, hp.factors_lr)
-        self.opt_w = _RowAdam(torch, self.W, hp.linear_lr)
+        self.opt_p = _RowAdam(torch, self.P, _per_column(torch, k, hp.factors_lr, hp.linear_lr, device))
         self.opt_b = _RowAdam(torch, self.b, hp.bias_lr)
         self.zero_row = torch.zeros(1, dtype=torch.int64, device=device)
         self.gen = torch.Generator().manual_seed(hp.seed + 1)
@@ -179,49 +184,55 @@ class _FMNet:
         """One mini-batch: returns the summed task loss (a 0-d tensor, not synced to the host)."""
         idx = self.torch.cat([bag[0][i] for bag, i in zip(self.bags, index, strict=True)], dim=1)  # (B, L)
         val = self.torch.cat([bag[1][i] for bag, i in zip(self.bags, index, strict=True)], dim=1)
-        step = fm_gradients(self.torch, self.V, self.W, self.b, idx, val, label, self.predictor_type,
-                            self.hp, pad=self.n)
-        self.opt_v.step(step.rows, step.grad_v)
-        self.opt_w.step(step.rows, step.grad_w)
+        step = fm_gradients(self.torch, self.P, self.b, idx, val, label, self.predictor_type, self.hp, pad=self.n)
+        self.opt_p.step(step.rows, step.grad)
         self.opt_b.step(self.zero_row, step.grad_b.reshape(1, 1))
         return step.loss
 
     def to_model(self) -> FMModel:
-        V = self.V[: self.n].cpu().numpy().astype(np.float32)
-        w = self.W[: self.n, 0].cpu().numpy().astype(np.float32)
+        P = self.P[: self.n].cpu().numpy().astype(np.float32)
+        V, w = P[:, :-1], P[:, -1]
         return FMModel(V=V, w=w, b=float(self.b[0, 0].cpu()), predictor_type=self.predictor_type)
+
+
+def _per_column(torch, k: int, factors: float, linear: float, device):
+    """A (k+1,) vector: ``factors`` for the k factor columns of [V | w], ``linear`` for w."""
+    values = torch.full((k + 1,), factors)
+    values[k] = linear
+    return values.to(device)
 
 
 @dataclass
 class Gradients:
     """Gradients of one mini-batch's objective, summed per touched design column.
 
-    ``rows``: int64 (U,) unique columns touched; ``grad_v``: (U, k); ``grad_w``: (U, 1);
+    ``rows``: int64 (U,) unique columns touched; ``grad``: (U, k+1), the gradient of [v_j | w_j];
     ``grad_b``: 0-d; ``loss``: 0-d summed task loss (without regularisation).
     """
 
     rows: object
-    grad_v: object
-    grad_w: object
+    grad: object
     grad_b: object
     loss: object
 
 
-def fm_gradients(torch, V, W, b, idx, val, label, predictor_type: str, hp: FMHyperparameters, *, pad: int):
+def fm_gradients(torch, P, b, idx, val, label, predictor_type: str, hp: FMHyperparameters, *, pad: int):
     """Closed-form gradients of mean task loss + per-example L2 for a batch of padded bags.
 
-    ``idx``/``val``: (B, L) column indices and values, padding column ``pad`` with value 0.
+    ``P``: (n+1, k+1) parameter table [V | w]; ``b``: (1, 1) bias. ``idx``/``val``: (B, L) column
+    indices and values, padding column ``pad`` with value 0.
     Objective: mean_r loss(ŷ_r, y_r) + (1/B) Σ_r Σ_{j∈r} (λ_V‖v_j‖² + λ_w w_j²) + λ_b b².
     For an entry (r, j): ∂ŷ_r/∂v_j = x_rj (s_r − x_rj v_j) with s_r = Σ_j x_rj v_j; ∂ŷ_r/∂w_j = x_rj.
     Padding is dropped first, so every (entries, k) product below touches real entries only.
     """
-    n, k = len(label), V.shape[1]
+    n, k = len(label), P.shape[1] - 1
     row, slot = (idx != pad).nonzero(as_tuple=True)  # entries, grouped by row
     cols, x = idx[row, slot], val[row, slot]
-    v, w = V[cols], W[cols, 0]  # (E, k), (E,)
+    pe = P[cols]  # (E, k+1)
+    v, w = pe[:, :k], pe[:, k]
     xv = v * x.unsqueeze(-1)
-    s = torch.zeros(n, k, dtype=V.dtype, device=V.device).index_add_(0, row, xv)  # (B, k)
-    own = torch.zeros(n, dtype=V.dtype, device=V.device).index_add_(0, row, w * x - 0.5 * xv.pow(2).sum(1))
+    s = torch.zeros(n, k, dtype=P.dtype, device=P.device).index_add_(0, row, xv)  # (B, k)
+    own = torch.zeros(n, dtype=P.dtype, device=P.device).index_add_(0, row, w * x - 0.5 * xv.pow(2).sum(1))
     score = b[0, 0] + own + 0.5 * s.pow(2).sum(1)
     if predictor_type == "binary_classifier":
         g = torch.sigmoid(score) - label
@@ -229,11 +240,12 @@ def fm_gradients(torch, V, W, b, idx, val, label, predictor_type: str, hp: FMHyp
     else:
         g = 2 * (score - label)
         loss = (score - label).pow(2).sum()
-    coef = (g / n)[row] * x
-    grad_v = coef.unsqueeze(-1) * (s[row] - xv) + (2 * hp.factors_wd / n) * v
-    grad_w = coef + (2 * hp.linear_wd / n) * w
+    coef = ((g / n)[row] * x).unsqueeze(-1)
+    grad = torch.empty_like(pe)
+    grad[:, :k] = coef * (s[row] - xv)
+    grad[:, k:] = coef
+    grad.add_(pe * _per_column(torch, k, 2 * hp.factors_wd / n, 2 * hp.linear_wd / n, P.device))
     rows, inverse = torch.unique(cols, return_inverse=True)
-    summed_v = torch.zeros(len(rows), k, dtype=V.dtype, device=V.device).index_add_(0, inverse, grad_v)
-    summed_w = torch.zeros(len(rows), 1, dtype=W.dtype, device=W.device).index_add_(0, inverse, grad_w.unsqueeze(-1))
+    summed = torch.zeros(len(rows), k + 1, dtype=P.dtype, device=P.device).index_add_(0, inverse, grad)
     grad_b = g.sum() / n + 2 * hp.bias_wd * b[0, 0]
-    return Gradients(rows, summed_v, summed_w, grad_b, loss)
+    return Gradients(rows, summed, grad_b, loss)

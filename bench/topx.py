@@ -1,0 +1,83 @@
+"""The serving half's targets, measured in one run and printed as one JSON line.
+
+1. Search: synthetic 20k users × 50k items × 64 factors, top 100 — our exact search with
+   seen-item exclusion next to raw faiss ``IndexFlatIP`` (k=100, no exclusion) on the same
+   matrices (target: ours ≤ 1.2× faiss).
+2. Publish: 20k users × 100 = 2M rows into PostgreSQL (target ≥ 1M rows/s).
+3. The whole ``topx run`` on the embedded default (943 × 1682, 100k interactions), as a fresh
+   process in an empty work directory: synthetic data, train, search, evaluate, publish to
+   SQLite (target ≤ 30 s).
+
+    python bench/topx.py [--skip search,publish,run] [--pg-admin-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling bench modules
+
+TARGETS = {"search_ratio_max": 1.2, "publish_rows_per_s_min": 1_000_000, "run_seconds_max": 30.0}
+
+
+def bench_publish(admin_url: str) -> dict:
+    from publish import bench_postgres, make_lists
+
+    from batch.data.interactions import IdMap
+
+    users, top, items = 20_000, 100, 50_000
+    data = {"lists": make_lists(users, top, items), "users": IdMap(np.arange(1, users + 1, dtype=np.int64)),
+            "items": IdMap(np.arange(1, items + 1, dtype=np.int64)),
+            "item_titles": np.array([f"Item {i}" for i in range(items)], dtype=object)}
+    return bench_postgres(admin_url, data)
+
+
+def bench_run() -> dict:
+    """``topx run`` with no arguments in an empty work directory, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "batch", "run", "--workdir", str(Path(tmp) / "work")],
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall_seconds": round(wall, 2), "stage_seconds": summary["seconds"], "rows": summary["rows"],
+            "metrics": summary["metrics"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: search, publish, run")
+    parser.add_argument("--pg-admin-url", default=os.environ.get(
+        "TOPX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    report: dict = {"benchmark": "topx", "cpus": os.cpu_count(), "targets": TARGETS,
+                    "load_average_before": round(os.getloadavg()[0], 2)}
+    if "search" not in skip:
+        from search import bench_search
+
+        report["search"] = bench_search()
+        report["search_ratio"] = report["search"].get("ratio")
+    if "publish" not in skip:
+        report["publish"] = bench_publish(args.pg_admin_url)
+        report["publish_rows_per_s"] = report["publish"].get("median_rows_per_s")
+    if "run" not in skip:
+        report["run"] = bench_run()
+        report["run_seconds"] = report["run"].get("wall_seconds")
+    report["load_average_after"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
