@@ -128,6 +128,18 @@ class FMHyperparameters:
             value = getattr(self, f.name)
             _positive(f"train.hyperparameters.{f.name}", value, zero_ok=f.name.endswith(("_wd", "seed")))
 
+    def to_sagemaker(self, feature_dim: int, predictor_type: str) -> dict[str, str]:
+        """The built-in FM's hyperparameters, as the strings SageMaker requires (training job
+        requests and the artifact's meta.json). ``seed`` is ours alone: the algorithm has none."""
+        values = {
+            "feature_dim": feature_dim, "num_factors": self.num_factors, "predictor_type": predictor_type,
+            "epochs": self.epochs, "mini_batch_size": self.mini_batch_size,
+            "bias_lr": self.bias_lr, "linear_lr": self.linear_lr, "factors_lr": self.factors_lr,
+            "bias_wd": self.bias_wd, "linear_wd": self.linear_wd, "factors_wd": self.factors_wd,
+            "factors_init_method": "normal", "factors_init_sigma": self.factors_init_sigma,
+        }
+        return {key: str(value) for key, value in values.items()}
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -33,19 +33,6 @@ log = logging.getLogger("topx.train")
 _ROWS_PER_WRITE = 1 << 18  # design rows built and encoded at a time: bounds memory
 
 
-def fm_hyperparameters(feature_dim: int, hp: FMHyperparameters, predictor_type: str) -> dict[str, str]:
-    """The built-in FM's hyperparameters, as the strings SageMaker requires. ``seed`` is ours
-    alone: the algorithm has no such hyperparameter."""
-    values = {
-        "feature_dim": feature_dim, "num_factors": hp.num_factors, "predictor_type": predictor_type,
-        "epochs": hp.epochs, "mini_batch_size": hp.mini_batch_size,
-        "bias_lr": hp.bias_lr, "linear_lr": hp.linear_lr, "factors_lr": hp.factors_lr,
-        "bias_wd": hp.bias_wd, "linear_wd": hp.linear_wd, "factors_wd": hp.factors_wd,
-        "factors_init_method": "normal", "factors_init_sigma": hp.factors_init_sigma,
-    }
-    return {key: str(value) for key, value in values.items()}
-
-
 class SageMakerFMTrainer:
     """Trains an FM as a SageMaker training job of run ``run_id``; see the module docstring.
 
@@ -64,7 +51,7 @@ class SageMakerFMTrainer:
         and return the model read from the job's ``model.tar.gz``."""
         self._check_settings()
         train = source.epoch(0)
-        hyper = fm_hyperparameters(design.layout.feature_dim, hp, predictor_type)
+        hyper = hp.to_sagemaker(design.layout.feature_dim, predictor_type)
         inputs = fingerprint(hyper, vars(hp), design.users, design.items, train.user, train.item, train.label,
                              test.user, test.item, test.label)
 

@@ -37,7 +37,8 @@ def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer
     log.info("training %s FM: %d users, %d items, feature_dim %d, %d training interactions",
              t.mode, dataset.n_users, dataset.n_items, design.layout.feature_dim, len(dataset.train))
     result = (trainer or make_trainer(cfg)).fit(design, source, held_out, hp, PREDICTOR_TYPES[t.mode])
-    write_model(result.model, str(run.model), hyperparameters=_sagemaker_hyperparameters(cfg, design))
+    write_model(result.model, str(run.model),
+                hyperparameters=hp.to_sagemaker(design.layout.feature_dim, PREDICTOR_TYPES[t.mode]))
     test = held_out_metrics(result.model, design, held_out, t.mode)
     run.update_metrics("train", {"mode": t.mode, "test": test, "engine": result.details})
     return {
@@ -61,11 +62,3 @@ def held_out_metrics(model: FMModel, design: Design, samples: Samples, mode: str
     if mode == "regression":
         return regression_metrics(pred, samples.label)
     return classifier_metrics(pred, samples.label)
-
-
-def _sagemaker_hyperparameters(cfg: JobConfig, design: Design) -> dict[str, str]:
-    """The hyperparameters as SageMaker's FM takes them (strings), recorded in meta.json."""
-    hp = cfg.train.hyperparameters
-    values = {"feature_dim": design.layout.feature_dim, "predictor_type": PREDICTOR_TYPES[cfg.train.mode],
-              **{k: v for k, v in vars(hp).items() if k != "seed"}}
-    return {k: str(v) for k, v in values.items()}
