@@ -7,6 +7,10 @@ same settings (the same fingerprint): finished stages are skipped, the run id is
 SageMaker job that completed is reused and the publish step replaces rather than duplicates.
 Any failure marks the run failed in the database and leaves the previously published lists
 current (the publish step itself is atomic).
+
+A sharded run (``shards=N``, ``topx run --shards N``) stops after evaluating: its ``collect``
+step registers it in the database as ``collecting`` N shards and it waits, status
+``collecting``, for N ``topx shard`` jobs and one ``topx finalize`` (:mod:`batch.shards`).
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from batch.config import JobConfig
-from batch.errors import TopxError
+from batch.errors import ConfigError, TopxError
 from batch.log import redact
 from batch.rundir import RunDir
 from batch.runstore import RunStore
@@ -28,12 +33,18 @@ from batch.runstore import RunStore
 log = logging.getLogger("topx.run")
 
 STAGES = ("ingest", "train", "repackage", "search", "evaluate", "publish")
+# A sharded run: its shard jobs search and load, `topx finalize` publishes (batch.shards).
+SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
+# Run ids name a directory, an S3 prefix and every published row: short and plain.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Settings that say where a run works and publishes, not what it computes.
+PLACE_SETTINGS = ("publish", "workdir", "scratch", "batch")
 
 
 def fingerprint(cfg: JobConfig) -> str:
     """Hash of the settings that decide what a run computes (not where it publishes)."""
     settings = cfg.to_dict()
-    for key in ("publish", "workdir", "scratch", "batch"):
+    for key in PLACE_SETTINGS:
         settings.pop(key)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -73,6 +84,11 @@ class RunState:
         self.data["stages"][stage] = {"finished_at": _now(), "seconds": round(seconds, 3), "summary": summary}
         self.save()
 
+    def reopen(self, stage: str) -> None:
+        """Forget that ``stage`` finished, so the next run of this run id runs it again."""
+        self.data["stages"].pop(stage, None)
+        self.save()
+
     def set_status(self, status: str, error: str | None = None) -> None:
         self.data.update(status=status, error=error, updated_at=_now())
         self.save()
@@ -81,9 +97,13 @@ class RunState:
         self.run.write_json("run.json", self.data)
 
 
-def open_run(cfg: JobConfig, store: RunStore, *, fresh: bool = False, resume: str | None = None) -> RunState:
-    """The run to work on: ``resume`` names one; otherwise the latest run if it is unfinished and
-    has the same fingerprint (unless ``fresh``); otherwise a new run."""
+def open_run(cfg: JobConfig, store: RunStore, *, fresh: bool = False, resume: str | None = None,
+             run_id: str | None = None) -> RunState:
+    """The run to work on: ``resume`` names one; ``run_id`` names one that is resumed if it
+    exists and created if not; otherwise the latest run if it is unfinished (and not waiting
+    for its shards) and has the same fingerprint (unless ``fresh``); otherwise a new run."""
+    if run_id:
+        return _named_run(cfg, store, run_id)
     ids = store.run_ids()
     if resume:
         if resume not in ids:
@@ -91,39 +111,82 @@ def open_run(cfg: JobConfig, store: RunStore, *, fresh: bool = False, resume: st
         return RunState.load(store.pull(resume))
     if ids and not fresh:
         latest = store.state(ids[-1])
-        if latest.get("status") != "published" and latest.get("fingerprint") == fingerprint(cfg):
+        if latest.get("status") not in ("published", "collecting") and latest.get("fingerprint") == fingerprint(cfg):
             log.info("resuming run %s after its last finished stage", ids[-1])
             return RunState.load(store.pull(ids[-1]))
     run_id = new_run_id()
     return RunState.create(store.run_dir(run_id), run_id, fingerprint(cfg))
 
 
-def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, **context: Any) -> dict[str, Any]:
-    """Run (or resume) the whole job; returns the one-line summary. ``context``: injected boto3
-    clients for the SageMaker engines (``sagemaker_client``, ``s3_client``)."""
+def _named_run(cfg: JobConfig, store: RunStore, run_id: str) -> RunState:
+    """Run ``run_id``: resumed if the store has it (with the same settings), else created."""
+    check_run_id(run_id)
+    saved = store.state(run_id)
+    if not saved:
+        return RunState.create(store.run_dir(run_id), run_id, fingerprint(cfg))
+    if saved.get("fingerprint") != fingerprint(cfg):
+        raise ConfigError(f"run {run_id} in {cfg.workdir} was made with other settings; its jobs must share "
+                          f"one configuration (or use a new run id)")
+    log.info("resuming run %s after its last finished stage", run_id)
+    return RunState.load(store.pull(run_id))
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a valid run id, else :class:`ConfigError`."""
+    if not RUN_ID.fullmatch(run_id or ""):
+        raise ConfigError(f"run id {run_id!r}: up to 64 letters, digits, '.', '_' and '-', starting alphanumeric")
+    return run_id
+
+
+def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, run_id: str | None = None,
+            shards: int | None = None, **context: Any) -> dict[str, Any]:
+    """Run (or resume) the whole job; returns the one-line summary. ``run_id``: the run to create
+    or resume; ``shards``: stop at ``collecting`` for that many shard jobs (see module doc).
+    ``context``: injected boto3 clients for the SageMaker engines (``sagemaker_client``, ``s3_client``)."""
     from batch.stages import Stages
 
+    if shards is not None:
+        check_sharded(cfg, shards)
     store = RunStore(cfg.workdir, cfg.scratch)
-    state = open_run(cfg, store, fresh=fresh, resume=resume)
-    stages = Stages(cfg, state.run, state.run_id, context, data_root=store.local_root)
+    state = open_run(cfg, store, fresh=fresh, resume=resume, run_id=run_id)
+    if shards is not None and state.data["status"] == "published":
+        return _sharded_summary(state, False, 0.0)  # finalized already: a late retry of its prepare job
+    stages = Stages(cfg, state.run, state.run_id, context, data_root=store.local_root, shards=shards)
     resumed = bool(state.data["stages"])
     started = time.perf_counter()
-    for stage in STAGES:
-        if state.finished(stage):
-            continue
-        t0 = time.perf_counter()
-        try:
-            summary = getattr(stages, stage)()
-        except BaseException as exc:
-            _fail(cfg, state, stage, exc, context)
-            store.push(state.run)
-            raise
-        state.finish(stage, time.perf_counter() - t0, summary)
+    for stage in SHARDED_STAGES if shards is not None else STAGES:
+        if not state.finished(stage):
+            _run_stage(cfg, store, state, stages, stage, context)
+    if shards is not None:
+        state.data["shards"] = shards
+        state.set_status("collecting")
         store.push(state.run)
-        log.info("stage %s finished in %.1f s", stage, time.perf_counter() - t0)
+        return _sharded_summary(state, resumed, time.perf_counter() - started)
     state.set_status("published")
     store.push(state.run)
     return _summary(state, resumed, time.perf_counter() - started)
+
+
+def check_sharded(cfg: JobConfig, shards: int) -> None:
+    """A sharded run needs at least one shard and searches in its shard jobs, locally."""
+    if shards < 1:
+        raise ConfigError(f"--shards must be ≥ 1; got {shards}")
+    if cfg.search.backend != "local":
+        raise ConfigError("a sharded run searches in its shard jobs with the local engine; set search.backend "
+                          "to local (TOPX_SEARCH_BACKEND=local), or search on SageMaker without --shards")
+
+
+def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: str, context: dict) -> None:
+    t0 = time.perf_counter()
+    try:
+        summary = getattr(stages, stage)()
+    except BaseException as exc:
+        _fail(cfg, state, stage, exc, context)
+        store.push(state.run)
+        raise
+    state.finish(stage, time.perf_counter() - t0, summary)
+    store.push(state.run)
+    log.info("stage %s finished in %.1f s", stage, time.perf_counter() - t0)
 
 
 def _fail(cfg: JobConfig, state: RunState, stage: str, exc: BaseException, context: dict) -> None:
@@ -147,6 +210,17 @@ def _summary(state: RunState, resumed: bool, seconds: float) -> dict[str, Any]:
         "rows": publish.get("rows"), "lists": stages["search"]["summary"].get("users"),
         "metrics": evaluate.get("headline", {}), "database": publish.get("database"),
         "seconds": {**{s: stages[s]["seconds"] for s in STAGES}, "total": round(seconds, 2)},
+    }
+
+
+def _sharded_summary(state: RunState, resumed: bool, seconds: float) -> dict[str, Any]:
+    stages = state.data["stages"]
+    return {
+        "run_id": state.run_id, "status": state.data["status"], "resumed": resumed,
+        "shards": state.data.get("shards"), "users": stages["ingest"]["summary"]["users"],
+        "items": stages["ingest"]["summary"]["items"], "metrics": stages["evaluate"]["summary"].get("headline", {}),
+        "database": stages.get("collect", {}).get("summary", {}).get("database"),
+        "seconds": {**{s: stages[s]["seconds"] for s in SHARDED_STAGES if s in stages}, "total": round(seconds, 2)},
     }
 
 

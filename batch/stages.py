@@ -1,11 +1,12 @@
-"""The six stages of ``topx run``. Each reads what earlier stages left in the run directory, so a
-resumed run can start at any stage, and returns a small summary for ``run.json``."""
+"""The stages of ``topx run``. Each reads what earlier stages left in the run directory, so a
+resumed run can start at any stage, and returns a small summary for ``run.json``. A sharded run
+ends with ``collect`` instead of ``search`` and ``publish``."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,14 +14,21 @@ from batch.config import JobConfig
 from batch.rundir import RunDir
 from batch.serve.lists import SOURCE_POPULARITY, TopLists
 
+if TYPE_CHECKING:
+    from batch.data.interactions import Dataset
+    from batch.publish import RunInfo
+
 log = logging.getLogger("topx.run")
 
 
 class Stages:
-    def __init__(self, cfg: JobConfig, run: RunDir, run_id: str, context: dict[str, Any], *, data_root=None):
-        """``data_root``: local directory for generated data (default: the work directory)."""
+    def __init__(self, cfg: JobConfig, run: RunDir, run_id: str, context: dict[str, Any], *, data_root=None,
+                 shards: int | None = None):
+        """``data_root``: local directory for generated data (default: the work directory);
+        ``shards``: how many shard jobs a sharded run's ``collect`` registers."""
         self.cfg, self.run, self.run_id, self.context = cfg, run, run_id, context
         self.data_root = data_root or cfg.workdir
+        self.shards = shards
 
     def ingest(self) -> dict[str, Any]:
         from batch.data import load_dataset
@@ -71,18 +79,35 @@ class Stages:
         return {"headline": result["headline"]}
 
     def publish(self) -> dict[str, Any]:
-        from batch.publish import RunInfo, database_url, publish_run
+        from batch.publish import publish_run
 
         dataset, lists = self.run.load_dataset(), TopLists.load(self.run.file("lists.npz"))
-        metrics = self.run.read_json("metrics.json")
-        counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
-                  "test_interactions": len(dataset.test)}
-        info = RunInfo(run_id=self.run_id, config=self.cfg.to_dict(), model_location=str(self.run.model.resolve()),
-                       started_at=datetime.fromisoformat(self.run.read_json("run.json")["started_at"]),
-                       metrics=metrics, counts=counts)
-        url = database_url(self.cfg, secrets_client=self.context.get("secrets_client"))
-        return publish_run(url, info, lists, dataset.users, dataset.items, item_titles=dataset.item_titles,
+        return publish_run(self.database_url(), run_info(self.cfg, self.run, self.run_id, dataset), lists,
+                           dataset.users, dataset.items, item_titles=dataset.item_titles,
                            keep_runs=self.cfg.publish.keep_runs)
+
+    def collect(self) -> dict[str, Any]:
+        """A sharded run: registered as collecting ``shards`` shards, storage made ready."""
+        from batch.publish.collect import open_collection
+
+        info = run_info(self.cfg, self.run, self.run_id, self.run.load_dataset())
+        return open_collection(self.database_url(), info, self.shards)
+
+    def database_url(self) -> str:
+        from batch.publish import database_url
+
+        return database_url(self.cfg, secrets_client=self.context.get("secrets_client"))
+
+
+def run_info(cfg: JobConfig, run: RunDir, run_id: str, dataset: Dataset) -> RunInfo:
+    """What the ``runs`` table records about a run: settings, metrics, counts, model location."""
+    from batch.publish import RunInfo
+
+    counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
+              "test_interactions": len(dataset.test)}
+    return RunInfo(run_id=run_id, config=cfg.to_dict(), model_location=str(run.model.resolve()),
+                   started_at=datetime.fromisoformat(run.read_json("run.json")["started_at"]),
+                   metrics=run.read_json("metrics.json"), counts=counts)
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

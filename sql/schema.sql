@@ -19,7 +19,7 @@ CREATE TABLE runs (
 	n_rows BIGINT,
 	error TEXT,
 	PRIMARY KEY (id),
-	CONSTRAINT ck_runs_status CHECK (status IN ('loading', 'current', 'superseded', 'failed', 'pruned'))
+	CONSTRAINT ck_runs_status CHECK (status IN ('loading', 'current', 'superseded', 'failed', 'pruned', 'collecting'))
 );
 
 CREATE UNIQUE INDEX uq_runs_one_current ON runs (status) WHERE status = 'current';

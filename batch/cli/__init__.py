@@ -18,7 +18,7 @@ from batch.errors import TopxError
 from batch.log import log, redact, setup_logging, summary
 
 # Command-group modules, in the order their commands are listed in --help.
-GROUPS = ("data", "train", "serve", "run", "publish", "aws", "aws_batch")
+GROUPS = ("data", "train", "serve", "run", "shard", "publish", "aws", "aws_batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

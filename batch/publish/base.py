@@ -1,9 +1,14 @@
 """The sink contract: how one database kind stores a run's rows. Sinks are siblings
 (:mod:`.sqlite`, :mod:`.postgres`); :func:`sink_for` is the one place that picks one.
 
-The publisher (:mod:`.publisher`) owns the run bookkeeping and the transactions; a sink only
-moves rows. Every method except :meth:`Sink.locked` runs inside a transaction the caller began
-on ``conn``, so the caller decides what commits together.
+The publisher (:mod:`.publisher`, and :mod:`.collect` for sharded runs) owns the run
+bookkeeping and the transactions; a sink only moves rows. Every method except
+:meth:`Sink.locked` and :meth:`Sink.writing` runs inside a transaction the caller began on
+``conn``, so the caller decides what commits together.
+
+A sharded run's rows arrive in parts: :meth:`Sink.open_collection` once, :meth:`Sink.load_part`
+per shard (possibly side by side), then :meth:`Sink.seal` and :meth:`Sink.attach` in the switch
+transaction, or :meth:`Sink.discard_collection` when the run fails.
 """
 
 from __future__ import annotations
@@ -12,10 +17,16 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from batch.errors import PublishError
 from batch.publish.rows import RunRows
+from batch.serve.lists import SOURCE_POPULARITY
+
+# The counts `runs` stores (see RunRows.stats), computed over a table holding one run's rows.
+_STATS = ("SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT item_id), "
+          "COUNT(DISTINCT CASE WHEN source = {fallback} THEN user_id END) FROM {table} WHERE run_id = :run_id")
 
 
 class PublishLockedError(PublishError):
@@ -49,6 +60,33 @@ class Sink(Protocol):
 
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
         """Insert or update the titles of the given items."""
+
+    def writing(self, conn: Connection) -> AbstractContextManager[None]:
+        """Wait for, then hold, the right to write a collecting run's rows where the database
+        takes one writer at a time; a no-op where writers work side by side."""
+
+    def open_collection(self, conn: Connection, run_id: str) -> None:
+        """Empty storage for a sharded run's rows, replacing any an earlier attempt left."""
+
+    def load_part(self, conn: Connection, rows: RunRows) -> dict[str, float]:
+        """Add one shard's rows (users no other shard has) to a collecting run's storage."""
+
+    def collected_stats(self, conn: Connection, run_id: str) -> dict[str, int]:
+        """``RunRows.stats()`` of every row collected so far, less ``n_items``."""
+
+    def seal(self, conn: Connection, run_id: str) -> dict[str, float]:
+        """Finish a collecting run's storage so :meth:`attach` can take it. Seconds per phase."""
+
+    def discard_collection(self, conn: Connection, run_id: str) -> None:
+        """Delete every row collected for the run, and its storage."""
+
+
+def stats_of(conn: Connection, table: str, run_id: str) -> dict[str, int]:
+    """Counts of one run's rows in ``table`` (an SQL-quoted name): n_rows, n_users,
+    n_items_recommended, n_fallback_users."""
+    sql = text(_STATS.format(fallback=int(SOURCE_POPULARITY), table=table))
+    n_rows, n_users, n_items, n_fallback = conn.execute(sql, {"run_id": run_id}).one()
+    return {"n_rows": n_rows, "n_users": n_users, "n_items_recommended": n_items, "n_fallback_users": n_fallback}
 
 
 def sink_for(engine: Engine) -> Sink:

@@ -26,6 +26,11 @@ Design, and why:
   re-check every row against ``runs``. The publisher is the only writer and keeps them paired.
 * At most one run is ``current`` (a unique partial index enforces it); the view shows that
   run's rows, so switching runs is one ``UPDATE runs`` committed together with the new rows.
+* A sharded run (``topx run --shards N``) is ``collecting`` while its N shard jobs load their
+  rows; ``run_shards`` holds one slot per expected shard, marked loaded in the transaction that
+  holds that shard's rows. It has its own metadata (:data:`shard_metadata`, DDL in
+  ``sql/run_shards.sql`` from :func:`shard_schema_sql`) and is created by the first sharded run
+  only, so databases that never shard keep exactly the tables above.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from sqlalchemy.schema import CreateView
 
 # Run states. A run is `loading` from registration until its switch transaction commits (or it
 # fails); exactly one published run is `current`, older published ones are `superseded` until
-# pruned (rows deleted, history row kept).
+# pruned (rows deleted, history row kept). A sharded run is `collecting` until it is finalized.
 LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED = "loading", "current", "superseded", "failed", "pruned"
-STATUSES = (LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED)
+COLLECTING = "collecting"
+STATUSES = (LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED, COLLECTING)
 PUBLISHED = (CURRENT, SUPERSEDED)
 
 Id = Text().with_variant(Text(collation="C"), "postgresql")
@@ -126,6 +132,20 @@ _view = CreateView(
 )
 current_recommendations = _view.table
 
+# One slot per expected shard of a collecting run; ``loaded_at`` (with the shard's counts) is set
+# in the transaction that loads the shard's rows, so a slot is loaded exactly when its rows are.
+shard_metadata = MetaData()
+run_shards = Table(
+    "run_shards", shard_metadata,
+    Column("run_id", Id, nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("opened_at", Timestamp, nullable=False),
+    Column("loaded_at", Timestamp),
+    Column("n_rows", BigInteger),
+    Column("n_users", BigInteger),
+    PrimaryKeyConstraint("run_id", "shard", name="pk_run_shards"),
+)
+
 SCHEMA_HEADER = (
     "-- topx database schema ({dialect}). GENERATED from batch/publish/models.py: do not edit.\n"
     "-- Regenerate with: topx schema --out sql/schema.sql\n\n"
@@ -137,8 +157,32 @@ def create_schema(connection) -> None:
     metadata.create_all(connection, checkfirst=True)
 
 
+def create_shard_schema(connection) -> None:
+    """Create ``run_shards`` if it does not exist yet (idempotent)."""
+    shard_metadata.create_all(connection, checkfirst=True)
+
+
+SHARD_SCHEMA_HEADER = (
+    "-- topx sharded-run bookkeeping ({dialect}), created by the first `topx run --shards N`.\n"
+    "-- GENERATED from batch/publish/models.py: do not edit. Regenerate with:\n"
+    "-- python -c \"import batch.publish.models as m; print(m.shard_schema_sql(), end='')\" > sql/run_shards.sql\n\n"
+)
+
+
 def schema_sql(dialect: str = "postgresql") -> str:
     """The DDL :func:`create_schema` runs on an empty database of ``dialect``, as a script."""
+    name, ddl = _ddl(metadata, dialect)
+    return SCHEMA_HEADER.format(dialect=name) + ddl
+
+
+def shard_schema_sql(dialect: str = "postgresql") -> str:
+    """The DDL :func:`create_shard_schema` runs on a database of ``dialect``, as a script."""
+    name, ddl = _ddl(shard_metadata, dialect)
+    return SHARD_SCHEMA_HEADER.format(dialect=name) + ddl
+
+
+def _ddl(tables: MetaData, dialect: str) -> tuple[str, str]:
+    """(dialect name, the statements creating ``tables``)."""
     statements: list[str] = []
 
     def record(ddl, *args, **kwargs):
@@ -146,5 +190,5 @@ def schema_sql(dialect: str = "postgresql") -> str:
         statements.append("\n".join(line.rstrip() for line in text.splitlines()) + ";")
 
     engine = create_mock_engine(f"{DRIVERS.get(dialect, dialect)}://", record)
-    metadata.create_all(engine, checkfirst=False)
-    return SCHEMA_HEADER.format(dialect=engine.dialect.name) + "\n\n".join(statements) + "\n"
+    tables.create_all(engine, checkfirst=False)
+    return engine.dialect.name, "\n\n".join(statements) + "\n"

@@ -9,6 +9,11 @@ run drops its partition.
 
 Only one publisher may work on a database at a time: a session-level advisory lock, which the
 server releases when the publisher's connection dies.
+
+A sharded run's load table is created (and committed) when the run starts collecting; each shard
+COPYs into it in its own transaction, side by side with the others and without the publisher
+lock (no FREEZE then: the table is not new in that transaction), and ``topx finalize`` indexes,
+analyses and attaches it in the switch transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from batch.log import log
-from batch.publish.base import PublishLockedError
+from batch.publish.base import PublishLockedError, stats_of
 from batch.publish.models import BRIN_PAGES_PER_RANGE, ROW_COLUMNS
 from batch.publish.pgcopy import Number, PrefetchReader, TextFields, copy_stream
 from batch.publish.rows import RunRows
@@ -78,27 +83,33 @@ class PostgresSink:
         """Nothing to set: PostgreSQL readers never block on the loading transaction."""
 
     def load(self, conn: Connection, rows: RunRows) -> dict[str, float]:
-        name = partition_names(rows.run_id)[0]
-        stage = sql.Identifier(name)
         conn.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")  # the COPY sends UTF-8 text
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            run = sql.Literal(rows.run_id)
-            cursor.execute(sql.SQL("CREATE TABLE {} (LIKE {}, CONSTRAINT {} CHECK (run_id = {}))")
-                           .format(stage, _PARENT, _CHECK, run))
-            cursor.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN run_id SET DEFAULT {}").format(stage, run))
-            self._give_to_parent_owner(cursor, stage)
+        with _cursor(conn) as cursor:
+            stage = self._create_stage(cursor, rows.run_id)
             start = perf_counter()
-            self._copy(cursor, stage, rows)
+            self._copy(cursor, stage, rows, freeze=True)
             copied = perf_counter()
-            # The parent's BRIN index, built here so ATTACH only links it; ANALYZE gives the
-            # planner the user_id correlation that makes it choose that index at once.
-            cursor.execute(sql.SQL("CREATE INDEX {} ON {} USING brin (user_id) WITH (pages_per_range = {})")
-                           .format(sql.Identifier(f"{name}_user"), stage, sql.Literal(BRIN_PAGES_PER_RANGE)))
-            cursor.execute(sql.SQL("ANALYZE {}").format(stage))
+            self._index(cursor, rows.run_id)
             return {"copy_s": copied - start, "index_s": perf_counter() - copied}
-        finally:
-            cursor.close()
+
+    def _create_stage(self, cursor, run_id: str) -> sql.Identifier:
+        """The run's load table: the parent's columns, a CHECK that lets ATTACH skip its scan, and
+        run_id filled by default (COPY leaves it out)."""
+        stage, run = sql.Identifier(partition_names(run_id)[0]), sql.Literal(run_id)
+        cursor.execute(sql.SQL("CREATE TABLE {} (LIKE {}, CONSTRAINT {} CHECK (run_id = {}))")
+                       .format(stage, _PARENT, _CHECK, run))
+        cursor.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN run_id SET DEFAULT {}").format(stage, run))
+        self._give_to_parent_owner(cursor, stage)
+        return stage
+
+    @staticmethod
+    def _index(cursor, run_id: str) -> None:
+        """The parent's BRIN index, built here so ATTACH only links it; ANALYZE gives the
+        planner the user_id correlation that makes it choose that index at once."""
+        name = partition_names(run_id)[0]
+        cursor.execute(sql.SQL("CREATE INDEX {} ON {} USING brin (user_id) WITH (pages_per_range = {})")
+                       .format(sql.Identifier(f"{name}_user"), sql.Identifier(name), sql.Literal(BRIN_PAGES_PER_RANGE)))
+        cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
 
     @staticmethod
     def _give_to_parent_owner(cursor, table: sql.Identifier) -> None:
@@ -111,19 +122,19 @@ class PostgresSink:
         if owner != user:
             cursor.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(table, sql.Identifier(owner)))
 
-    def _copy(self, cursor, stage: sql.Identifier, rows: RunRows) -> None:
+    def _copy(self, cursor, stage: sql.Identifier, rows: RunRows, *, freeze: bool) -> None:
         fields = (TextFields.from_text(rows.user_text), Number(">i4"), TextFields.from_text(rows.item_text),
                   Number(">f4"), Number(">f4", nullable=True), Number(">i2"))
         blocks = ((c.user, c.rank, c.item, c.score, c.probability, c.source) for c in rows.chunks())
-        self._copy_blocks(cursor, stage, ROW_COLUMNS, fields, blocks)
+        self._copy_blocks(cursor, stage, ROW_COLUMNS, fields, blocks, freeze=freeze)
 
-    def _copy_blocks(self, cursor, table: sql.Identifier, columns, fields, blocks) -> None:
+    def _copy_blocks(self, cursor, table: sql.Identifier, columns, fields, blocks, *, freeze: bool = True) -> None:
+        """``freeze``: the table is new in this transaction, so rows can be stored frozen."""
         reader = PrefetchReader(copy_stream(fields, blocks))
         try:
             cursor.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary{})").format(
                 table, sql.SQL(", ").join(map(sql.Identifier, columns)),
-                # FREEZE: the table is new in this transaction, so rows can be stored frozen.
-                sql.SQL(", FREEZE")), reader, size=self.copy_block)
+                sql.SQL(", FREEZE" if freeze else "")), reader, size=self.copy_block)
         finally:
             reader.close()
 
@@ -148,6 +159,39 @@ class PostgresSink:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
         conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{partition_names(run_id)[1]}"')
 
+    @contextmanager
+    def writing(self, conn: Connection) -> Iterator[None]:
+        """Nothing to wait for: shards COPY into the run's load table side by side."""
+        yield
+
+    def open_collection(self, conn: Connection, run_id: str) -> None:
+        """The run's load table, created and committed now, so every shard's COPY can reach it;
+        it stays invisible to readers until :meth:`attach` makes it a partition."""
+        self.discard_collection(conn, run_id)
+        with _cursor(conn) as cursor:
+            self._create_stage(cursor, run_id)
+
+    def load_part(self, conn: Connection, rows: RunRows) -> dict[str, float]:
+        # No FREEZE: the table was created in an earlier transaction (open_collection's).
+        conn.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
+        start = perf_counter()
+        with _cursor(conn) as cursor:
+            self._copy(cursor, sql.Identifier(partition_names(rows.run_id)[0]), rows, freeze=False)
+        return {"copy_s": perf_counter() - start}
+
+    def collected_stats(self, conn: Connection, run_id: str) -> dict[str, int]:
+        return stats_of(conn, f'"{partition_names(run_id)[0]}"', run_id)
+
+    def seal(self, conn: Connection, run_id: str) -> dict[str, float]:
+        start = perf_counter()
+        with _cursor(conn) as cursor:
+            self._index(cursor, run_id)
+        return {"index_s": perf_counter() - start}
+
+    def discard_collection(self, conn: Connection, run_id: str) -> None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{partition_names(run_id)[0]}"')
+
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
         """COPY the titles into a temporary table, then update the titles that changed and
         insert new items (an unchanged catalogue leaves ``items`` untouched). The publisher
@@ -169,3 +213,13 @@ class PostgresSink:
         conn.exec_driver_sql(
             "INSERT INTO items (item_id, title) SELECT item_id, title FROM topx_titles t "
             "WHERE NOT EXISTS (SELECT FROM items i WHERE i.item_id = t.item_id)")
+
+
+@contextmanager
+def _cursor(conn: Connection) -> Iterator:
+    """A psycopg2 cursor on the connection's current transaction."""
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        yield cursor
+    finally:
+        cursor.close()

@@ -5,6 +5,8 @@ commit together, so readers see the previous run complete until the new one is c
 run is registered as ``loading`` in an earlier, separate transaction, so a publisher killed
 mid-load leaves a trace: the next publish (or :func:`cleanup`), holding the publisher lock,
 finds the run still ``loading``, marks it failed and deletes anything it left.
+
+Sharded runs, whose rows arrive from several jobs, are published by :mod:`.collect`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from time import perf_counter
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from batch.data.interactions import IdMap
 from batch.errors import PublishError
 from batch.log import log, redact
-from batch.publish import registry
+from batch.publish import registry, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import create_schema
@@ -49,12 +50,12 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink = sink_for(eng)
         with sink.locked(conn):
-            recovered = _prepare(conn, sink)
+            recovered = upkeep.recover(conn, sink)
             with conn.begin():
                 registry.register(conn, run, registry.now())
             phases, superseded = _load_and_switch(conn, sink, run, rows, stats)
             pruning = perf_counter()
-            pruned = _prune(conn, sink, keep_runs)
+            pruned = upkeep.prune(conn, sink, keep_runs)
             phases["prune_s"] = perf_counter() - pruning
         seconds = perf_counter() - start
         summary = {"run_id": run.run_id, "rows": len(rows), "users": stats["n_users"],
@@ -95,36 +96,6 @@ def _record_failure(conn: Connection, run_id: str, exc: BaseException) -> None:
         log.warning("could not mark run %s failed; the next publish will", run_id, exc_info=True)
 
 
-def _prepare(conn: Connection, sink: Sink) -> list[str]:
-    """Schema in place, runs left behind by a crashed publisher failed and cleared."""
-    sink.prepare(conn)
-    with conn.begin():
-        create_schema(conn)
-        stale = registry.stale_loads(conn)
-        for run_id in stale:
-            log.warning("run %s was left loading by a publisher that stopped; marking it failed", run_id)
-            sink.drop_run(conn, run_id)
-            registry.fail(conn, run_id, registry.STALE_REASON, registry.now())
-    return stale
-
-
-def _prune(conn: Connection, sink: Sink, keep_runs: int) -> list[str]:
-    """Delete the rows of published runs beyond the newest ``keep_runs``, one run per
-    transaction; a run that cannot be dropped now (busy readers) is retried next time."""
-    with conn.begin():
-        expired = registry.expired(conn, keep_runs)
-    pruned = []
-    for run_id in expired:
-        try:
-            with conn.begin():
-                sink.drop_run(conn, run_id)
-                registry.mark_pruned(conn, run_id)
-            pruned.append(run_id)
-        except DBAPIError as exc:  # e.g. lock_timeout: readers held the table too long
-            log.warning("could not prune run %s yet: %s", run_id, redact(str(exc.orig or exc)))
-    return pruned
-
-
 def mark_failed(database_url: str | None, run_id: str, reason: str, *, engine: Engine | None = None) -> None:
     """Record that run ``run_id`` failed (e.g. in a stage before publishing) with ``reason``.
     A run that is already published keeps its status."""
@@ -135,15 +106,19 @@ def mark_failed(database_url: str | None, run_id: str, reason: str, *, engine: E
             registry.fail(conn, run_id, reason, registry.now())
 
 
-def cleanup(database_url: str | None, *, keep_runs: int = 5, engine: Engine | None = None) -> dict[str, Any]:
+def cleanup(database_url: str | None, *, keep_runs: int = 5, engine: Engine | None = None,
+            collect_timeout_s: float = upkeep.COLLECT_TIMEOUT_S) -> dict[str, Any]:
     """What a publish does before and after loading, alone: fail and clear runs left loading by
-    a crashed publisher, and prune old runs. Returns ``{"recovered": [...], "pruned": [...]}``."""
+    a crashed publisher, and prune old runs; also fail sharded runs still collecting
+    ``collect_timeout_s`` seconds after they began to (their shards or finalize never came).
+    Returns ``{"recovered": [...], "expired": [...], "pruned": [...]}``."""
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink = sink_for(eng)
         with sink.locked(conn):
-            recovered = _prepare(conn, sink)
-            pruned = _prune(conn, sink, keep_runs)
-    return {"recovered": recovered, "pruned": pruned, "database": shown(eng.url)}
+            recovered = upkeep.recover(conn, sink)
+            expired = upkeep.expire_collections(conn, sink, collect_timeout_s)
+            pruned = upkeep.prune(conn, sink, keep_runs)
+    return {"recovered": recovered, "expired": expired, "pruned": pruned, "database": shown(eng.url)}
 
 
 def current_run(database_url: str | None, *, engine: Engine | None = None) -> dict[str, Any] | None:

@@ -3,11 +3,16 @@
 ::
 
     (new) ──register──▶ loading ──switch──▶ current ──next switch──▶ superseded ──prune──▶ pruned
-                          │ exception, or found stale after a crash
-                          ▼
-                        failed ──register (re-run)──▶ loading
+      │                   │ exception, or found stale after a crash     ▲
+      │                   ▼                                             │
+      │                 failed ──register (re-run)──▶ loading           │
+      │                   ▲ │                                           │
+      │    missing shard, │ │ collect (re-run)                          │
+      │    or timed out   │ ▼                                           │
+      └─────collect────▶ collecting ──────────finalize (switch)─────────┘
 
 A re-run of a published run id keeps its old rows visible until its switch replaces them.
+A ``collecting`` run belongs to its shard jobs, not to a crashed publisher: it is never stale.
 Every function runs inside the caller's transaction.
 """
 
@@ -22,8 +27,9 @@ from typing import Any
 from sqlalchemy import insert, inspect, select, update
 from sqlalchemy.engine import Connection
 
+from batch.errors import PublishError
 from batch.log import log, redact
-from batch.publish.models import CURRENT, FAILED, LOADING, PRUNED, PUBLISHED, SUPERSEDED, runs
+from batch.publish.models import COLLECTING, CURRENT, FAILED, LOADING, PRUNED, PUBLISHED, SUPERSEDED, runs
 
 STALE_REASON = "the publisher stopped during the load (process killed or connection lost)"
 _ERROR_CHARS = 4000
@@ -57,13 +63,37 @@ def register(conn: Connection, run: RunInfo, at: datetime) -> str | None:
     status = _status(conn, run.run_id)
     if status in PUBLISHED:
         return status
-    values = {"status": LOADING, "started_at": _utc(run.started_at), "model_location": run.model_location,
+    if status == COLLECTING:
+        raise PublishError(f"run {run.run_id} is collecting shards: finalize it (topx finalize) or let "
+                           f"topx cleanup fail it, rather than publishing it whole")
+    _enter(conn, run, LOADING, status, at)
+    return status
+
+
+def collect(conn: Connection, run: RunInfo, at: datetime) -> str | None:
+    """Mark a sharded run ``collecting`` (new, or failed before); returns its previous status.
+    A run in any other state is left as it is: the caller decides what that means."""
+    status = _status(conn, run.run_id)
+    if status in (None, FAILED):
+        _enter(conn, run, COLLECTING, status, at)
+    return status
+
+
+def _enter(conn: Connection, run: RunInfo, status: str, previous: str | None, at: datetime) -> None:
+    values = {"status": status, "started_at": _utc(run.started_at), "model_location": run.model_location,
               "config": _jsonable(run.config), "error": None, "finished_at": None, "published_at": None}
-    if status is None:
+    if previous is None:
         conn.execute(insert(runs).values(id=run.run_id, created_at=at, **values))
     else:
         conn.execute(update(runs).where(runs.c.id == run.run_id).values(**values))
-    return status
+
+
+def hold(conn: Connection, run_id: str) -> str | None:
+    """The run's status, with its row locked until the transaction ends (a no-op update: on
+    SQLite it also takes the write lock now, so nothing commits between this read and our
+    writes)."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(status=runs.c.status))
+    return _status(conn, run_id)
 
 
 def switch(conn: Connection, run: RunInfo, stats: dict[str, int], at: datetime) -> str | None:
@@ -79,14 +109,15 @@ def switch(conn: Connection, run: RunInfo, stats: dict[str, int], at: datetime) 
     return previous if previous != run.run_id else None
 
 
-def fail(conn: Connection, run_id: str, reason: str, at: datetime) -> bool:
+def fail(conn: Connection, run_id: str, reason: str, at: datetime, *, collecting: bool = False) -> bool:
     """Record a failed run (creating its row if needed). A published run is left as it is,
-    since marking it failed would hide lists that are complete; returns False then."""
+    since marking it failed would hide lists that are complete; returns False then. So is a
+    ``collecting`` run unless ``collecting`` says the caller deleted what its shards loaded."""
     status = _status(conn, run_id)
     values = {"status": FAILED, "finished_at": at, "error": redact(reason)[:_ERROR_CHARS]}
     if status is None:
         conn.execute(insert(runs).values(id=run_id, created_at=at, **values))
-    elif status in (LOADING, FAILED):
+    elif status in (LOADING, FAILED) or (status == COLLECTING and collecting):
         conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
     else:
         log.warning("run %s is %s; not marking it failed (%s)", run_id, status, redact(reason))
@@ -97,6 +128,11 @@ def fail(conn: Connection, run_id: str, reason: str, at: datetime) -> bool:
 def stale_loads(conn: Connection) -> list[str]:
     """Runs left ``loading``: with the publisher lock held, their publisher is gone."""
     return list(conn.execute(select(runs.c.id).where(runs.c.status == LOADING).order_by(runs.c.id)).scalars())
+
+
+def collecting(conn: Connection) -> list[str]:
+    """Runs waiting for their shards (or for ``topx finalize``)."""
+    return list(conn.execute(select(runs.c.id).where(runs.c.status == COLLECTING).order_by(runs.c.id)).scalars())
 
 
 def expired(conn: Connection, keep: int) -> list[str]:
@@ -110,6 +146,11 @@ def expired(conn: Connection, keep: int) -> list[str]:
 
 def mark_pruned(conn: Connection, run_id: str) -> None:
     conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == SUPERSEDED).values(status=PRUNED))
+
+
+def status(conn: Connection, run_id: str) -> str | None:
+    """The run's status, None if the run is unknown."""
+    return _status(conn, run_id)
 
 
 def current_id(conn: Connection) -> str | None:

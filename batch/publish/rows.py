@@ -119,6 +119,12 @@ def _check_lists(lists: TopLists, n_users: int, n_items: int) -> None:
         raise PublishError("each user's rows must be contiguous in the lists")
 
 
+def titled_items(items: IdMap, item_titles) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(item ids, titles)`` of the items that have a title, as :attr:`RunRows.titles` holds
+    them; None when ``item_titles`` (aligned with ``items``) is None."""
+    return None if item_titles is None else _titles(id_text(items, "item"), item_titles)
+
+
 def _titles(item_text: np.ndarray, item_titles) -> tuple[np.ndarray, np.ndarray]:
     titles = np.asarray(item_titles, dtype=object)
     if titles.shape != item_text.shape:

@@ -4,6 +4,10 @@ transaction.
 SQLite has a single writer anyway, so the rows and the switch share one transaction: readers
 (in WAL mode) keep seeing the previous run until it commits, and a crash mid-load leaves
 nothing behind, since SQLite rolls back the uncommitted transaction on the next open.
+
+A sharded run's rows go straight into the table, one transaction per shard, hidden by the view
+until ``topx finalize`` switches to the run. Shards on one machine take turns through a blocking
+``flock``: SQLite's own busy wait gives up after seconds, a shard's insert can take longer.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection, Engine
 
-from batch.publish.base import PublishLockedError
+from batch.publish.base import PublishLockedError, stats_of
 from batch.publish.models import ROW_COLUMNS, recommendations
 from batch.publish.rows import RunRows
 
@@ -43,13 +47,25 @@ class SqliteSink:
     def locked(self, conn: Connection) -> Iterator[None]:
         """An exclusive ``flock`` on ``<database>.publish-lock``; the kernel drops it when the
         process dies, which SQLite's own locks cannot promise across transactions."""
-        if self.path is None:  # a private in-memory database has no other publisher
+        with self._flock("publish-lock", wait=False):
+            yield
+
+    @contextmanager
+    def writing(self, conn: Connection) -> Iterator[None]:
+        """A blocking exclusive ``flock`` on ``<database>.write-lock``: writers of collecting runs
+        wait for each other instead of failing on SQLite's busy timeout."""
+        with self._flock("write-lock", wait=True):
+            yield
+
+    @contextmanager
+    def _flock(self, suffix: str, *, wait: bool) -> Iterator[None]:
+        if self.path is None:  # a private in-memory database has no other writer
             yield
             return
-        fd = os.open(f"{self.path}.publish-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{self.path}.{suffix}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise PublishLockedError(f"another process is publishing to {self.path}") from None
             yield
@@ -62,14 +78,31 @@ class SqliteSink:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     def load(self, conn: Connection, rows: RunRows) -> dict[str, float]:
-        start = perf_counter()
         self.drop_run(conn, rows.run_id)  # a re-run replaces its rows, in this transaction
+        return self.load_part(conn, rows)
+
+    def load_part(self, conn: Connection, rows: RunRows) -> dict[str, float]:
+        start = perf_counter()
         cursor = conn.connection.driver_connection.cursor()
         try:
             cursor.executemany(_INSERT, _tuples(rows))
         finally:
             cursor.close()
         return {"insert_s": perf_counter() - start}
+
+    def open_collection(self, conn: Connection, run_id: str) -> None:
+        """The table is the storage: only rows an earlier attempt left need to go."""
+        self.drop_run(conn, run_id)
+
+    def collected_stats(self, conn: Connection, run_id: str) -> dict[str, int]:
+        return stats_of(conn, "recommendations", run_id)
+
+    def seal(self, conn: Connection, run_id: str) -> dict[str, float]:
+        """Nothing to finish: the primary key was kept up to date row by row."""
+        return {}
+
+    def discard_collection(self, conn: Connection, run_id: str) -> None:
+        self.drop_run(conn, run_id)
 
     def attach(self, conn: Connection, run_id: str) -> None:
         """Nothing to do: the rows are already in the table, hidden until the switch commits."""
