@@ -6,7 +6,8 @@ so tests pass a moto-backed one. Requests are plain dicts shaped as ``submit_job
 
 An array job runs N copies of the container with ``AWS_BATCH_JOB_ARRAY_INDEX`` = 0..N-1;
 :func:`submit_array_then_final` submits one and then a job that Batch starts only after every
-child succeeded (a failed child fails the dependent job without running it).
+child succeeded (a failed child fails the dependent job without running it), and
+:func:`submit_prepared_array` puts a job in front of the array (a sharded run's three jobs).
 """
 
 from __future__ import annotations
@@ -133,6 +134,18 @@ def submit_array_then_final(
     dependency = {"jobId": array["jobId"], **({"type": "N_TO_N"} if n_to_n else {})}
     final = submit(batch, {**final_request, "dependsOn": [dependency]})
     return array, final
+
+
+def submit_prepared_array(
+    batch: Any, prepare_request: Mapping[str, Any], array_request: Mapping[str, Any], final_request: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Submit ``prepare_request``, then an array job that starts once it succeeded, then
+    ``final_request`` once every child of the array succeeded (a sharded run: prepare, shards,
+    finalize). A failed job fails every job after it without running them."""
+    prepare = submit(batch, prepare_request)
+    array, final = submit_array_then_final(
+        batch, {**array_request, "dependsOn": [{"jobId": prepare["jobId"]}]}, final_request)
+    return prepare, array, final
 
 
 def describe(batch: Any, job_id: str) -> dict[str, Any]:

@@ -6,6 +6,11 @@ The job definition is the one in ``deploy/batch-job-definition.json`` (named ``t
 ``--param config=s3://bucket/jobs/other.toml`` runs with another file. ``--array-size N`` submits
 an array job; ``--final-param``/``--final-definition`` add a job that starts only after every
 child of the array succeeded.
+
+``--shards N`` submits a sharded run (:mod:`batch.shards`) as three jobs of the same definition,
+told apart by the ``stage`` parameter, sharing one new run id and the ``s3://`` work directory
+through their environment: ``run`` (prepare: ingest to evaluate, the run collecting N shards),
+an array of N ``shard`` jobs after it, and ``finalize`` after the whole array.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
+from batch import storage
 from batch.aws import batch_jobs
 from batch.cli.common import add_config_options, config_from_args
+from batch.cli.shard import RUN_ID_ENV, SHARD_COUNT_ENV
 from batch.errors import ConfigError
 from batch.log import log, redact
 
 DEFAULT_DEFINITION = "topx"
 ARRAY_ID_SHOWN = "<jobId of the array job>"  # what a dry run shows where the real id will go
+PREPARE_ID_SHOWN = "<jobId of the prepare job>"
+# A sharded run's jobs: role, the `stage` parameter (the topx command), its job name's suffix.
+SHARDED_JOBS = (("prepare", "run", "prepare"), ("shards", "shard", "shards"), ("finalize", "finalize", "finalize"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Submit the topx container job to AWS Batch. With --wait, follow it to the end and exit "
                     "non-zero with the job's status reason if it failed.")
     add_config_options(p)
+    p.add_argument("--workdir", metavar="S3_PREFIX", dest="cfg_workdir",
+                   help="with --shards: the s3:// work directory the jobs share (default: workdir in the config)")
     p.add_argument("--queue", metavar="Q", dest="cfg_batch__queue", help="job queue name or ARN (default: batch.queue)")
     p.add_argument("--definition", metavar="D", dest="cfg_batch__job_definition",
                    help=f"job definition: name, name:revision or ARN (default: batch.job_definition, "
@@ -48,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "parameters over --param (repeatable)")
     p.add_argument("--final-definition", metavar="D", help="with --array-size: the final job's definition "
                                                             "(default: --definition)")
+    p.add_argument("--shards", type=int, metavar="N",
+                   help="submit a sharded run: a prepare job (topx run --shards N), an array of N shard jobs after "
+                        "it, and a finalize job after them, sharing a new run id and the s3:// work directory "
+                        "(--workdir, or workdir in the config)")
     p.add_argument("--wait", action="store_true", help="follow the job(s) to the end, logging each status change")
     p.add_argument("--poll", type=float, dest="cfg_batch__poll_s", metavar="SECONDS",
                    help="--wait: seconds between checks (default: batch.poll_s, 15)")
@@ -60,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _submit(args: argparse.Namespace) -> dict[str, Any]:
+    if args.shards is not None:
+        return _submit_sharded(args)
     settings = config_from_args(args).batch
     main, final = _requests(args, settings)
     if args.dry_run:
@@ -77,6 +95,61 @@ def _submit(args: argparse.Namespace) -> dict[str, Any]:
         for entry in summary:
             entry["status"] = batch_jobs.wait(batch, entry["jobId"], poll_s=settings.poll_s)["status"]
     return {"command": "submit", "queue": main["jobQueue"], "jobs": summary}
+
+
+def _submit_sharded(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.pipeline import new_run_id
+
+    cfg = config_from_args(args)
+    settings, run_id = cfg.batch, new_run_id()
+    requests = _sharded_requests(args, settings, run_id, cfg.workdir)
+    if args.dry_run:
+        shown = [requests[0], {**requests[1], "dependsOn": [{"jobId": PREPARE_ID_SHOWN}]},
+                 {**requests[2], "dependsOn": [{"jobId": ARRAY_ID_SHOWN}]}]
+        return {"command": "submit", "dry_run": True, "run_id": run_id,
+                "requests": [batch_jobs.masked(r) for r in shown]}
+    _warn_plain_credentials(requests[0])
+    batch = batch_jobs.client(settings.region, settings.endpoint_url)
+    jobs = batch_jobs.submit_prepared_array(batch, *requests)
+    summary = [{"role": role, **job} for (role, _, _), job in zip(SHARDED_JOBS, jobs, strict=True)]
+    if args.wait:
+        for entry in summary:
+            entry["status"] = batch_jobs.wait(batch, entry["jobId"], poll_s=settings.poll_s)["status"]
+    return {"command": "submit", "queue": requests[0]["jobQueue"], "run_id": run_id, "shards": args.shards,
+            "jobs": summary}
+
+
+def _sharded_requests(args: argparse.Namespace, settings, run_id: str, workdir: str) -> list[dict[str, Any]]:
+    """Prepare, shard-array and finalize requests of one sharded run (no dependencies yet)."""
+    _check_sharded_options(args, settings, workdir)
+    name = args.name or f"topx-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    params, env = _pairs(args.param, "--param"), _pairs(args.env, "--env")
+    # Every job finds the run through these; the stage parameter picks each job's topx command.
+    # Shards search locally, so every job must say so (the search backend is part of the run's settings).
+    shared = {"TOPX_SEARCH_BACKEND": "local", **env, "TOPX_WORKDIR": workdir, RUN_ID_ENV: run_id}
+    requests = []
+    for role, stage, suffix in SHARDED_JOBS:
+        environment = shared if role == "finalize" else {**shared, SHARD_COUNT_ENV: str(args.shards)}
+        requests.append(batch_jobs.job_request(
+            name=f"{name[:127 - len(suffix)]}-{suffix}", queue=settings.queue, definition=settings.job_definition,
+            parameters={**params, "stage": stage}, environment=environment,
+            array_size=args.shards if role == "shards" else None))
+    return requests
+
+
+def _check_sharded_options(args: argparse.Namespace, settings, workdir: str) -> None:
+    if not settings.queue:
+        raise ConfigError("no job queue: pass --queue or set batch.queue (TOPX_BATCH_QUEUE)")
+    if args.array_size is not None or args.final_param or args.final_definition or args.command:
+        raise ConfigError("--shards makes its own three jobs: drop --array-size, --final-param, --final-definition "
+                          "and --command")
+    if args.shards not in batch_jobs.ARRAY_SIZES:
+        raise ConfigError(f"--shards must be {batch_jobs.ARRAY_SIZES.start} to {batch_jobs.ARRAY_SIZES.stop - 1} "
+                          f"(an AWS Batch array); got {args.shards}")
+    if not storage.is_s3(workdir):
+        raise ConfigError(f"a sharded run's jobs run on different machines and share the run through its work "
+                          f"directory, which must be an s3:// prefix: pass --workdir s3://BUCKET/PREFIX (or set "
+                          f"workdir in the config); got {workdir!r}")
 
 
 def _requests(args: argparse.Namespace, settings) -> tuple[dict[str, Any], dict[str, Any] | None]:
