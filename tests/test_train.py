@@ -16,7 +16,7 @@ from batch.errors import DataError, MissingDependencyError
 from batch.features.design import build_design
 from batch.features.negatives import is_seen, sample_negatives, seen_keys
 from batch.rundir import RunDir
-from batch.train.local import LocalFMTrainer, fm_gradients, padded_bags
+from batch.train.local import LocalFMTrainer, distinct, fm_gradients, padded_bags
 from batch.train.metrics import classifier_metrics
 from batch.train.samples import held_out_samples, training_source
 from batch.train.stage import train_run
@@ -122,6 +122,14 @@ def test_closed_form_gradients_equal_autograd(predictor_type):
     assert pad not in got.rows.tolist()
     untouched = sorted(set(range(n)) - set(got.rows.tolist()))
     assert torch.all(Vg.grad[untouched] == 0)
+
+
+@pytest.mark.parametrize("n", [12, 100_000])  # mark-and-compact, and unique for a wide table
+def test_distinct_columns_are_what_torch_unique_gives(n):
+    cols = torch.from_numpy(np.random.default_rng(n).integers(0, min(n, 12), 300))
+    rows, inverse = distinct(torch, cols, n)
+    want_rows, want_inverse = torch.unique(cols, return_inverse=True)
+    assert torch.equal(rows, want_rows) and torch.equal(inverse, want_inverse)
 
 
 def test_padded_bags_hold_every_entry():
