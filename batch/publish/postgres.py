@@ -104,12 +104,16 @@ class PostgresSink:
 
     @staticmethod
     def _index(cursor, run_id: str) -> None:
-        """The parent's BRIN index, built here so ATTACH only links it; ANALYZE gives the
-        planner the user_id correlation that makes it choose that index at once."""
+        """The parent's BRIN index, built here so ATTACH only links it; ANALYZE of user_id gives
+        the planner the correlation that makes it choose that index at once. A small sample
+        (3,000 rows) shows that correlation as well as the default 30,000 at a tenth of the
+        cost; autovacuum analyses the whole partition later with the server's settings."""
         name = partition_names(run_id)[0]
         cursor.execute(sql.SQL("CREATE INDEX {} ON {} USING brin (user_id) WITH (pages_per_range = {})")
                        .format(sql.Identifier(f"{name}_user"), sql.Identifier(name), sql.Literal(BRIN_PAGES_PER_RANGE)))
-        cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+        cursor.execute("SET LOCAL default_statistics_target = 10")
+        cursor.execute(sql.SQL("ANALYZE {} (user_id)").format(sql.Identifier(name)))
+        cursor.execute("RESET default_statistics_target")
 
     @staticmethod
     def _give_to_parent_owner(cursor, table: sql.Identifier) -> None:
