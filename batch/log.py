@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 log = logging.getLogger("topx")
 
-# user:password@ in URLs, and key=value / "key": "value" pairs whose key names a secret.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+# user:password@ in URLs, and key=value / "key": "value" pairs whose key names a secret. The
+# user may be empty and the password may hold any character but '@' and white space ('/', ':',
+# '#' and '?' too: SQLAlchemy and libpq take them unencoded), so it runs to the '@'.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@")
 _SECRET_KEY = re.compile(r"(?i)password|passwd|token|access_key|secret_key")
 _SECRET_PAIR = re.compile(
     r"(?i)(?P<key>[\"']?[a-z_]*(?:password|passwd|secret|token|access_key)[a-z_]*[\"']?\s*[=:]\s*)"

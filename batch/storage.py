@@ -28,10 +28,9 @@ def s3_client() -> Any:
     """The S3 client in use, created on first use with standard retries."""
     global _s3_client
     if _s3_client is None:
-        import boto3
-        from botocore.config import Config
+        from batch.aws.clients import make_client
 
-        _s3_client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 10}))
+        _s3_client = make_client("s3")
     return _s3_client
 
 

@@ -19,6 +19,7 @@ from moto import mock_aws
 import batch.cli
 from batch.config import load_config
 from batch.errors import ConfigError
+from batch.log import redact, redact_tree
 from batch.publish import database_url, make_engine
 
 PASSWORD = "S3cr3t-pw-7f2a"
@@ -56,6 +57,18 @@ def topx(monkeypatch, capsys):
 
     yield run
     logging.getLogger("topx").removeHandler(collector)
+
+
+@pytest.mark.parametrize("url", [
+    URL,
+    "postgresql://writer:pa/ss:w#rd?x@db.example.com/topx",  # '/', ':', '#', '?' unencoded
+    "postgresql://:S3cr3t@db.example.com/topx",  # no user name
+    "postgresql+psycopg2://writer:S3cr3t@db.example.com:5432/topx?sslmode=require",
+])
+def test_every_url_password_is_hidden(url):
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    for shown in (redact(f"error on {url} (refused)"), json.dumps(redact_tree({"database": {"url": url}}))):
+        assert password not in shown and ":***@db.example.com" in shown
 
 
 def test_secret_holding_a_url_resolves(secrets):

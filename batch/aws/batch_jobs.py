@@ -44,13 +44,12 @@ class BatchRequestError(AwsJobError):
 
 def client(region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A boto3 ``batch`` client with standard retries (throttling is retried with backoff)."""
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import NoRegionError
 
-    config = Config(retries={"mode": "standard", "max_attempts": 10})
+    from batch.aws.clients import make_client
+
     try:
-        return boto3.client("batch", region_name=region, endpoint_url=endpoint_url, config=config)
+        return make_client("batch", region_name=region, endpoint_url=endpoint_url)
     except NoRegionError:
         raise ConfigError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
 

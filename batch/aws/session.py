@@ -70,12 +70,12 @@ class SageMakerSession:
     def _client(self, service: str) -> Any:
         if self._clients[service] is None:
             import boto3
-            from botocore.config import Config
 
-            config = Config(retries={"mode": "standard", "max_attempts": 10})
-            if service == "s3" and self.settings.endpoint_url:
-                config = config.merge(Config(s3={"addressing_style": "path"}))  # no bucket DNS names
-            self._clients[service] = boto3.client(service, region_name=self.region, config=config,
+            from batch.aws.clients import client_config
+
+            # against an endpoint URL (the emulator), path-style S3 addresses: no bucket DNS names
+            path_style = {"s3": {"addressing_style": "path"}} if service == "s3" and self.settings.endpoint_url else {}
+            self._clients[service] = boto3.client(service, region_name=self.region, config=client_config(**path_style),
                                                   endpoint_url=self.settings.endpoint_url)
         return self._clients[service]
 

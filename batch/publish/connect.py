@@ -50,12 +50,12 @@ def url_from_secret(secret_id: str, *, client: Any = None) -> str:
     """A secret holding either a URL or RDS's JSON (engine, host, port, username, password,
     dbname) as a PostgreSQL URL."""
     if client is None:
-        import boto3
+        from batch.aws.clients import make_client
 
         # the ARN names the secret's region; a bare name uses the environment's
         parts = secret_id.split(":")
         region = parts[3] if secret_id.startswith("arn:") and len(parts) > 3 and parts[3] else None
-        client = boto3.client("secretsmanager", region_name=region)
+        client = make_client("secretsmanager", region_name=region)
     try:
         value = client.get_secret_value(SecretId=secret_id)["SecretString"].strip()
     except client.exceptions.ClientError as exc:
