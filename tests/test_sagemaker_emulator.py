@@ -180,7 +180,10 @@ def test_the_cli_command_serves_until_interrupted(monkeypatch):
 
 def test_job_names_follow_sagemakers_rule_and_stay_unique():
     rule = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-    assert job_name("2024-05-01T12:00:00Z_abc", "fm") == "topx-2024-05-01T12-00-00Z-abc-fm"
+    assert job_name("20240501T120000Z-abc", "fm") == "topx-20240501T120000Z-abc-fm"
+    assert re.fullmatch(r"topx-2024-05-01T12-00-00Z-abc-[0-9a-f]{6}-fm", job_name("2024-05-01T12:00:00Z_abc", "fm"))
+    lookalikes = ("nightly.1", "nightly_1", "nightly-1", "nightly--1")  # one slug, four run ids
+    assert len({job_name(run, "fm") for run in lookalikes}) == len(lookalikes)
     assert job_name("r", "transform", attempt=3) == "topx-r-transform-r3"
     long_a, long_b = "x" * 80 + "a", "x" * 80 + "b"
     names = [job_name(run, stage, attempt) for run in (long_a, long_b) for stage in ("fm", "knn-model")

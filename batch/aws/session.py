@@ -34,10 +34,12 @@ def job_name(run_id: str, stage: str, attempt: int = 1) -> str:
 
 
 def _slug(text: str) -> str:
+    """``text`` in letters, digits and single hyphens. Where that changed it, a hash of ``text``
+    follows, so run ids that differ only in '.', '_' or repeated '-' get different names."""
     slug = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9]+", "-", text)).strip("-")
     if not slug:
         raise ConfigError(f"run id {text!r} has no letters or digits to name SageMaker jobs by")
-    return slug
+    return slug if slug == text else f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 class SageMakerSession:
