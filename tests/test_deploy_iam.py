@@ -85,6 +85,7 @@ def test_trust_names_the_one_service(role, service):
     ("sagemaker:CreateModel", f"{SAGEMAKER}:model/topx-knn-1", True),
     ("sagemaker:ListTags", f"{SAGEMAKER}:training-job/topx-20260101-fm", True),
     ("sagemaker:DeleteModel", f"{SAGEMAKER}:model/prod-fraud", False),
+    ("sagemaker:DeleteModel", f"{SAGEMAKER}:model/topx-knn-1", False),  # topx never deletes a model
     ("sagemaker:CreateEndpoint", f"{SAGEMAKER}:endpoint/topx-x", False),
     ("s3:GetObject", f"{BUCKET}/topx/data/u.data", True),
     ("s3:PutObject", f"{BUCKET}/topx/sagemaker/train/part-0", True),
@@ -93,8 +94,8 @@ def test_trust_names_the_one_service(role, service):
     ("s3:DeleteBucket", BUCKET, False),
     ("secretsmanager:GetSecretValue", VALUES["DatabaseSecretArn"], True),
     ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:admin-AbCdEf", False),
-    ("logs:GetLogEvents",
-     f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:topx-1/algo-1", True),
+    ("logs:GetLogEvents",  # nor reads logs: its own go to CloudWatch through the Batch execution role
+     f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:topx-1/algo-1", False),
     ("logs:GetLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/x:log-stream:a", False),
 ])
 def test_job_role_may_only_touch_its_own_things(action, resource, ok):
