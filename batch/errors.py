@@ -1,16 +1,33 @@
 """Named errors. Every error a user can cause says what went wrong and where.
 
-The CLI turns any :class:`TopxError` into a one-line message and exit status 2 (bad input) or 1
-(a failure outside the user's control); anything else is a bug and keeps its traceback.
+The CLI turns any :class:`TopxError` into a one-line message and an exit status: 2 for bad
+input (retrying cannot help), 75 for a temporary failure of a service topx depends on (see
+:mod:`batch.transient`; retrying may help), 1 for any other failure. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
+
+# sysexits.h's EX_TEMPFAIL: "a temporary failure; the user is invited to retry". AWS Batch's
+# retry strategy retries this status and never 2 or 1.
+TEMPFAIL = 75
 
 
 class TopxError(Exception):
     """Base of all errors topx raises on purpose."""
 
     exit_code = 1
+
+
+class TransientError(TopxError):
+    """A service topx depends on (database, S3, SageMaker, AWS Batch) could not be reached,
+    stopped answering or turned requests away for now: the same job may succeed when retried."""
+
+    exit_code = TEMPFAIL
+
+
+class TerminatedError(TransientError):
+    """The process was asked to stop (SIGTERM), e.g. by AWS Batch draining or reclaiming its host."""
 
 
 class ConfigError(TopxError):

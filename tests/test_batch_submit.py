@@ -21,6 +21,7 @@ import batch.cli
 from batch.aws import batch_jobs
 from batch.aws.batch_jobs import BatchJobError, BatchRequestError, job_request, masked
 from batch.errors import ConfigError
+from batch.pipeline import RUN_ID
 
 FAILURE = "Essential container in task exited"
 
@@ -205,6 +206,20 @@ def test_submit_wait_success(aws, topx):
     [job] = summary["jobs"]
     assert job["jobName"] == "nightly" and job["status"] == "SUCCEEDED" and job["role"] == "job"
     assert f"job nightly ({job['jobId']}) SUCCEEDED" in err
+
+
+def test_a_run_job_carries_one_run_id_for_all_its_attempts(aws, topx):
+    def submitted(*argv):
+        code, summary, _ = topx("submit", "--queue", "topx", *argv)
+        assert code == 0
+        env = batch_jobs.describe(aws, summary["jobs"][0]["jobId"])["container"].get("environment", [])
+        return summary.get("run_id"), {e["name"]: e["value"] for e in env}.get("TOPX_RUN_ID")
+
+    made, given = submitted("--name", "nightly")  # stage `run`, the definition's default
+    assert made == given and RUN_ID.fullmatch(made)  # Batch retries reuse the job's environment
+    assert submitted("--param", "stage=run", "--env", "TOPX_RUN_ID=backfill-7") == ("backfill-7", "backfill-7")
+    assert submitted("--param", "stage=cleanup") == (None, None)
+    assert submitted("--command", "runs") == (None, None)
 
 
 def test_submit_wait_failure_exits_non_zero_with_the_reason(aws, topx, failing_jobs):

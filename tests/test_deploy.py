@@ -83,6 +83,7 @@ def test_job_environment_is_accepted_by_the_configuration():
     assert config.publish.database_secret_arn == VALUES["DatabaseSecretArn"]
     assert config.publish.database_url is None  # the URL never sits in the job definition
     assert config.train.backend == config.search.backend == "sagemaker"
+    assert config.workdir == f"s3://{VALUES['Bucket']}/{VALUES['Prefix']}/work"  # retried attempts resume from it
     assert config.sagemaker.role_arn.endswith(":role/topx-sagemaker-execution")
     assert env["AWS_DEFAULT_REGION"] == REGION
 
@@ -103,8 +104,8 @@ def batch_action(strategy: dict, *, exit_code: int | None = None, reason: str = 
     ({"exit_code": 2, "status_reason": "Essential container in task exited"}, "EXIT"),  # bad input
     ({"exit_code": 1, "status_reason": "Essential container in task exited"}, "EXIT"),
     ({"status_reason": "Host EC2 (instance i-0abc) terminated."}, "RETRY"),  # spot reclaim, host failure
-    ({"exit_code": 137}, "RETRY"),
-    ({"exit_code": 143}, "RETRY"),
+    ({"exit_code": 137}, "RETRY"),  # SIGKILL from outside
+    ({"exit_code": 75}, "RETRY"),  # a temporary failure: database or AWS unreachable, SIGTERM (batch.transient)
     ({"exit_code": 137, "reason": "OutOfMemoryError: Container killed due to memory usage"}, "EXIT"),
     ({"reason": "CannotPullContainerError: pull image manifest has been retried 5 time(s)"}, "EXIT"),
 ])
@@ -192,6 +193,9 @@ def test_state_machine_runs_the_job_to_success(aws, monkeypatch):
     assert described["status"] == "SUCCEEDED"
     job = json.loads(described["output"])["job"]
     assert job["Status"] == "SUCCEEDED" and job["JobName"] == "topx-scheduled"
+    # the execution's name is the run id of every attempt of the job
+    environment = boto3.client("batch").describe_jobs(jobs=[job["JobId"]])["jobs"][0]["container"]["environment"]
+    assert {"name": "TOPX_RUN_ID", "value": "nightly"} in environment
     listed = boto3.client("batch").list_jobs(jobQueue="topx", jobStatus="SUCCEEDED")["jobSummaryList"]
     assert [j["jobId"] for j in listed] == [job["JobId"]]
 

@@ -131,7 +131,7 @@ def test_cli_default_database_is_sqlite_in_the_workdir(tmp_path, cli, monkeypatc
 def test_cli_errors_hide_the_password(tmp_path, cli):
     code, summary, err = cli("export", "--top", "1", "--out", str(tmp_path / "x.csv"),
                              "--database-url", "postgresql://topx:s3cret-pw@127.0.0.1:1/nowhere")
-    assert code == 1 and summary is None
+    assert code == 75 and summary is None  # nothing listens: a temporary failure, worth a retry
     assert "s3cret-pw" not in err and "topx:***@127.0.0.1" in err
 
 

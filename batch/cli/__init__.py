@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from batch import __version__
-from batch.errors import TopxError
+from batch.errors import TEMPFAIL, TerminatedError, TopxError
 from batch.log import log, redact, setup_logging, summary
+from batch.transient import exit_code
 
 # Command-group modules, in the order their commands are listed in --help.
 GROUPS = ("data", "train", "serve", "run", "shard", "publish", "aws", "aws_batch")
@@ -40,14 +44,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
-        result = args.handler(args)
-    except TopxError as exc:
-        print(f"topx: error: {redact(str(exc))}", file=sys.stderr)
-        log.debug("error details", exc_info=True)
-        return exc.exit_code
+        with stop_on_sigterm():
+            result = args.handler(args)
     except KeyboardInterrupt:
         print("topx: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        code = exit_code(exc)
+        if code is None:
+            raise  # a bug: keep the traceback
+        message = str(exc) if isinstance(exc, TopxError) else f"{type(exc).__name__}: {exc}"
+        hint = " (a temporary failure: the same job may succeed when retried)" if code == TEMPFAIL else ""
+        print(f"topx: error: {redact(message)}{hint}", file=sys.stderr)
+        log.debug("error details", exc_info=True)
+        return code
     if result is not None:
         summary(result)
     return 0
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`TerminatedError` in the main thread, so the work in
+    hand unwinds as for any error (the open transaction rolls back, the run is marked failed)
+    and topx exits with 75, which AWS Batch retries. Later SIGTERMs are ignored: the first one
+    is being handled, and the sender's SIGKILL ends a stop that takes too long."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise TerminatedError("stopped by SIGTERM (AWS Batch stops a job's container this way, e.g. when its "
+                              "host is drained or reclaimed)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -94,7 +94,8 @@ def _submit(args: argparse.Namespace) -> dict[str, Any]:
     if args.wait:
         for entry in summary:
             entry["status"] = batch_jobs.wait(batch, entry["jobId"], poll_s=settings.poll_s)["status"]
-    return {"command": "submit", "queue": main["jobQueue"], "jobs": summary}
+    run_id = {e["name"]: e["value"] for e in main.get("containerOverrides", {}).get("environment", [])}.get(RUN_ID_ENV)
+    return {"command": "submit", "queue": main["jobQueue"], **({"run_id": run_id} if run_id else {}), "jobs": summary}
 
 
 def _submit_sharded(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,6 +162,12 @@ def _requests(args: argparse.Namespace, settings) -> tuple[dict[str, Any], dict[
         raise ConfigError("--final-param/--final-definition need --array-size (the final job waits for an array)")
     name = args.name or f"topx-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     params, env = _pairs(args.param, "--param"), _pairs(args.env, "--env")
+    if params.get("stage", "run") == "run" and not args.command and args.array_size is None:
+        # One run id for every attempt of the job: a retried attempt resumes the run (from the
+        # s3:// work directory) and reuses its SageMaker jobs instead of starting over.
+        from batch.pipeline import new_run_id
+
+        env = {RUN_ID_ENV: new_run_id(), **env}
     main = batch_jobs.job_request(name=name, queue=settings.queue, definition=settings.job_definition,
                                   parameters=params,
                                   environment=env, command=shlex.split(args.command or ""),
