@@ -75,8 +75,18 @@ def main() -> None:
     if "run" not in skip:
         report["run"] = bench_run()
         report["run_seconds"] = report["run"].get("wall_seconds")
+    report["met"] = met(report)
     report["load_average_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report))
+
+
+def met(report: dict) -> dict[str, bool]:
+    """Which of the measured parts reached their target."""
+    checks = {"search_ratio": ("search_ratio_max", lambda v, t: v <= t),
+              "publish_rows_per_s": ("publish_rows_per_s_min", lambda v, t: v >= t),
+              "run_seconds": ("run_seconds_max", lambda v, t: v <= t)}
+    return {name: bool(ok(report[name], TARGETS[target])) for name, (target, ok) in checks.items()
+            if report.get(name) is not None}
 
 
 if __name__ == "__main__":
