@@ -307,6 +307,19 @@ def test_decision_equals_the_pairwise_sum_with_features():
     np.testing.assert_allclose(model.decision(X), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_decision_takes_unsorted_and_duplicate_columns_and_leaves_its_input_alone():
+    # What Design.pair_rows gives: a user's columns, then an item's, some of them lower.
+    model = random_model(n=12, k=3)
+    X = sp.csr_matrix((np.array([1, .25, .5, 1, .5, .25], np.float32), np.array([0, 9, 11, 4, 10, 9]),
+                       np.array([0, 3, 6])), shape=(2, 12))
+    before = (X.data.copy(), X.indices.copy())
+    expected = brute_force_scores(model, X)  # todense sums the duplicate column 9 of row 1
+    for _ in range(3):  # the same answer every time: the input is not reordered under our feet
+        np.testing.assert_allclose(model.decision(X), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(X.data, before[0])
+    np.testing.assert_array_equal(X.indices, before[1])
+
+
 def test_decision_accepts_dense_input_and_single_rows():
     model = random_model(n=12, k=3)
     X = random_design(4, 12)

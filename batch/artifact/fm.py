@@ -79,7 +79,12 @@ class FMModel:
         return expit(scores) if self.predictor_type == "binary_classifier" else scores
 
     def _as_csr(self, X: Any) -> sp.csr_matrix:
-        X = sp.csr_matrix(X, dtype=np.float64)
+        # A copy of our own, in canonical form. Without copy=True the float64 matrix shares the
+        # caller's index arrays, and scipy sorting them in place (for X.power(2) @ ...) left the
+        # caller's values against the wrong columns; duplicate entries must be summed before
+        # squaring, since x² ≠ Σ parts².
+        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        X.sum_duplicates()
         if X.shape[1] != self.feature_dim:
             raise DataError(f"the design matrix has {X.shape[1]} columns but the model has "
                             f"feature_dim {self.feature_dim}")
