@@ -1,6 +1,7 @@
 """Training: samples per mode, negative sampling, the FM gradients, and a model that learns."""
 
 import json
+import logging
 import sys
 
 import numpy as np
@@ -18,7 +19,7 @@ from batch.features.negatives import is_seen, sample_negatives, seen_keys
 from batch.rundir import RunDir
 from batch.train.local import LocalFMTrainer, distinct, fm_gradients, padded_bags
 from batch.train.metrics import classifier_metrics
-from batch.train.samples import held_out_samples, training_source
+from batch.train.samples import held_out_samples, training_source, with_negatives
 from batch.train.stage import train_run
 
 
@@ -80,6 +81,24 @@ def test_training_negatives_do_not_avoid_held_out_items():
     test_keys = seen_keys(ds.test.user, ds.test.item, ds.n_items)
     neg = drawn.label == 0
     assert is_seen(test_keys, drawn.user[neg], drawn.item[neg], ds.n_items).any()
+
+
+def test_negative_draws_that_find_no_unseen_item_are_reported():
+    user, item = np.zeros(5, np.int32), np.arange(5, dtype=np.int32)  # user 0 has seen all 5 items
+    data = Interactions(user, item, np.full(5, np.nan, np.float32), np.zeros(5, np.int64))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger, level = logging.getLogger("topx.train"), logging.getLogger("topx.train").level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        samples = with_negatives(data, 2, seen_keys(user, item, 5), 5, np.random.default_rng(0))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(samples) == 5 and not (samples.label == 0).any()
+    assert any("10 of 10 negative draws found no unseen item" in r.getMessage() for r in records)
 
 
 def test_rating_modes_refuse_implicit_data():

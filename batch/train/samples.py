@@ -8,6 +8,7 @@ engine trains (``SampleSource.epoch``), drawn once for a SageMaker channel (epoc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ import numpy as np
 from batch.data.interactions import Dataset, Interactions
 from batch.errors import DataError
 from batch.features.negatives import sample_negatives, seen_keys
+
+log = logging.getLogger("topx.train")
 
 PREDICTOR_TYPES = {"binary": "binary_classifier", "implicit": "binary_classifier", "regression": "regressor"}
 
@@ -82,7 +85,10 @@ def labelled(data: Interactions, mode: str, threshold: float) -> Samples:
 
 def with_negatives(data: Interactions, negatives: int, keys: np.ndarray, n_items: int,
                    rng: np.random.Generator) -> Samples:
-    neg_user, neg_item, _ = sample_negatives(data.user, negatives, keys, n_items, rng)
+    neg_user, neg_item, given_up = sample_negatives(data.user, negatives, keys, n_items, rng)
+    if given_up:
+        log.info("%d of %d negative draws found no unseen item (users who have seen nearly every item); "
+                 "those positives have fewer negatives", given_up, len(data) * negatives)
     return Samples(
         np.concatenate([data.user.astype(np.int32), neg_user]),
         np.concatenate([data.item.astype(np.int32), neg_item]),
