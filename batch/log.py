@@ -52,10 +52,27 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream it was at
+    set-up: code that swaps stderr (a test's capture, a notebook) then closes it leaves no
+    handler writing to a closed file."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(level: str | None = None) -> None:
     """Configure the ``topx`` logger once: stderr, timestamps, credentials redacted."""
     level = (level or os.environ.get("TOPX_LOG_LEVEL") or "INFO").upper()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)

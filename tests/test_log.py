@@ -1,0 +1,18 @@
+"""The topx log handler follows sys.stderr instead of holding on to the stream of its set-up."""
+
+import io
+import sys
+
+from batch.log import log, setup_logging
+
+
+def test_logs_go_to_the_current_stderr_even_after_the_old_one_closed(monkeypatch, capsys):
+    setup_logging("INFO")
+    swapped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", swapped)
+    log.info("first line")
+    swapped.close()  # what a finished capture does
+    monkeypatch.undo()
+    log.info("second line")  # no "--- Logging error ---": the handler writes to today's stderr
+    err = capsys.readouterr().err
+    assert "second line" in err and "Logging error" not in err
