@@ -7,10 +7,11 @@ from batch.log import log, setup_logging
 
 
 def test_logs_go_to_the_current_stderr_even_after_the_old_one_closed(monkeypatch, capsys):
-    setup_logging("INFO")
     swapped = io.StringIO()
     monkeypatch.setattr(sys, "stderr", swapped)
+    setup_logging("INFO")  # while stderr is the swapped stream, as inside a test's capture
     log.info("first line")
+    assert "first line" in swapped.getvalue()
     swapped.close()  # what a finished capture does
     monkeypatch.undo()
     log.info("second line")  # no "--- Logging error ---": the handler writes to today's stderr
