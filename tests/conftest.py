@@ -49,3 +49,19 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'topx.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def topx(capsys):
+    """Run the CLI in-process; returns (exit code, summary dict or None, stderr)."""
+    import json
+
+    import batch.cli
+
+    def run(*argv: str):
+        capsys.readouterr()
+        code = batch.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, (json.loads(out.strip().splitlines()[-1]) if out.strip() else None), err
+
+    return run

@@ -38,18 +38,6 @@ def aws(monkeypatch):
 
 
 @pytest.fixture
-def topx(capsys):
-    """Run the CLI with ``submit`` registered; returns (exit code, summary dict or None, stderr)."""
-
-    def run(*argv: str):
-        code = batch.cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, (json.loads(out.strip().splitlines()[-1]) if out.strip() else None), err
-
-    return run
-
-
-@pytest.fixture
 def failing_jobs(monkeypatch):
     """Every job moto finishes fails as a container exiting with code 2 would."""
     original = Job._mark_stopped

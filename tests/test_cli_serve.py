@@ -28,18 +28,17 @@ def run_dir(tmp_path_factory) -> str:
     return str(root / "run")
 
 
-def topx(capsys, *argv: str) -> dict:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
+def ok(topx, *argv: str) -> dict:
+    """The summary of a `topx` command that must succeed."""
+    code, summary, err = topx(*argv)
     assert code == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    return summary
 
 
-def recommended(capsys, run_dir: str, tmp_path, *options: str) -> list[dict]:
+def recommended(topx, run_dir: str, tmp_path, *options: str) -> list[dict]:
     """The lists `topx recommend --out` writes, as CSV rows (values as text)."""
     out = tmp_path / "lists.csv"
-    summary = topx(capsys, "recommend", "--run", run_dir, "--top", str(TOP), "--out", str(out), *options)
+    summary = ok(topx, "recommend", "--run", run_dir, "--top", str(TOP), "--out", str(out), *options)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert summary["rows"] == len(rows) and summary["top"] == TOP
@@ -57,8 +56,8 @@ def write_ids(path, ids) -> str:
     return str(path)
 
 
-def test_recommend_lists_are_ranked_unseen_and_match_score(run_dir, tmp_path, capsys):
-    rows = recommended(capsys, run_dir, tmp_path)
+def test_recommend_lists_are_ranked_unseen_and_match_score(run_dir, tmp_path, topx):
+    rows = recommended(topx, run_dir, tmp_path)
     assert not {(r["user_id"], r["item_id"]) for r in rows} & seen_pairs(run_dir)
     by_user: dict[str, list[dict]] = {}
     for row in rows:
@@ -69,31 +68,31 @@ def test_recommend_lists_are_ranked_unseen_and_match_score(run_dir, tmp_path, ca
         scores = [float(r["score"]) for r in user_rows]
         assert scores == sorted(scores, reverse=True)
     first = rows[0]
-    scored = topx(capsys, "score", "--run", run_dir, "--user", first["user_id"], "--item", first["item_id"])
+    scored = ok(topx, "score", "--run", run_dir, "--user", first["user_id"], "--item", first["item_id"])
     [pair] = scored["scores"]
     assert pair["score"] == pytest.approx(float(first["score"]), rel=1e-4, abs=1e-5)
     assert pair["probability"] == pytest.approx(float(first["probability"]), rel=1e-4, abs=1e-5)
 
 
-def test_recommend_honours_deny_and_allow_lists(run_dir, tmp_path, capsys):
-    plain = recommended(capsys, run_dir, tmp_path)
+def test_recommend_honours_deny_and_allow_lists(run_dir, tmp_path, topx):
+    plain = recommended(topx, run_dir, tmp_path)
     denied = sorted({r["item_id"] for r in plain if r["rank"] == "1"})
-    rows = recommended(capsys, run_dir, tmp_path, "--deny", write_ids(tmp_path / "deny.txt", denied))
+    rows = recommended(topx, run_dir, tmp_path, "--deny", write_ids(tmp_path / "deny.txt", denied))
     assert rows and not {r["item_id"] for r in rows} & set(denied)
     allowed = [str(i) for i in range(1, 91, 9)]  # 10 items: users who saw some get fewer than TOP
-    rows = recommended(capsys, run_dir, tmp_path, "--allow", write_ids(tmp_path / "allow.txt", allowed))
+    rows = recommended(topx, run_dir, tmp_path, "--allow", write_ids(tmp_path / "allow.txt", allowed))
     assert {r["item_id"] for r in rows} <= set(allowed)
     counts = np.unique([r["user_id"] for r in rows], return_counts=True)[1]
     assert counts.max() == TOP and not {(r["user_id"], r["item_id"]) for r in rows} & seen_pairs(run_dir)
 
 
-def test_recommend_include_seen_lists_seen_items(run_dir, tmp_path, capsys):
-    rows = recommended(capsys, run_dir, tmp_path, "--include-seen")
+def test_recommend_include_seen_lists_seen_items(run_dir, tmp_path, topx):
+    rows = recommended(topx, run_dir, tmp_path, "--include-seen")
     assert {(r["user_id"], r["item_id"]) for r in rows} & seen_pairs(run_dir)
 
 
-def test_evaluate_reports_the_model_next_to_popularity(run_dir, capsys):
-    summary = topx(capsys, "evaluate", "--run", run_dir, "--k", "5")
+def test_evaluate_reports_the_model_next_to_popularity(run_dir, topx):
+    summary = ok(topx, "evaluate", "--run", run_dir, "--k", "5")
     stored = RunDir(run_dir).read_json("metrics.json")
     text = json.dumps(summary)
     for name in ("precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "coverage"):
@@ -101,10 +100,10 @@ def test_evaluate_reports_the_model_next_to_popularity(run_dir, capsys):
     assert "popularity" in text
 
 
-def test_publish_puts_the_run_directorys_lists_in_the_database(run_dir, tmp_path, capsys, db_url):
+def test_publish_puts_the_run_directorys_lists_in_the_database(run_dir, tmp_path, topx, db_url):
     denied = ["1", "2", "3"]
-    rows = recommended(capsys, run_dir, tmp_path, "--deny", write_ids(tmp_path / "deny.txt", denied))
-    summary = topx(capsys, "publish", "--run", run_dir, "--database-url", db_url, "--run-id", "cli-1")
+    rows = recommended(topx, run_dir, tmp_path, "--deny", write_ids(tmp_path / "deny.txt", denied))
+    summary = ok(topx, "publish", "--run", run_dir, "--database-url", db_url, "--run-id", "cli-1")
     assert summary["rows"] == len(rows)
     engine = make_engine(db_url)
     with engine.connect() as conn:

@@ -57,18 +57,6 @@ def aws(monkeypatch):
             storage.set_s3_client(None)
 
 
-@pytest.fixture
-def topx(capsys):
-    """Run the CLI; returns (exit code, summary dict or None, stderr)."""
-
-    def run(*argv: str):
-        code = batch.cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, (json.loads(out.strip().splitlines()[-1]) if out.strip() else None), err
-
-    return run
-
-
 def environment(job: dict) -> dict[str, str]:
     return {e["name"]: e["value"] for e in job["container"]["environment"]}
 
