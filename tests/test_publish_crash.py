@@ -39,17 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    from test_publish_support import id_maps, make_lists, run_info, titles_for
+    import pytest
+    from test_publish_support import hook_chunks, id_maps, make_lists, run_info, titles_for
     from batch.publish import publish_run
-    from batch.publish.rows import RunRows
 
-    original = RunRows.chunks
-    def chunks(self):
-        for k, chunk in enumerate(original(self)):
-            if k == 3:
-                os.kill(os.getpid(), signal.SIGKILL)
-            yield chunk
-    RunRows.chunks = chunks
+    hook_chunks(pytest.MonkeyPatch(), 3, lambda: os.kill(os.getpid(), signal.SIGKILL))
     users, items = id_maps(60, 10)
     publish_run({url!r}, run_info("r2"), make_lists(60, shift=9), users, items,
                 item_titles=titles_for(items), chunk_rows=8)

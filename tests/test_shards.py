@@ -258,18 +258,12 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     import numpy as np
-    from test_publish_support import id_maps, make_lists
+    import pytest
+    from test_publish_support import hook_chunks, id_maps, make_lists
     from batch.publish.collect import load_shard
-    from batch.publish.rows import RunRows
     from batch.shards import shard_users
 
-    original = RunRows.chunks
-    def chunks(self):
-        for k, chunk in enumerate(original(self)):
-            if k == 2:
-                os.kill(os.getpid(), signal.SIGKILL)
-            yield chunk
-    RunRows.chunks = chunks
+    hook_chunks(pytest.MonkeyPatch(), 2, lambda: os.kill(os.getpid(), signal.SIGKILL))
     users, items = id_maps(60, 10)
     lists = make_lists(60)
     load_shard({url!r}, "r1", 1, lists.take(np.isin(lists.user, shard_users(60, 1, 3))), users, items, chunk_rows=8)
