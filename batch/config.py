@@ -301,8 +301,10 @@ ENV_ALIASES = {
     "TOPX_MODE": ("train", "mode"),
     "TOPX_TOP": ("search", "top"),
 }
-# TOPX_* variables that are not settings (read elsewhere).
-ENV_NOT_SETTINGS = {"TOPX_CONFIG", "TOPX_LOG_LEVEL", "TOPX_PROGRESS", "TOPX_SHARD_COUNT", "TOPX_RUN_ID"}
+# TOPX_* variables that are not settings (read elsewhere; TOPX_ORACLE_CACHE by the test suite's
+# oracle virtualenvs, tests/oracles.py).
+ENV_NOT_SETTINGS = {"TOPX_CONFIG", "TOPX_LOG_LEVEL", "TOPX_PROGRESS", "TOPX_SHARD_COUNT", "TOPX_RUN_ID",
+                    "TOPX_ORACLE_CACHE"}
 
 
 def load_config(
