@@ -95,8 +95,10 @@ def test_evaluate_reports_the_model_next_to_popularity(run_dir, topx):
     summary = ok(topx, "evaluate", "--run", run_dir, "--k", "5")
     stored = RunDir(run_dir).read_json("metrics.json")
     text = json.dumps(summary)
-    for name in ("precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "coverage"):
-        assert name in text and name in json.dumps(stored)
+    for name in ("precision@5", "recall@5", "ndcg@5", "map@5", "hit_rate@5", "precision@1", "ndcg@50"):
+        assert name in json.dumps(summary["model"]) and name in json.dumps(stored["evaluate"]["popularity"])
+    for name in ("catalogue_coverage@5", "gini@5", "novelty@5", "ild@5", "top1pct_share@5"):
+        assert name in json.dumps(summary["beyond"]["model"]) and name in json.dumps(stored["evaluate"]["beyond"])
     assert "popularity" in text
 
 

@@ -123,7 +123,11 @@ def test_default_settings_beat_the_popularity_list(tmp_path):
     summary = run_job(cfg)
     evaluate = RunDir(tmp_path / "w" / "runs" / summary["run_id"]).read_json("metrics.json")["evaluate"]
     assert evaluate["model"]["ndcg@10"] > 1.2 * evaluate["popularity"]["ndcg@10"]
-    assert evaluate["model"]["coverage"] > evaluate["popularity"]["coverage"]
+    beyond = evaluate["beyond"]
+    for k in (10, 100):
+        assert beyond["model"][f"catalogue_coverage@{k}"] > beyond["popularity"][f"catalogue_coverage@{k}"]
+        assert beyond["model"][f"gini@{k}"] < beyond["popularity"][f"gini@{k}"]
+        assert beyond["model"][f"novelty@{k}"] > beyond["popularity"][f"novelty@{k}"]
 
 
 def test_cli_run_summary_line(tmp_path, capsys):

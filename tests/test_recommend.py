@@ -1,12 +1,11 @@
 """Recommendation assembly (popularity for cold users, allow/deny lists) and the ranking metrics."""
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
 
 from batch.config import SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
-from batch.serve.evaluate import popularity_top, ranking_metrics, relevant_pairs
+from batch.serve.evaluate import popularity_top, relevant_pairs
 from batch.serve.lists import SOURCE_MODEL, SOURCE_POPULARITY, TopLists
 from batch.serve.recommend import candidates, item_list, popularity_lists, recommend, top_unseen
 from batch.serve.repackage import COLD, TRAINED, Vectors
@@ -78,22 +77,6 @@ def test_allow_and_deny_files(tmp_path):
     allowed, report = candidates(vectors(), items, cfg)
     assert allowed.tolist() == [True, False, True, False, False, False]
     assert report["allow_unknown"] == 1 and report["candidates"] == 2
-
-
-def test_ranking_metrics_on_a_hand_computed_example():
-    # user 0: relevant {1, 2}; list [1, 5, 2] → hits at ranks 1 and 3
-    # user 1: relevant {4};   list [0, 3, -1] → no hit
-    relevant = Interactions(np.array([0, 0, 1], np.int32), np.array([1, 2, 4], np.int32),
-                            np.full(3, 5, np.float32), np.zeros(3, np.int64))
-    top = np.array([[1, 5, 2], [0, 3, -1]])
-    m = ranking_metrics(top, np.array([0, 1]), relevant, n_items=6, recommendable=6)
-    assert m["precision@3"] == pytest.approx((2 / 3 + 0) / 2)
-    assert m["recall@3"] == pytest.approx((1 + 0) / 2)
-    ndcg0 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
-    assert m["ndcg@3"] == pytest.approx(ndcg0 / 2, rel=1e-5)
-    assert m["map@3"] == pytest.approx(((1 + 2 / 3) / 2) / 2, rel=1e-5)
-    assert m["hit_rate@3"] == pytest.approx(0.5)
-    assert m["coverage"] == pytest.approx(5 / 6) and m["users_evaluated"] == 2
 
 
 def test_relevance_uses_the_threshold_only_when_ratings_exist():

@@ -1,14 +1,14 @@
-"""Offline evaluation on the held-out split: ranking metrics at k, next to a popularity baseline.
+"""Offline evaluation on the held-out split: ranking metrics at several k, next to a popularity
+baseline, and what the lists do beyond accuracy.
 
 Lists are made as in production, except that only the *training* interactions are excluded (the
 held-out ones are what we hope to find). An item is relevant to a user when the user's held-out
 rating is ≥ the threshold, or, for data without ratings, when the user has any held-out
-interaction with it. Metrics are averaged over users with at least one relevant held-out item:
-
-    precision@k = hits / k            recall@k = hits / relevant
-    NDCG@k      = DCG / ideal DCG     MAP@k    = Σ_i P@i·rel_i / min(relevant, k)
-    hit rate@k  = share of users with any hit
-    coverage    = share of recommendable items that appear in at least one list
+interaction with it. Accuracy (:mod:`batch.metrics.accuracy`) is averaged over users with at
+least one relevant held-out item, at k = 1, 5, 10, 20, 50, the configured k and the published x.
+Beyond accuracy (:mod:`batch.metrics.beyond`: coverage, Gini, novelty, diversity, share of the
+most popular items) is reported at k and at x for the same users' model and popularity lists,
+and for the lists the search stage made for every user (``published``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ import numpy as np
 
 from batch.config import JobConfig
 from batch.data.interactions import Dataset, Interactions
-from batch.features.negatives import is_seen, seen_keys
+from batch.metrics.accuracy import ranking_metrics
+from batch.metrics.beyond import Catalogue, beyond_accuracy
 from batch.rundir import RunDir
 from batch.serve.lists import TopLists
 from batch.serve.recommend import candidates, exclusion, popularity_order, recommend, top_unseen
 from batch.serve.repackage import vectors_for
+
+# Accuracy is reported at these k, and at the configured k and the published list length x.
+CUTOFFS = (1, 5, 10, 20, 50)
 
 
 def relevant_pairs(test: Interactions, threshold: float) -> Interactions:
@@ -31,35 +35,6 @@ def relevant_pairs(test: Interactions, threshold: float) -> Interactions:
     if len(test) and not np.isnan(test.rating).all():
         return test.take(test.rating >= threshold)
     return test
-
-
-def ranking_metrics(top_items: np.ndarray, users: np.ndarray, relevant: Interactions, n_items: int,
-                    recommendable: int) -> dict[str, float]:
-    """Metrics of lists ``top_items`` (int (n, k), best first, -1 for empty slots) of ``users``.
-
-    ``relevant``: the relevant held-out pairs; ``recommendable``: how many items could appear
-    (the denominator of coverage).
-    """
-    k = top_items.shape[1]
-    n_rel = np.bincount(relevant.user, minlength=int(users.max(initial=-1)) + 1)[users]
-    keys = seen_keys(relevant.user, relevant.item, n_items)
-    hit = is_seen(keys, np.repeat(users, k), np.maximum(top_items.ravel(), 0), n_items).reshape(-1, k)
-    hit &= top_items >= 0
-    ok = n_rel > 0
-    hits, n_rel, hit = hit.sum(1)[ok], n_rel[ok], hit[ok]
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
-    precision_at = np.cumsum(hit, 1) / np.arange(1, k + 1)
-    listed = np.unique(top_items[top_items >= 0])
-    return {
-        f"precision@{k}": _mean(hits / k),
-        f"recall@{k}": _mean(hits / n_rel),
-        f"ndcg@{k}": _mean((hit * discount).sum(1) / ideal),
-        f"map@{k}": _mean((precision_at * hit).sum(1) / np.minimum(n_rel, k)),
-        f"hit_rate@{k}": _mean(hits > 0),
-        "coverage": round(len(listed) / max(recommendable, 1), 6),
-        "users_evaluated": int(ok.sum()),
-    }
 
 
 def popularity_top(dataset: Dataset, users: np.ndarray, k: int, candidates: np.ndarray) -> np.ndarray:
@@ -70,36 +45,54 @@ def popularity_top(dataset: Dataset, users: np.ndarray, k: int, candidates: np.n
     return top_unseen(order, users, k, dataset.train.matrix(dataset.n_users, dataset.n_items))
 
 
-def _mean(values: np.ndarray) -> float:
-    return round(float(np.mean(values)), 6) if len(values) else float("nan")
-
-
 def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
     """Evaluate a run directory's model on its held-out split; stored under ``evaluate`` in
     metrics.json. Uses the local exact search whatever the production search engine is."""
     from batch.serve.search.local import LocalSearcher
 
-    dataset, vectors, k = run.load_dataset(), vectors_for(run), cfg.evaluate.k
+    dataset, vectors, k, x = run.load_dataset(), vectors_for(run), cfg.evaluate.k, cfg.search.top
+    ks = sorted({*CUTOFFS, k, x})
     relevant = relevant_pairs(dataset.test, cfg.train.threshold)
     users = _sample(np.unique(relevant.user).astype(np.int64), cfg.evaluate.max_users, cfg.data.seed)
     allowed, _ = candidates(vectors, dataset.items, cfg.search)
-    result: dict[str, Any] = {"k": k, "relevance": _relevance(dataset, cfg.train.threshold)}
+    result: dict[str, Any] = {"k": k, "x": x, "ks": ks, "relevance": _relevance(dataset, cfg.train.threshold)}
     if not len(users):
         result.update(skipped="no relevant held-out interactions (split none?)", headline={})
         run.update_metrics("evaluate", result)
         return result
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
-    lists = recommend(vectors, searcher, top=k, candidates=allowed, users=users,
+    lists = recommend(vectors, searcher, top=max(ks), candidates=allowed, users=users,
                       exclude=exclusion(dataset, include_held_out=False))
-    model = ranking_metrics(_as_matrix(lists, users, k), users, relevant, dataset.n_items, int(allowed.sum()))
-    baseline = ranking_metrics(popularity_top(dataset, users, k, allowed), users, relevant, dataset.n_items,
-                               int(allowed.sum()))
-    classifier = run.read_json("metrics.json").get("train", {}).get("test", {})
-    result.update(model=model, popularity=baseline, classifier=classifier,
-                  headline={key: model[key] for key in (f"precision@{k}", f"ndcg@{k}", f"hit_rate@{k}", "coverage")}
-                  | {f"popularity_ndcg@{k}": baseline[f"ndcg@{k}"]})
+    model_top, popular_top = _as_matrix(lists, users, max(ks)), popularity_top(dataset, users, max(ks), allowed)
+    catalogue = Catalogue.of(dataset, vectors.items[:, :-1], allowed)
+    result.update(model=ranking_metrics(model_top, users, relevant, dataset.n_items, ks),
+                  popularity=ranking_metrics(popular_top, users, relevant, dataset.n_items, ks),
+                  beyond={"model": beyond_accuracy(model_top, catalogue, (k, x)),
+                          "popularity": beyond_accuracy(popular_top, catalogue, (k, x)),
+                          **_published(run, catalogue, x)},
+                  classifier=run.read_json("metrics.json").get("train", {}).get("test", {}))
+    result["headline"] = _headline(result, k, x)
     run.update_metrics("evaluate", result)
     return result
+
+
+def _published(run: RunDir, catalogue: Catalogue, x: int) -> dict[str, Any]:
+    """Beyond-accuracy metrics of the search stage's lists (every user, everything seen
+    excluded), when the run has them (a sharded run searches in its shard jobs)."""
+    if not run.file("lists.npz").exists():
+        return {}
+    lists = TopLists.load(run.file("lists.npz"))
+    users = np.unique(lists.user)
+    return {"published": beyond_accuracy(_as_matrix(lists, users, x), catalogue, (x,))}
+
+
+def _headline(result: dict[str, Any], k: int, x: int) -> dict[str, float]:
+    """The figures the summary line shows."""
+    model, beyond = result["model"], result["beyond"]["model"]
+    return {f"precision@{k}": model[f"precision@{k}"], f"ndcg@{k}": model[f"ndcg@{k}"],
+            f"hit_rate@{k}": model[f"hit_rate@{k}"], f"catalogue_coverage@{k}": beyond[f"catalogue_coverage@{k}"],
+            f"catalogue_coverage@{x}": beyond[f"catalogue_coverage@{x}"],
+            f"popularity_ndcg@{k}": result["popularity"][f"ndcg@{k}"]}
 
 
 def _as_matrix(lists: TopLists, users: np.ndarray, k: int) -> np.ndarray:
