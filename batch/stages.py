@@ -79,10 +79,12 @@ class Stages:
         return {"headline": result["headline"]}
 
     def publish(self) -> dict[str, Any]:
+        from batch.metrics.since import record_churn
         from batch.publish import publish_run
 
-        dataset, lists = self.run.load_dataset(), TopLists.load(self.run.file("lists.npz"))
-        return publish_run(self.database_url(), run_info(self.cfg, self.run, self.run_id, dataset), lists,
+        dataset, lists, url = self.run.load_dataset(), TopLists.load(self.run.file("lists.npz")), self.database_url()
+        record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
+        return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
                            keep_runs=self.cfg.publish.keep_runs)
 

@@ -101,13 +101,16 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import UTC, datetime
 
+    from batch.metrics.since import record_churn
     from batch.publish import RunInfo, database_url, publish_run
     from batch.serve.lists import TopLists
 
     run, cfg = _run_config(args)
     run.require("lists.npz")
     dataset, lists = run.load_dataset(), TopLists.load(run.file("lists.npz"))
-    info = RunInfo(run_id=args.run_id or run.path.resolve().name, config=cfg.to_dict(),
+    run_id = args.run_id or run.path.resolve().name
+    record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
+    info = RunInfo(run_id=run_id, config=cfg.to_dict(),
                    model_location=str(run.model.resolve()), started_at=datetime.now(UTC),
                    metrics=run.read_json("metrics.json"),
                    counts={"users": dataset.n_users, "items": dataset.n_items})
