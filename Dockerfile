@@ -24,13 +24,13 @@ COPY batch ./batch
 RUN python -m venv "$VIRTUAL_ENV"
 
 FROM build AS build-sagemaker
-RUN pip install -c constraints.txt ".[parquet]"
+RUN pip install -c constraints.txt ".[parquet,report]"
 
 FROM build AS build-local
 # PyPI's torch wheel for Linux carries CUDA (gigabytes); PyTorch's CPU index has the same
 # version as 2.13.0+cpu, which the == pin in constraints.txt accepts and pip prefers.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install -c constraints.txt --extra-index-url "$TORCH_INDEX_URL" ".[local,parquet]"
+RUN pip install -c constraints.txt --extra-index-url "$TORCH_INDEX_URL" ".[local,parquet,report]"
 
 FROM base AS runtime
 RUN groupadd --system --gid 10001 topx \

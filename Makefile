@@ -13,11 +13,11 @@ setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-run: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[local,parquet]'
+	$(PIP) -e '.[local,parquet,report]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run
-	$(PIP) -e '.[local,parquet,test]'
+	$(PIP) -e '.[local,parquet,report,test]'
 	touch $@
 
 run: setup

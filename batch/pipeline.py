@@ -1,4 +1,4 @@
-"""``topx run``: ingest → train → repackage → search → evaluate → publish, resumable.
+"""``topx run``: ingest → train → repackage → search → evaluate → publish → report, resumable.
 
 Each stage writes its output into the run directory ``<workdir>/runs/<run_id>/`` and is recorded
 in ``run.json`` when it finishes (an ``s3://`` work directory is mirrored after every stage, see
@@ -32,7 +32,7 @@ from batch.runstore import RunStore
 
 log = logging.getLogger("topx.run")
 
-STAGES = ("ingest", "train", "repackage", "search", "evaluate", "publish")
+STAGES = ("ingest", "train", "repackage", "search", "evaluate", "publish", "report")
 # A sharded run: its shard jobs search and load, `topx finalize` publishes (batch.shards).
 SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
 # Run ids name a directory, an S3 prefix and every published row: short and plain.
@@ -143,10 +143,13 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     """Run (or resume) the whole job; returns the one-line summary. ``run_id``: the run to create
     or resume; ``shards``: stop at ``collecting`` for that many shard jobs (see module doc).
     ``context``: injected boto3 clients for the SageMaker engines (``sagemaker_client``, ``s3_client``)."""
+    from batch.report import REPORT_NAME, require_plotting
     from batch.stages import Stages
 
     if shards is not None:
         check_sharded(cfg, shards)
+    else:
+        require_plotting()  # the report is written after publishing: fail before training instead
     store = RunStore(cfg.workdir, cfg.scratch)
     state = open_run(cfg, store, fresh=fresh, resume=resume, run_id=run_id)
     if shards is not None and state.data["status"] == "published":
@@ -164,7 +167,9 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
         return _sharded_summary(state, resumed, time.perf_counter() - started)
     state.set_status("published")
     store.push(state.run)
-    return _summary(state, resumed, time.perf_counter() - started)
+    report = store.location(state.run_id, REPORT_NAME)
+    log.info("the report of run %s is at %s", state.run_id, report)
+    return {**_summary(state, resumed, time.perf_counter() - started), "report": report}
 
 
 def check_sharded(cfg: JobConfig, shards: int) -> None:

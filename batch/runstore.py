@@ -49,6 +49,12 @@ class RunStore:
         ids = [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for page in pages for p in page.get("CommonPrefixes", [])]
         return sorted(ids)
 
+    def location(self, run_id: str, name: str) -> str:
+        """Where file ``name`` of run ``run_id`` lives in the store (a path, or an s3:// URI)."""
+        if self.remote:
+            return storage.join(self.workdir, "runs", run_id, name)
+        return str((self.local_root / "runs" / run_id / name).resolve())
+
     def run_dir(self, run_id: str) -> RunDir:
         """The local run directory (created empty if new)."""
         path = self.local_root / "runs" / run_id

@@ -88,6 +88,13 @@ class Stages:
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
                            keep_runs=self.cfg.publish.keep_runs)
 
+    def report(self) -> dict[str, Any]:
+        """The run's HTML report, with the trend of the last published runs from the database."""
+        from batch.report import REPORT_NAME, write_report
+
+        path = write_report(self.run, self.run.file(REPORT_NAME), database_url=self.database_url())
+        return {"file": path.name, "bytes": path.stat().st_size}
+
     def collect(self) -> dict[str, Any]:
         """A sharded run: registered as collecting ``shards`` shards, storage made ready."""
         from batch.publish.collect import open_collection
@@ -103,13 +110,14 @@ class Stages:
 
 def run_info(cfg: JobConfig, run: RunDir, run_id: str, dataset: Dataset) -> RunInfo:
     """What the ``runs`` table records about a run: settings, metrics, counts, model location."""
+    from batch.metrics.figures import with_figures
     from batch.publish import RunInfo
 
     counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
               "test_interactions": len(dataset.test)}
     return RunInfo(run_id=run_id, config=cfg.to_dict(), model_location=str(run.model.resolve()),
                    started_at=datetime.fromisoformat(run.read_json("run.json")["started_at"]),
-                   metrics=run.read_json("metrics.json"), counts=counts)
+                   metrics=with_figures(run.read_json("metrics.json")), counts=counts)
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

@@ -122,6 +122,17 @@ def test_dashboard_runs(db_url):
     assert run[1] == "current" and (run[5], run[6], run[7]) == (6, 10, 9)
     assert float(run[8]) == pytest.approx(0.9) and float(run[10]) == pytest.approx(1 / 6)
     assert "0.5" in str(run[12]) and rows["r1"][1] == "superseded"
+    assert run[15:] == (None,) * 13  # a run without figures
+
+
+def test_dashboard_runs_shows_the_figures_of_runs_metrics(db_url):
+    users, items = id_maps()
+    figures = {"k": 10, "x": 100, "ndcg_at_k": 0.25, "precision_at_k": 0.125, "popularity_ndcg_at_k": 0.125,
+               "catalogue_coverage_at_k": 0.5, "gini_at_x": 0.75, "novelty_at_x": 2.5, "ild_at_x": 0.875,
+               "top1pct_share_at_x": 0.0625, "jaccard_at_k": 0.5, "rbo": 0.625, "changed_share": 1.0}
+    publish_run(db_url, run_info("r1", figures=figures), make_lists(), users, items)
+    (row,) = run_sql(db_url, "dashboard_runs.sql")
+    assert [float(v) for v in row[15:]] == list(figures.values())
 
 
 def test_export_sql_is_what_topx_export_writes(db_url, tmp_path):

@@ -16,7 +16,8 @@ from batch.publish import cleanup, current_run, database_url, export_current, li
 from batch.publish.connect import shown
 from batch.publish.models import schema_sql
 
-# Columns of `topx runs`: enough to see what is live and what failed; the rest is in the table.
+# Columns of `topx runs`: enough to see what is live and what failed, and each run's key figures
+# (runs.metrics -> figures: accuracy, beyond-accuracy and churn); the rest is in the table.
 RUN_FIELDS = ("id", "status", "started_at", "published_at", "n_users", "n_rows", "error")
 
 
@@ -60,7 +61,8 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 
 def _runs(args: argparse.Namespace) -> dict[str, Any]:
     _, url = _config(args)
-    runs = [{k: run[k] for k in RUN_FIELDS} for run in list_runs(url, limit=args.limit)]
+    runs = [{**{k: run[k] for k in RUN_FIELDS}, "figures": (run["metrics"] or {}).get("figures", {})}
+            for run in list_runs(url, limit=args.limit)]
     return {"command": "runs", "runs": runs, "database": shown(url)}
 
 

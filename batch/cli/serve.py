@@ -101,6 +101,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import UTC, datetime
 
+    from batch.metrics.figures import with_figures
     from batch.metrics.since import record_churn
     from batch.publish import RunInfo, database_url, publish_run
     from batch.serve.lists import TopLists
@@ -112,7 +113,7 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     info = RunInfo(run_id=run_id, config=cfg.to_dict(),
                    model_location=str(run.model.resolve()), started_at=datetime.now(UTC),
-                   metrics=run.read_json("metrics.json"),
+                   metrics=with_figures(run.read_json("metrics.json")),
                    counts={"users": dataset.n_users, "items": dataset.n_items})
     return publish_run(database_url(cfg), info, lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs)

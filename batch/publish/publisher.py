@@ -127,7 +127,8 @@ def current_run(database_url: str | None, *, engine: Engine | None = None) -> di
         return registry.current(conn)
 
 
-def list_runs(database_url: str | None, *, limit: int = 20, engine: Engine | None = None) -> list[dict[str, Any]]:
-    """The most recently created runs, newest first."""
+def list_runs(database_url: str | None, *, limit: int = 20, statuses: tuple[str, ...] | None = None,
+              engine: Engine | None = None) -> list[dict[str, Any]]:
+    """The most recently created runs (of ``statuses``, default any), newest first."""
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
-        return registry.recent(conn, limit)
+        return registry.recent(conn, limit, statuses)

@@ -165,11 +165,14 @@ def current(conn: Connection) -> dict[str, Any] | None:
     return None if row is None else _plain(row._mapping)
 
 
-def recent(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` most recently created runs, newest first, as plain values."""
+def recent(conn: Connection, limit: int, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """The ``limit`` most recently created runs (of ``statuses``, default any), newest first,
+    as plain values."""
     if not inspect(conn).has_table("runs"):
         return []
     query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+    if statuses is not None:
+        query = query.where(runs.c.status.in_(statuses))
     return [_plain(row._mapping) for row in conn.execute(query)]
 
 

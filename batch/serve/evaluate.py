@@ -69,20 +69,21 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
                   popularity=ranking_metrics(popular_top, users, relevant, dataset.n_items, ks),
                   beyond={"model": beyond_accuracy(model_top, catalogue, (k, x)),
                           "popularity": beyond_accuracy(popular_top, catalogue, (k, x)),
-                          **_published(run, catalogue, x)},
+                          **_published(run, catalogue, x, cfg.evaluate.max_users, cfg.data.seed)},
                   classifier=run.read_json("metrics.json").get("train", {}).get("test", {}))
     result["headline"] = _headline(result, k, x)
     run.update_metrics("evaluate", result)
     return result
 
 
-def _published(run: RunDir, catalogue: Catalogue, x: int) -> dict[str, Any]:
-    """Beyond-accuracy metrics of the search stage's lists (every user, everything seen
-    excluded), when the run has them (a sharded run searches in its shard jobs)."""
+def _published(run: RunDir, catalogue: Catalogue, x: int, max_users: int, seed: int) -> dict[str, Any]:
+    """Beyond-accuracy metrics of the search stage's lists (everything seen excluded) of every
+    user, or of a seeded sample of ``max_users`` users, when the run has them (a sharded run
+    searches in its shard jobs)."""
     if not run.file("lists.npz").exists():
         return {}
     lists = TopLists.load(run.file("lists.npz"))
-    users = np.unique(lists.user)
+    users = _sample(np.unique(lists.user).astype(np.int64), max_users, seed)
     return {"published": beyond_accuracy(_as_matrix(lists, users, x), catalogue, (x,))}
 
 
