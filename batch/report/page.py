@@ -21,8 +21,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 8px 0 16px; } figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #666; font-size: 12px; }
 .pair { display: flex; gap: 24px; flex-wrap: wrap; } .pair > div { flex: 1 1 420px; }
-.headline { display: flex; gap: 28px; flex-wrap: wrap; margin: 10px 0; }
-.headline div { min-width: 120px; } .headline b { display: block; font-size: 20px; }
+.headline { display: flex; gap: 20px; flex-wrap: wrap; margin: 10px 0; }
+.headline div { min-width: 100px; } .headline b { display: block; font-size: 20px; }
 """
 
 

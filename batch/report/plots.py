@@ -98,7 +98,9 @@ def long_tail(train_users: np.ndarray, recommended: np.ndarray):
 def score_histograms(score: np.ndarray, probability: np.ndarray, from_model: np.ndarray):
     """Histograms of the published scores and probabilities, model rows and popularity rows."""
     fig, axes = figure(height=2.6, ncols=2)
-    for ax, values, name in ((axes[0], score, "score (FM prediction)"), (axes[1], probability, "probability")):
+    panels = ((axes[0], score, "score (FM prediction)", "Published scores"),
+              (axes[1], probability, "probability", "Published probabilities"))
+    for ax, values, name, title in panels:
         finite = np.isfinite(values)
         if not finite.any():
             ax.text(0.5, 0.5, f"no {name} (regression mode)", ha="center", va="center", transform=ax.transAxes)
@@ -106,7 +108,7 @@ def score_histograms(score: np.ndarray, probability: np.ndarray, from_model: np.
         bins = np.histogram_bin_edges(values[finite], bins=40)
         parts = [values[finite & from_model], values[finite & ~from_model]]
         ax.hist(parts, bins=bins, stacked=True, color=[MODEL, POPULARITY], label=["model", "popularity fallback"])
-        ax.set(xlabel=name, ylabel="rows", title=f"Published {name.split(' ')[0]}s")
+        ax.set(xlabel=name, ylabel="rows", title=title)
         ax.legend()
     return fig
 

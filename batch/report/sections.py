@@ -26,11 +26,12 @@ def overview(facts: RunFacts) -> str:
     items = [(label, figures.get(name)) for label, name in shown]
     churn = facts.metrics.get("churn") or {}
     if figures.get("jaccard_at_k") is not None:
-        items.append((f"Jaccard@{churn.get('k')} vs {churn.get('against')}", figures["jaccard_at_k"]))
+        items.append((f"Jaccard@{churn.get('k')} vs the previous run", figures["jaccard_at_k"]))
     counts = facts.state.get("stages", {}).get("ingest", {}).get("summary", {})
     facts_line = ", ".join(f"{name} {page.fmt(counts[name])}" for name in ("users", "items", "train", "test")
                            if name in counts)
-    status = facts.state.get("status", "not recorded")
+    stages = facts.state.get("stages", {})  # the report stage runs after publish, before the run is marked done
+    status = "published" if "publish" in stages else facts.state.get("status", "not recorded")
     return (f"<h1>topx run {page.esc(facts.run_id)}</h1>\n"
             + page.note(f"status {status}; started {facts.state.get('started_at', '–')}; {facts_line}")
             + page.headline(items))
@@ -109,7 +110,7 @@ def churn(facts: RunFacts) -> str:
             [f"rank-biased overlap (p = {c['rbo_p']})", c["rbo"]], ["share of lists changed", c["changed_share"]],
             [f"share of top-{k} sets changed", c[f"changed_share@{k}"]]]
     moved = [page.table([f"{way} most lists", "lists"], [[e["title"] or e["item_id"], e["lists"]] for e in c[way]])
-             for way in ("entered", "left")]
+             if c[way] else page.note(f"No item {way} any list.") for way in ("entered", "left")]
     return page.section("Change since the previous run", page.table(["", ""], rows),
                         '<div class="pair">' + "".join(f"<div>{m}</div>" for m in moved) + "</div>", anchor="churn")
 
