@@ -115,3 +115,18 @@ def test_publish_puts_the_run_directorys_lists_in_the_database(run_dir, tmp_path
     assert run == "current"
     assert sorted(stored) == sorted((r["user_id"], int(r["rank"]), r["item_id"]) for r in rows)
     assert not {item for _, _, item in stored} & set(denied)
+
+
+def test_a_second_publisher_exits_75_and_publishes_nothing(run_dir, topx, db_url):
+    from batch.publish import current_run
+    from batch.publish.base import sink_for
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn, sink_for(engine).locked(conn):
+            code, summary, err = topx("publish", "--run", run_dir, "--database-url", db_url, "--run-id", "cli-2")
+    finally:
+        engine.dispose()
+    assert (code, summary) == (75, None)
+    assert "another process is publishing" in err and "temporary failure" in err
+    assert current_run(db_url) is None

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from batch.errors import PublishError
+from batch.errors import PublishError, TransientError
 from batch.publish.rows import RunRows
 from batch.serve.lists import SOURCE_POPULARITY
 
@@ -29,8 +29,9 @@ _STATS = ("SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT item_id), "
           "COUNT(DISTINCT CASE WHEN source = {fallback} THEN user_id END) FROM {table} WHERE run_id = :run_id")
 
 
-class PublishLockedError(PublishError):
-    """Another process is publishing to the same database right now."""
+class PublishLockedError(PublishError, TransientError):
+    """Another process is publishing to the same database right now. Temporary: the same job
+    can publish once the other one is done, so it exits with 75 and AWS Batch retries it."""
 
 
 class Sink(Protocol):
