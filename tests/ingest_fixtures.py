@@ -60,6 +60,20 @@ def write_ml1m(root: Path) -> Path:
     return root
 
 
+def write_ml_latest(root: Path) -> Path:
+    """A MovieLens latest directory (ml-latest-small's layout) with a tags file topx ignores."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
+                                      "1,3,4.5,964981247\n2,3,0.5,1445714994\n2,193609,3.0,1537799250\n")
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+        '3,"American President, The (1995)",Comedy|Drama|Romance\n'
+        '193609,"Andrew Dice Clay: Dice Rules (1991) ",(no genres listed)\n'
+        "5,Amélie,Comedy|Romance\n", encoding="utf-8")
+    (root / "tags.csv").write_text("userId,movieId,tag,timestamp\n2,3,funny,1445714994\n")
+    return root
+
+
 def rows(ds: Dataset, inter: Interactions) -> list[tuple]:
     """Interactions as sorted (user id, item id, rating, timestamp) tuples."""
     return sorted(zip(ds.users.ids[inter.user].tolist(), ds.items.ids[inter.item].tolist(),

@@ -16,6 +16,7 @@ from ingest_fixtures import (
     tsv,
     write_ml1m,
     write_ml100k,
+    write_ml_latest,
 )
 
 from batch.config import DataConfig
@@ -134,6 +135,36 @@ def test_ml1m_bad_age_code(tmp_path):
     with pytest.raises(InvalidValueError) as err:
         load(root)
     assert (err.value.line, err.value.column) == (2, "Age")
+
+
+# --- MovieLens latest (ml-latest-small, ml-25m, …) --------------------------------------------
+
+def test_ml_latest_layout_features_and_titles(tmp_path):
+    ds = load(write_ml_latest(tmp_path / "ml-latest-small"), split="none")
+    assert ds.report["layout"] == "ml-latest"
+    assert ds.users.ids.tolist() == [1, 2]
+    assert ds.items.ids.tolist() == [1, 3, 5, 193609]
+    assert rows(ds, ds.train) == [(1, 1, 4.0, 964982703), (1, 3, 4.5, 964981247), (2, 3, 0.5, 1445714994),
+                                  (2, 193609, 3.0, 1537799250)]
+    assert ds.user_features is None
+    assert feature_names(ds.item_features, ds.items, 3) == {
+        "genre=Comedy", "genre=Drama", "genre=Romance", "decade=1990s"}
+    assert feature_names(ds.item_features, ds.items, 193609) == {"decade=1990s"}
+    assert feature_names(ds.item_features, ds.items, 5) == {"genre=Comedy", "genre=Romance"}
+    assert ds.item_titles[ds.items.index([3])[0]] == "American President, The (1995)"
+
+
+def test_ml_latest_splits_by_timestamp(tmp_path):
+    ds = load(write_ml_latest(tmp_path / "ml-latest-small"), split="last", holdout=1)
+    assert rows(ds, ds.test) == [(1, 1, 4.0, 964982703), (2, 193609, 3.0, 1537799250)]
+
+
+def test_ml_latest_bad_rating_names_file_line_and_column(tmp_path):
+    root = write_ml_latest(tmp_path / "ml-latest-small")
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,nine,1\n")
+    with pytest.raises(DataError) as err:
+        load(root)
+    assert (err.value.file, err.value.line, err.value.column) == (str(root / "ratings.csv"), 3, "rating")
 
 
 # --- duplicates -------------------------------------------------------------------------------

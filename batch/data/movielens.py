@@ -7,6 +7,9 @@
 * 1M: ``ratings.dat`` (``user::item::rating::timestamp``), ``users.dat``
   (``UserID::Gender::Age::Occupation::Zip-code``, age and occupation as codes) and
   ``movies.dat`` (``MovieID::Title::Genres``, genres ``|``-separated, latin-1).
+* latest (ml-latest-small, ml-latest, ml-20m, ml-25m, ml-32m): ``ratings.csv``
+  (``userId,movieId,rating,timestamp`` with a header) and ``movies.csv``
+  (``movieId,title,genres``, CSV-quoted titles, UTF-8); no user catalogue.
 
 Users get ``age=<bucket>``, ``gender=…``, ``occupation=…`` and ``zip=<first character>``
 one-hot features; items get ``genre=…`` multi-hot and ``decade=1990s`` one-hot features.
@@ -14,14 +17,17 @@ one-hot features; items get ``genre=…`` multi-hot and ``decade=1990s`` one-hot
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 
+from batch.config import ColumnMap, DataConfig
 from batch.data.delimited import LINE, Check, Field, TextTable, read_all
 from batch.data.features import SideTable, multi_hot_flags, multi_hot_text, one_hot, side_table
 from batch.data.ids import Vocabulary
 from batch.data.parts import Part, interaction_checks, read_text_part
+from batch.data.tables import QUOTE, read_csv_part
 from batch.errors import InvalidValueError
 
 GENRES_100K = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -36,17 +42,20 @@ OCCUPATIONS_1M = ("other", "academic/educator", "artist", "clerical/admin", "col
                   "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
                   "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
                   "unemployed", "writer")
+LATEST_COLUMNS = ColumnMap(user="userId", item="movieId", rating="rating", timestamp="timestamp")
 RATING_FIELDS = (Field("user", "int"), Field("item", "int"), Field("rating", "float"),
                  Field("timestamp", "int"))
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
 
 def layout(names: list[str]) -> str | None:
-    """``ml-100k``, ``ml-1m`` or None, from the file names in a directory."""
+    """``ml-100k``, ``ml-1m``, ``ml-latest`` or None, from the file names in a directory."""
     if "u.data" in names or "ua.base" in names:
         return "ml-100k"
     if "ratings.dat" in names:
         return "ml-1m"
+    if "ratings.csv" in names and "movies.csv" in names:
+        return "ml-latest"
     return None
 
 
@@ -58,6 +67,12 @@ def read_ratings(location: str, users: Vocabulary, items: Vocabulary, rating_min
     roles = {f.name: f.name for f in RATING_FIELDS}
     checks = interaction_checks(roles, RATING_FIELDS, rating_min, rating_max)
     return read_text_part(table, RATING_FIELDS, roles, checks, users, items)
+
+
+def read_ratings_latest(location: str, cfg: DataConfig, users: Vocabulary, items: Vocabulary) -> Part:
+    """``ratings.csv`` of a MovieLens latest directory, whatever ``data.columns`` says."""
+    latest = dataclasses.replace(cfg, columns=LATEST_COLUMNS, delimiter=",", header=True)
+    return read_csv_part(location, latest, users, items)
 
 
 def read_users_100k(location: str, occupations: str | None = None) -> SideTable:
@@ -113,12 +128,24 @@ def read_items_1m(location: str) -> SideTable:
     """``movies.dat``: the year in the title ("Toy Story (1995)") gives the decade."""
     fields = [Field("MovieID", "int"), Field("Title", "str"), Field("Genres", "str")]
     cols = _read(location, "::", fields, [])
-    genres = np.where(cols["Genres"] == "(no genres listed)", "", cols["Genres"])
-    years = [m.group(1) if (m := _YEAR_IN_TITLE.search(t)) else "" for t in cols["Title"].tolist()]
-    blocks = [multi_hot_text("genre", genres),
-              one_hot("decade", _decades(np.array(years, dtype=str)))]
-    return side_table(location, cols["MovieID"], cols[LINE], blocks, id_column="MovieID",
-                      titles=cols["Title"])
+    return _movies(location, cols["MovieID"], cols["Title"], cols["Genres"], cols[LINE], "MovieID")
+
+
+def read_items_latest(location: str) -> SideTable:
+    """``movies.csv`` of a MovieLens latest directory: genres and decade, as for 1M."""
+    fields = [Field("movieId", "int"), Field("title", "str"), Field("genres", "str")]
+    table = TextTable(location, delimiter=",", header=True, quotechar=QUOTE)
+    cols = read_all(table, fields, [], with_lines=True)
+    return _movies(location, cols["movieId"], cols["title"], cols["genres"], cols[LINE], "movieId")
+
+
+def _movies(location: str, ids: np.ndarray, titles: np.ndarray, genres: np.ndarray, lines: np.ndarray,
+            id_column: str) -> SideTable:
+    """Items with ``genre=…`` multi-hot and ``decade=…`` (from the year ending the title) features."""
+    genres = np.where(np.char.strip(genres) == "(no genres listed)", "", genres)
+    years = [m.group(1) if (m := _YEAR_IN_TITLE.search(t)) else "" for t in titles.tolist()]
+    blocks = [multi_hot_text("genre", genres), one_hot("decade", _decades(np.array(years, dtype=str)))]
+    return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles)
 
 
 def _read(location: str, delimiter: str, fields, checks) -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 side of a given split), which hold the user and item catalogues, and how to read each.
 
 Layouts: a directory with ``u.data`` or ``ua.base`` is MovieLens 100k; one with ``ratings.dat``
-MovieLens 1M; a directory of ``.csv``/``.tsv``/``.parquet`` part files, or a single file, is a
+MovieLens 1M; one with ``ratings.csv`` and ``movies.csv`` MovieLens latest (ml-latest-small,
+ml-25m, …); a directory of ``.csv``/``.tsv``/``.parquet`` part files, or a single file, is a
 generic table (format by ``data.format``, else by extension; ``u.data``-like names are MovieLens
 rating files). Paths may be local or ``s3://``.
 """
@@ -44,6 +45,8 @@ class Source:
         return requested
 
     def read_part(self, location: str, users: Vocabulary, items: Vocabulary) -> Part:
+        if self.layout == "ml-latest":
+            return movielens.read_ratings_latest(location, self.cfg, users, items)
         fmt = file_format(location, self.cfg.format)
         if fmt == "movielens":
             return movielens.read_ratings(location, users, items, self.cfg.rating_min,
@@ -73,6 +76,8 @@ class Source:
             return movielens.read_items_100k(files["u.item"], files.get("u.genre"))
         if "movies.dat" in files:
             return movielens.read_items_1m(files["movies.dat"])
+        if "movies.csv" in files:
+            return movielens.read_items_latest(files["movies.csv"])
         return None
 
 
@@ -103,6 +108,8 @@ def _directory(cfg: DataConfig, path: str, names: list[str]) -> Source:
                                                  "users.dat", "movies.dat") if n in present)
     if layout == "ml-1m":
         return Source(cfg, path, layout, (present["ratings.dat"],), (), catalogue)
+    if layout == "ml-latest":
+        return Source(cfg, path, layout, (present["ratings.csv"],), (), (("movies.csv", present["movies.csv"]),))
     if layout == "ml-100k":
         pair = "ua.base" in present and "ua.test" in present
         if pair and cfg.test_path is None and cfg.split in ("auto", "given"):
