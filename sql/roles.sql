@@ -8,6 +8,9 @@
 -- change their definition. It may create tables in the schema (a run's partition is created as
 -- a table first).
 --
+-- Publishers take turns by locking the table publish_lock (LOCK TABLE needs UPDATE rights): the
+-- writer owns it and no one else has any right on it, so no other role can block publishing.
+--
 -- topx_dashboard reads what dashboards and exports need: the current_recommendations view, the
 -- runs table (coverage and metrics per run) and item titles; not the history in recommendations.
 
@@ -25,11 +28,18 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END $$;
 
-REVOKE ALL ON runs, items, recommendations, current_recommendations FROM PUBLIC;
+-- As in schema.sql, for databases made before the table existed.
+CREATE TABLE IF NOT EXISTS publish_lock (
+	id SMALLINT NOT NULL,
+	PRIMARY KEY (id)
+);
+
+REVOKE ALL ON runs, items, recommendations, current_recommendations, publish_lock FROM PUBLIC;
 
 GRANT USAGE, CREATE ON SCHEMA public TO topx_writer;
 ALTER TABLE recommendations OWNER TO topx_writer;
 ALTER VIEW current_recommendations OWNER TO topx_writer;
+ALTER TABLE publish_lock OWNER TO topx_writer;
 DO $$
 DECLARE
     part regclass;

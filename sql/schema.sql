@@ -43,6 +43,11 @@ CREATE TABLE recommendations (
 
 CREATE INDEX brin_recommendations_user ON recommendations USING brin (user_id) WITH (pages_per_range = 16);
 
+CREATE TABLE publish_lock (
+	id SMALLINT NOT NULL,
+	PRIMARY KEY (id)
+);
+
 CREATE VIEW current_recommendations AS SELECT recommendations.user_id, recommendations.rank, recommendations.item_id, recommendations.score, recommendations.probability, recommendations.source, items.title, recommendations.run_id
 FROM recommendations LEFT OUTER JOIN items ON items.item_id = recommendations.item_id
 WHERE recommendations.run_id = (SELECT runs.id

@@ -184,3 +184,37 @@ def _check_dashboard(url: str) -> None:
                 cur.execute(statement)
     finally:
         conn.close()
+
+
+def test_the_dashboard_role_cannot_block_publishing(pg_url):
+    """A read-only login can take any advisory lock (they need no rights), and a publisher that
+    relied on one was blocked; the publisher lock is a table lock only the writer may take."""
+    import hashlib
+
+    publish_run(pg_url, run_info("r1"), make_lists(), *id_maps())
+    with psycopg2.connect(pg_url) as conn:
+        conn.cursor().execute((SQL / "roles.sql").read_text())
+    suffix = uuid.uuid4().hex[:8]
+    writer, dashboard = f"topx_test_writer_{suffix}", f"topx_test_dash_{suffix}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE ROLE {writer} LOGIN IN ROLE topx_writer; "
+                           f"CREATE ROLE {dashboard} LOGIN IN ROLE topx_dashboard")
+    reader = psycopg2.connect(pg_url.replace("//postgres@", f"//{dashboard}@"))
+    try:
+        cur = reader.cursor()
+        for statement in ("LOCK TABLE publish_lock IN EXCLUSIVE MODE", "LOCK TABLE publish_lock IN ACCESS SHARE MODE",
+                          "SELECT * FROM publish_lock FOR UPDATE", "LOCK TABLE runs IN EXCLUSIVE MODE"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                cur.execute(statement)
+            reader.rollback()
+        old_key = int.from_bytes(hashlib.sha1(b"topx.publish").digest()[:8], "big", signed=True)
+        cur.execute("SELECT pg_advisory_lock(%s)", (old_key,))  # what blocked every publisher before
+        cur.execute("SELECT COUNT(*) FROM current_recommendations")  # and a transaction left open
+        as_writer = pg_url.replace("//postgres@", f"//{writer}@")
+        summary = publish_run(as_writer, run_info("r2"), make_lists(shift=1), *id_maps())
+        assert summary["superseded"] == "r1"
+    finally:
+        reader.close()
+        admin.cursor().execute(f"DROP ROLE IF EXISTS {writer}; DROP ROLE IF EXISTS {dashboard}")
+        admin.close()

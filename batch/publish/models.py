@@ -24,6 +24,7 @@ Design, and why:
   SQLite keeps one ``WITHOUT ROWID`` table clustered on that primary key.
 * There is no foreign key from ``recommendations`` to ``runs``: attaching a partition would
   re-check every row against ``runs``. The publisher is the only writer and keeps them paired.
+* ``publish_lock`` holds no rows: PostgreSQL publishers lock it to work one at a time.
 * At most one run is ``current`` (a unique partial index enforces it); the view shows that
   run's rows, so switching runs is one ``UPDATE runs`` committed together with the new rows.
 * A sharded run (``topx run --shards N``) is ``collecting`` while its N shard jobs load their
@@ -112,6 +113,15 @@ recommendations = Table(
     postgresql_partition_by="LIST (run_id)",
     sqlite_with_rowid=False,
 )
+# The publishers' mutex on PostgreSQL: a publisher holds an EXCLUSIVE lock on this table (it
+# never holds rows) for as long as it works. Unlike an advisory lock, which any role may take,
+# LOCK TABLE needs UPDATE rights here, which sql/roles.sql gives the writer role only, so a
+# read-only login cannot block publishing. SQLite publishers take a file lock instead.
+publish_lock = Table(
+    "publish_lock", metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+)
+
 # Heap pages per BRIN range: ~120 rows a page, so a user lookup reads about 2,000 rows.
 BRIN_PAGES_PER_RANGE = 16
 Index("brin_recommendations_user", recommendations.c.user_id, postgresql_using="brin",

@@ -7,8 +7,11 @@ the run's LIST partition in the same transaction that makes the run current. Unt
 commits no other session can even see the table; a crash rolls all of it back. Dropping an old
 run drops its partition.
 
-Only one publisher may work on a database at a time: a session-level advisory lock, which the
-server releases when the publisher's connection dies.
+Only one publisher may work on a database at a time: it holds an EXCLUSIVE lock on the
+``publish_lock`` table in a transaction of its own connection, open for the whole publish, which
+the server releases when that connection dies. Only roles with UPDATE rights on that table (the
+writer role of sql/roles.sql) can take it, so a read-only dashboard login cannot block publishing
+(as it could hold an advisory lock: those need no rights at all).
 
 A sharded run's load table is created (and committed) when the run starts collecting; each shard
 COPYs into it in its own transaction, side by side with the others and without the publisher
@@ -25,19 +28,20 @@ from time import perf_counter
 
 import numpy as np
 from psycopg2 import sql
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
+from batch.errors import PublishError
 from batch.log import log
 from batch.publish.base import PublishLockedError, stats_of
-from batch.publish.models import BRIN_PAGES_PER_RANGE, ROW_COLUMNS
+from batch.publish.models import BRIN_PAGES_PER_RANGE, ROW_COLUMNS, publish_lock
 from batch.publish.pgcopy import Number, PrefetchReader, TextFields, copy_stream
 from batch.publish.rows import RunRows
 
-# pg_advisory_lock key: the first 8 bytes of sha1(b"topx.publish") as a signed bigint.
-LOCK_KEY = int.from_bytes(hashlib.sha1(b"topx.publish").digest()[:8], "big", signed=True)
 _PARENT = sql.Identifier("recommendations")
+_LOCK_TABLE = publish_lock.name
+# SQLSTATEs: lock_not_available (NOWAIT), insufficient_privilege, undefined_table.
+_LOCK_NOT_AVAILABLE, _INSUFFICIENT_PRIVILEGE, _UNDEFINED_TABLE = "55P03", "42501", "42P01"
 _CHECK = sql.Identifier("topx_load_run")
 
 
@@ -55,29 +59,52 @@ class PostgresSink:
     copy_block = 1 << 22  # bytes handed to the server per write
 
     def __init__(self, engine: Engine):
-        """Nothing to keep: every call gets the connection to work on."""
+        """``engine``: where the publisher lock's own connection comes from."""
+        self.engine = engine
 
     @contextmanager
     def locked(self, conn: Connection) -> Iterator[None]:
-        with conn.begin():
-            got = conn.execute(select(func.pg_try_advisory_lock(LOCK_KEY))).scalar()
-        if not got:
-            raise PublishLockedError("another process is publishing to this database")
+        """The lock lives in a second connection's open transaction: ``conn`` commits several
+        transactions while the lock must last."""
+        holder = self.engine.connect()
         try:
+            self._lock(holder)
             yield
         finally:
-            self._unlock(conn)
+            _release(holder)
 
-    def _unlock(self, conn: Connection) -> None:
+    def _lock(self, holder: Connection) -> None:
+        for attempt in range(2):
+            holder.begin()
+            try:
+                holder.exec_driver_sql(f"LOCK TABLE {_LOCK_TABLE} IN EXCLUSIVE MODE NOWAIT")
+                return
+            except DBAPIError as exc:
+                holder.rollback()
+                code = getattr(exc.orig, "pgcode", None)
+                if code == _LOCK_NOT_AVAILABLE:
+                    raise PublishLockedError("another process is publishing to this database") from None
+                if code == _INSUFFICIENT_PRIVILEGE:
+                    raise PublishError(f"this login may not take the publisher lock (UPDATE on {_LOCK_TABLE}): "
+                                       f"publish as a member of the writer role (sql/roles.sql)") from None
+                if code != _UNDEFINED_TABLE or attempt:
+                    raise
+            self._create_lock_table(holder)
+
+    @staticmethod
+    def _create_lock_table(holder: Connection) -> None:
+        """The lock table of a database made before it existed (or a new one), given to the owner of
+        ``recommendations``, like every partition, so that every login of the writer role can lock it."""
         try:
-            if conn.in_transaction():
-                conn.rollback()
-            with conn.begin():
-                conn.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
-        except DBAPIError:
-            # Closing the session releases its lock; never hand a locked session to the pool.
-            log.debug("advisory unlock failed; discarding the connection", exc_info=True)
-            conn.invalidate()
+            with holder.begin():
+                publish_lock.create(holder, checkfirst=True)
+                owner = holder.exec_driver_sql(
+                    "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass('recommendations')"
+                ).scalar()
+                if owner is not None and owner != holder.exec_driver_sql("SELECT current_user").scalar():
+                    holder.exec_driver_sql(f'ALTER TABLE {_LOCK_TABLE} OWNER TO "{owner}"')
+        except (IntegrityError, ProgrammingError):
+            log.debug("another publisher created %s meanwhile", _LOCK_TABLE, exc_info=True)
 
     def prepare(self, conn: Connection) -> None:
         """Nothing to set: PostgreSQL readers never block on the loading transaction."""
@@ -217,6 +244,19 @@ class PostgresSink:
         conn.exec_driver_sql(
             "INSERT INTO items (item_id, title) SELECT item_id, title FROM topx_titles t "
             "WHERE NOT EXISTS (SELECT FROM items i WHERE i.item_id = t.item_id)")
+
+
+def _release(holder: Connection) -> None:
+    """End the lock's transaction and return the connection; a connection that cannot roll back
+    is discarded (closing the session releases the lock), never handed to the pool locked."""
+    try:
+        if holder.in_transaction():
+            holder.rollback()
+        holder.close()
+    except DBAPIError:
+        log.debug("could not release the publisher lock cleanly; discarding the connection", exc_info=True)
+        holder.invalidate()
+        holder.close()
 
 
 @contextmanager
