@@ -117,7 +117,7 @@ def test_cli_export_runs_and_cleanup(db_url, tmp_path, cli):
 
 def test_cli_schema_writes_schema_sql(tmp_path, cli):
     code, summary, _ = cli("schema", "--out", str(tmp_path / "schema.sql"))
-    assert code == 0 and summary["statements"] == 6
+    assert code == 0 and summary["statements"] == 7
     assert (tmp_path / "schema.sql").read_text() == schema_sql()
 
 

@@ -56,6 +56,11 @@ class Sink(Protocol):
         """Make the loaded rows the stored rows of ``run_id`` (after :meth:`load`, same
         transaction)."""
 
+    def retire(self, conn: Connection, run_id: str) -> None:
+        """Outside a transaction: take a published run's rows out of readers' way before
+        :meth:`drop_run` deletes them, so that deleting never makes a reader wait. Raises
+        :class:`~sqlalchemy.exc.DBAPIError` (a lock timeout) while readers still use them."""
+
     def drop_run(self, conn: Connection, run_id: str) -> None:
         """Delete every stored row of ``run_id``."""
 

@@ -178,10 +178,10 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
                 outcome = _switch_or_fail(conn, sink, run, len(items), titles)
             # After the switch: this run, however long it collected, is no longer collecting.
             expired = upkeep.expire_collections(conn, sink, collect_timeout_s)
-            pruned = upkeep.prune(conn, sink, keep_runs)
+            pruning = upkeep.prune(conn, sink, keep_runs)
         seconds = perf_counter() - start
     log.info("finalized run %s: %s in %.1f s", run.run_id, outcome.get("status"), seconds)
-    return {"run_id": run.run_id, **outcome, "seconds": round(seconds, 3), "pruned": pruned, "recovered": recovered,
+    return {"run_id": run.run_id, **outcome, "seconds": round(seconds, 3), **pruning, "recovered": recovered,
             "expired": expired, "database": shown(eng.url), "sink": sink.name}
 
 

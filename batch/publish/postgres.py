@@ -55,7 +55,11 @@ class PostgresSink:
     """Rows of each run in its own partition of ``recommendations``."""
 
     name = "postgresql"
-    lock_timeout = "60s"  # longest wait for readers to let go before dropping a partition
+    # Longest wait for a lock on ``recommendations`` (or a partition): a statement waiting for an
+    # exclusive lock queues every new reader behind it, so give up soon and retry later.
+    lock_timeout = "500ms"
+    # Longest wait for a sharded run's load table, which only shard jobs use, never readers.
+    collection_lock_timeout = "60s"
     copy_block = 1 << 22  # bytes handed to the server per write
 
     def __init__(self, engine: Engine):
@@ -184,9 +188,31 @@ class PostgresSink:
         finally:
             cursor.close()
 
+    def retire(self, conn: Connection, run_id: str) -> None:
+        """``DETACH PARTITION ... CONCURRENTLY``: new queries stop seeing the partition at once,
+        and the detach waits for older transactions without holding a lock readers wait for
+        (dropping an attached partition would lock all of ``recommendations``). If they outlast
+        ``lock_timeout`` the partition stays "detach pending", and a later prune FINALIZEs it."""
+        part = partition_names(run_id)[1]
+        with conn.begin():
+            pending = conn.exec_driver_sql(
+                "SELECT inhdetachpending FROM pg_inherits WHERE inhparent = 'recommendations'::regclass "
+                "AND inhrelid = to_regclass(%(part)s)", {"part": f'"{part}"'}).scalar()
+        if pending is None:  # not a partition (any more): drop_run drops the table alone
+            return
+        detach = sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
+            _PARENT, sql.Identifier(part), sql.SQL("FINALIZE" if pending else "CONCURRENTLY"))
+        with _autocommit(conn):
+            conn.exec_driver_sql(f"SET lock_timeout = '{self.lock_timeout}'")
+            try:
+                conn.exec_driver_sql(detach.as_string(conn.connection.driver_connection))
+            finally:
+                conn.exec_driver_sql("RESET lock_timeout")
+
     def drop_run(self, conn: Connection, run_id: str) -> None:
-        # Dropping a partition locks the whole table against readers: wait for running
-        # queries a bounded time rather than queue every dashboard behind us indefinitely.
+        # Dropping an attached partition (a re-run replacing its rows, or a prune whose retire
+        # found it detached already) locks it or the whole table against readers: wait briefly,
+        # then fail (a lock timeout, a temporary failure) rather than queue dashboards behind us.
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
         conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{partition_names(run_id)[1]}"')
 
@@ -220,7 +246,7 @@ class PostgresSink:
         return {"index_s": perf_counter() - start}
 
     def discard_collection(self, conn: Connection, run_id: str) -> None:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.collection_lock_timeout}'")
         conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{partition_names(run_id)[0]}"')
 
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
@@ -244,6 +270,19 @@ class PostgresSink:
         conn.exec_driver_sql(
             "INSERT INTO items (item_id, title) SELECT item_id, title FROM topx_titles t "
             "WHERE NOT EXISTS (SELECT FROM items i WHERE i.item_id = t.item_id)")
+
+
+@contextmanager
+def _autocommit(conn: Connection) -> Iterator[None]:
+    """Statements on ``conn`` each commit alone (for those that refuse to run in a transaction),
+    then back to the connection's isolation level."""
+    level = conn.get_isolation_level()
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with conn.begin():
+            yield
+    finally:
+        conn.execution_options(isolation_level=level)
 
 
 def _release(holder: Connection) -> None:

@@ -39,8 +39,9 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     optional sequence aligned with ``items`` (None for no title). Keeps the ``keep_runs`` most
     recently published runs. Re-publishing a run id replaces its rows. On failure raises
     :class:`PublishError`; the previous current run stays current and complete.
-    Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned, recovered,
-    phases (seconds), database (password hidden).
+    Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned,
+    prune_deferred (runs readers still used, pruned later), recovered, phases (seconds),
+    database (password hidden).
     """
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
@@ -54,13 +55,13 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
             with conn.begin():
                 registry.register(conn, run, registry.now())
             phases, superseded = _load_and_switch(conn, sink, run, rows, stats)
-            pruning = perf_counter()
-            pruned = upkeep.prune(conn, sink, keep_runs)
-            phases["prune_s"] = perf_counter() - pruning
+            prune_start = perf_counter()
+            pruning = upkeep.prune(conn, sink, keep_runs)
+            phases["prune_s"] = perf_counter() - prune_start
         seconds = perf_counter() - start
         summary = {"run_id": run.run_id, "rows": len(rows), "users": stats["n_users"],
                    "seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9)),
-                   "superseded": superseded, "pruned": pruned, "recovered": recovered,
+                   "superseded": superseded, **pruning, "recovered": recovered,
                    "phases": {k: round(v, 3) for k, v in phases.items()},
                    "database": shown(eng.url), "sink": sink.name}
     log.info("published run %s: %d rows in %.1f s", run.run_id, len(rows), seconds)
@@ -111,14 +112,14 @@ def cleanup(database_url: str | None, *, keep_runs: int = 5, engine: Engine | No
     """What a publish does before and after loading, alone: fail and clear runs left loading by
     a crashed publisher, and prune old runs; also fail sharded runs still collecting
     ``collect_timeout_s`` seconds after they began to (their shards or finalize never came).
-    Returns ``{"recovered": [...], "expired": [...], "pruned": [...]}``."""
+    Returns ``{"recovered": [...], "expired": [...], "pruned": [...], "prune_deferred": [...]}``."""
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink = sink_for(eng)
         with sink.locked(conn):
             recovered = upkeep.recover(conn, sink)
             expired = upkeep.expire_collections(conn, sink, collect_timeout_s)
-            pruned = upkeep.prune(conn, sink, keep_runs)
-    return {"recovered": recovered, "expired": expired, "pruned": pruned, "database": shown(eng.url)}
+            pruning = upkeep.prune(conn, sink, keep_runs)
+    return {"recovered": recovered, "expired": expired, **pruning, "database": shown(eng.url)}
 
 
 def current_run(database_url: str | None, *, engine: Engine | None = None) -> dict[str, Any] | None:

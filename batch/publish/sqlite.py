@@ -107,6 +107,9 @@ class SqliteSink:
     def attach(self, conn: Connection, run_id: str) -> None:
         """Nothing to do: the rows are already in the table, hidden until the switch commits."""
 
+    def retire(self, conn: Connection, run_id: str) -> None:
+        """Nothing to do: in WAL mode readers never wait for the DELETE of :meth:`drop_run`."""
+
     def drop_run(self, conn: Connection, run_id: str) -> None:
         conn.execute(delete(recommendations).where(recommendations.c.run_id == run_id))
 

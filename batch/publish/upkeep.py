@@ -32,21 +32,28 @@ def recover(conn: Connection, sink: Sink) -> list[str]:
     return stale
 
 
-def prune(conn: Connection, sink: Sink, keep_runs: int) -> list[str]:
-    """Delete the rows of published runs beyond the newest ``keep_runs``, one run per
-    transaction; a run that cannot be dropped now (busy readers) is retried next time."""
+def prune(conn: Connection, sink: Sink, keep_runs: int) -> dict[str, list[str]]:
+    """Delete the rows of published runs beyond the newest ``keep_runs``, oldest first, one run at
+    a time, without making readers wait (see :meth:`Sink.retire`). When readers still use a run's
+    rows, its prune is deferred: the run stays ``superseded``, the next publish or cleanup goes
+    on from it, and the runs after it wait for that too.
+    Returns ``{"pruned": [...], "prune_deferred": [...]}``."""
     with conn.begin():
         expired = registry.expired(conn, keep_runs)
-    pruned = []
-    for run_id in expired:
+    pruned: list[str] = []
+    for position, run_id in enumerate(reversed(expired)):
         try:
+            sink.retire(conn, run_id)
             with conn.begin():
                 sink.drop_run(conn, run_id)
                 registry.mark_pruned(conn, run_id)
-            pruned.append(run_id)
-        except DBAPIError as exc:  # e.g. lock_timeout: readers held the table too long
-            log.warning("could not prune run %s yet: %s", run_id, redact(str(exc.orig or exc)))
-    return pruned
+        except DBAPIError as exc:  # e.g. lock_timeout: readers still use the run's rows
+            deferred = list(reversed(expired))[position:]
+            log.warning("pruning deferred to a later publish or cleanup for run(s) %s: %s", ", ".join(deferred),
+                        redact(str(exc.orig or exc)).strip())
+            return {"pruned": pruned, "prune_deferred": deferred}
+        pruned.append(run_id)
+    return {"pruned": pruned, "prune_deferred": []}
 
 
 def expire_collections(conn: Connection, sink: Sink, timeout_s: float) -> list[str]:
