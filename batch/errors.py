@@ -92,6 +92,11 @@ class UnknownIdError(DataError):
     """An external user or item id is not in the model's id map."""
 
 
+class IdMapMismatchError(DataError):
+    """A run directory's id maps, titles, interactions, model or lists do not fit together
+    (different lengths): publishing them would put lists under other users' ids."""
+
+
 class DownloadError(TopxError):
     """A data set could not be fetched, failed its checksum, or holds unsafe paths."""
 

@@ -2,9 +2,9 @@
 
     RUNDIR/model.tar.gz   the SageMaker-format FM artifact (the seam)
     RUNDIR/layout.json    design-matrix column blocks (feature_dim, offsets, feature names)
-    RUNDIR/users.txt      user id map: line k+2 is the external id of user index k
-    RUNDIR/items.txt      item id map, likewise
-    RUNDIR/train.npz, test.npz, *_features.npz, item_titles.txt, report.json   the ingested data
+    RUNDIR/users.npz      user id map: ``ids[k]`` is the external id of user index k
+    RUNDIR/items.npz      item id map, likewise
+    RUNDIR/train.npz, test.npz, *_features.npz, item_titles.json, report.json   the ingested data
     RUNDIR/metrics.json   held-out metrics of training (and of evaluation, once run)
     RUNDIR/config.json    the resolved job configuration
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from batch.artifact import FMModel, read_model
 from batch.data.interactions import Dataset
-from batch.errors import StageError
+from batch.errors import IdMapMismatchError, StageError
 from batch.features.design import DesignLayout
 
 
@@ -54,9 +54,19 @@ class RunDir:
             if not (self.path / name).exists():
                 raise StageError(f"{self.path / name} is missing: run `topx train --out {self.path}` first")
 
-    def load_dataset(self) -> Dataset:
-        self.require("train.npz", "users.txt", "items.txt")
-        return Dataset.load(self.path)
+    def load_dataset(self, *, against_model: bool = True) -> Dataset:
+        """The ingested data; :class:`IdMapMismatchError` if its id maps are not the size of the
+        model's user and item blocks (layout.json), once there is a model (``against_model``:
+        False for training a new one)."""
+        self.require("train.npz", "users.npz", "items.npz")
+        dataset = Dataset.load(self.path)
+        if against_model and self.layout.exists():
+            layout = self.load_layout()
+            if (layout.n_users, layout.n_items) != (dataset.n_users, dataset.n_items):
+                raise IdMapMismatchError(
+                    f"{self.path}: the model has {layout.n_users} users and {layout.n_items} items but the id "
+                    f"maps hold {dataset.n_users} and {dataset.n_items}")
+        return dataset
 
     def load_model(self) -> FMModel:
         self.require("model.tar.gz")

@@ -46,7 +46,7 @@ class Stages:
         from batch.train.stage import train_run
 
         trainer = make_trainer(self.cfg, run_id=self.run_id, **self.context)
-        return train_run(self.cfg, self.run.load_dataset(), self.run, trainer=trainer)
+        return train_run(self.cfg, self.run.load_dataset(against_model=False), self.run, trainer=trainer)
 
     def repackage(self) -> dict[str, Any]:
         from batch.serve.repackage import repackage

@@ -125,7 +125,7 @@ class TextTable:
             return None
         columns, lines = self._fast(data, fields), None
         if columns is not None and with_lines:
-            lines = lineparse.line_numbers(data, first_line, _length(columns))
+            lines = lineparse.line_numbers(data, first_line, _length(columns), self.quotechar)
         if columns is None or (with_lines and lines is None):
             columns, lines = self._careful(data, first_line, fields)
         bad = first_bad(columns, checks)
@@ -171,13 +171,14 @@ class TextTable:
         return block
 
     def _read_blocks(self) -> Iterator[tuple[bytes, int]]:
-        """Blocks of whole lines, each with the 1-based number of its first line."""
+        """Blocks of whole records (a quoted field may hold line breaks), each with the 1-based
+        number of its first line."""
         line, rest = 1, b""
         with open_stream(self.location) as stream:
             block = self._read(stream).removeprefix(BOM)  # spreadsheets write a BOM
             while block:
                 block = rest + block
-                cut = block.rfind(b"\n") + 1
+                cut = self._last_record_end(block) + 1
                 if cut == 0:  # one line longer than a block: keep reading
                     rest = block
                 else:
@@ -187,6 +188,13 @@ class TextTable:
                 block = self._read(stream)
         if rest:
             yield rest, line
+
+    def _last_record_end(self, block: bytes) -> int:
+        """Position of the line feed ending the block's last whole record, or -1."""
+        if self.quotechar is None or self.quotechar.encode() not in block:
+            return block.rfind(b"\n")
+        ends = lineparse.record_ends(np.frombuffer(block, np.uint8), self.quotechar)
+        return int(ends[-1]) if len(ends) else -1
 
     def _read(self, stream: IO[bytes]) -> bytes:
         try:

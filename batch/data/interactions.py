@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from batch.errors import DataError, UnknownIdError
+from batch.errors import DataError, IdMapMismatchError, UnknownIdError
 
 
 @dataclass(frozen=True)
@@ -78,18 +78,20 @@ class IdMap:
         return arr.astype(np.int64)
 
     def save(self, path: str | Path) -> None:
-        """One id per line after a ``# int64`` / ``# str`` header; line k+2 holds index k."""
-        kind = "int64" if self.is_int else "str"
-        text = "\n".join(map(str, self.ids.tolist()))
-        Path(path).write_text(f"# {kind}\n{text}\n" if len(self.ids) else f"# {kind}\n", encoding="utf-8")
+        """An ``.npz`` holding ``ids`` as int64 or fixed-width unicode (never pickled objects):
+        unlike one id per line, no character of an id (``\\n``, ``\\r``) can split or shift it."""
+        np.savez(path, ids=self.ids)
 
     @classmethod
     def load(cls, path: str | Path) -> IdMap:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-        kind, body = lines[0].lstrip("# ").strip(), [x for x in lines[1:] if x != ""]
-        if kind == "int64":
-            return cls(np.array(body, dtype=np.int64))
-        return cls(np.array(body, dtype=str))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ids = z["ids"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"not an id map: {exc}", file=str(path)) from None
+        if ids.ndim != 1 or ids.dtype.kind not in "iuU":
+            raise DataError(f"not an id map: ids of dtype {ids.dtype} and shape {ids.shape}", file=str(path))
+        return cls(ids.astype(np.int64) if ids.dtype.kind in "iu" else ids)
 
 
 @dataclass(frozen=True)
@@ -209,12 +211,13 @@ class Dataset:
         return replace(self, report={**self.report, **entries})
 
     def save(self, directory: str | Path) -> None:
-        """Write to ``directory``: users.txt, items.txt, train.npz, test.npz, optional
-        user_features.npz / item_features.npz / item_titles.txt, report.json."""
+        """Write to ``directory``: users.npz, items.npz (see :meth:`IdMap.save`), train.npz,
+        test.npz, optional user_features.npz / item_features.npz / item_titles.json (a JSON list,
+        null where an item has no title), report.json."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.users.save(d / "users.txt")
-        self.items.save(d / "items.txt")
+        self.users.save(d / "users.npz")
+        self.items.save(d / "items.npz")
         self.train.save(d / "train.npz")
         self.test.save(d / "test.npz")
         for name in ("user_features", "item_features"):
@@ -222,29 +225,53 @@ class Dataset:
             (d / f"{name}.npz").unlink(missing_ok=True)
             if table is not None:
                 table.save(d / f"{name}.npz")
-        (d / "item_titles.txt").unlink(missing_ok=True)
+        (d / "item_titles.json").unlink(missing_ok=True)
         if self.item_titles is not None:
-            titles = ["" if t is None else str(t).replace("\n", " ") for t in self.item_titles.tolist()]
-            (d / "item_titles.txt").write_text("\n".join(titles) + "\n", encoding="utf-8")
+            titles = [None if t is None else str(t) for t in self.item_titles.tolist()]
+            (d / "item_titles.json").write_text(json.dumps(titles, ensure_ascii=False), encoding="utf-8")
         (d / "report.json").write_text(json.dumps(self.report, indent=2, default=str), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> Dataset:
+        """Read what :meth:`save` wrote; :class:`IdMapMismatchError` when the id maps and titles
+        do not match the interactions they index."""
         d = Path(directory)
         if not (d / "train.npz").exists():
             raise DataError("not a saved data set (no train.npz)", file=str(d))
         optional = {n: FeatureTable.load(d / f"{n}.npz") for n in ("user_features", "item_features")
                     if (d / f"{n}.npz").exists()}
-        titles = None
-        if (d / "item_titles.txt").exists():
-            lines = (d / "item_titles.txt").read_text(encoding="utf-8").split("\n")[:-1]
-            titles = np.array([t or None for t in lines], dtype=object)
-        return cls(
+        dataset = cls(
             train=Interactions.load(d / "train.npz"),
             test=Interactions.load(d / "test.npz"),
-            users=IdMap.load(d / "users.txt"),
-            items=IdMap.load(d / "items.txt"),
-            item_titles=titles,
+            users=IdMap.load(d / "users.npz"),
+            items=IdMap.load(d / "items.npz"),
+            item_titles=_load_titles(d / "item_titles.json"),
             report=json.loads((d / "report.json").read_text(encoding="utf-8")),
             **optional,
         )
+        dataset.check_sizes(str(d))
+        return dataset
+
+    def check_sizes(self, where: str) -> None:
+        """Raise :class:`IdMapMismatchError` if an index points past an id map, or the titles,
+        features and id maps differ in length."""
+        sizes = {"item_titles": (self.item_titles, self.n_items),
+                 "user_features": (self.user_features and self.user_features.matrix, self.n_users),
+                 "item_features": (self.item_features and self.item_features.matrix, self.n_items)}
+        for name, (value, expected) in sizes.items():
+            if value is not None and value.shape[0] != expected:
+                raise IdMapMismatchError(f"{where}: {name} has {value.shape[0]} entries for {expected} ids")
+        for name, column, size in (("user", "user", self.n_users), ("item", "item", self.n_items)):
+            top = max((int(getattr(p, column).max()) for p in (self.train, self.test) if len(p)), default=-1)
+            if top >= size:
+                raise IdMapMismatchError(f"{where}: interactions index {name} {top} but the {name} id map "
+                                         f"holds {size} ids")
+
+
+def _load_titles(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    titles = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(titles, list) or not all(t is None or isinstance(t, str) for t in titles):
+        raise DataError("not a list of item titles", file=str(path))
+    return np.array([t or None for t in titles], dtype=object)

@@ -14,7 +14,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -130,7 +130,7 @@ def parse_lines(text: str, first_line: int, fields: Sequence, delimiter: str,
     raises :class:`MalformedLineError` / :class:`InvalidValueError` at the first bad field."""
     values: list[list] = [[] for _ in fields]
     numbers: list[int] = []
-    for offset, line in enumerate(text.split("\n")):
+    for offset, line in records(text, quotechar):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
@@ -145,6 +145,34 @@ def parse_lines(text: str, first_line: int, fields: Sequence, delimiter: str,
     columns = {f.name: np.array(col, dtype=_NUMPY_TYPE[f.kind])
                for f, col in zip(fields, values, strict=True) if f.kind != "skip"}
     return columns, np.array(numbers, dtype=np.int64)
+
+
+def records(text: str, quotechar: str | None) -> Iterator[tuple[int, str]]:
+    """``(offset of its first line, text)`` of each record: a line, or with CSV quoting several
+    lines joined where a quoted field holds a line break (an odd count of quotes so far)."""
+    pending, start = None, 0
+    for offset, line in enumerate(text.split("\n")):
+        if pending is None:
+            pending, start = line, offset
+        else:
+            pending += "\n" + line
+        if quotechar is None or pending.count(quotechar) % 2 == 0:
+            yield start, pending
+            pending = None
+    if pending is not None:  # an unterminated quote: split() reports it at its first line
+        yield start, pending
+
+
+def record_ends(raw: np.ndarray, quotechar: str | None) -> np.ndarray:
+    """Positions of the line feeds of a block (uint8 array) that end a record: all of them, or
+    with CSV quoting those outside quoted fields (an even count of quotes before them)."""
+    ends = np.flatnonzero(raw == 10)
+    if quotechar is None or not len(ends):
+        return ends
+    quotes = np.flatnonzero(raw == ord(quotechar))
+    if not len(quotes):
+        return ends
+    return ends[np.searchsorted(quotes, ends) % 2 == 0]
 
 
 def convert(field, raw: str, location: str, line: int):
@@ -164,15 +192,16 @@ def convert(field, raw: str, location: str, line: int):
     return float(text)
 
 
-def line_numbers(data: bytes, first_line: int, rows: int) -> np.ndarray | None:
-    """1-based numbers (int64) of the non-blank lines of ``data``, or None when they do not
-    number ``rows`` (then the line-by-line pass decides)."""
+def line_numbers(data: bytes, first_line: int, rows: int, quotechar: str | None = None) -> np.ndarray | None:
+    """1-based numbers (int64) of the first lines of the non-blank records of ``data``, or None
+    when they do not number ``rows`` (then the line-by-line pass decides)."""
     raw = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(raw == 10)
-    if len(raw) and raw[-1] != 10:
+    ends = record_ends(raw, quotechar)
+    if len(raw) and (not len(ends) or ends[-1] != len(raw) - 1):
         ends = np.append(ends, len(raw))
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
     length = ends - starts
     blank = (length == 0) | ((length == 1) & (raw[np.minimum(starts, len(raw) - 1)] == 13))
-    numbers = first_line + np.flatnonzero(~blank)
+    feeds = np.flatnonzero(raw == 10)
+    numbers = first_line + np.searchsorted(feeds, starts[~blank])
     return numbers if len(numbers) == rows else None
