@@ -92,6 +92,10 @@ class UnknownIdError(DataError):
     """An external user or item id is not in the model's id map."""
 
 
+class NoCandidatesError(DataError):
+    """No item may be recommended (allow/deny lists, catalogue): every list would be empty."""
+
+
 class IdMapMismatchError(DataError):
     """A run directory's id maps, titles, interactions, model or lists do not fit together
     (different lengths): publishing them would put lists under other users' ids."""
@@ -113,6 +117,12 @@ class StageError(TopxError):
 
 class PublishError(TopxError):
     """Publishing a run to the database failed; the previously published run stays current."""
+
+
+class EmptyRunError(PublishError):
+    """A run holds no lists at all: it is never published, and nothing is exported from it."""
+
+    exit_code = 2
 
 
 class AwsJobError(TopxError):

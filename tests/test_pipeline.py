@@ -172,3 +172,17 @@ def test_an_s3_work_directory_lets_another_machine_resume(tmp_path, monkeypatch)
             assert runs[summary["run_id"]] == "current" and len(rows) == summary["rows"] == 80 * 15
         finally:
             storage.set_s3_client(None)
+
+
+def test_a_bad_allow_list_fails_the_run_and_publishes_nothing(tmp_path, topx):
+    """One text id among integer ids used to make every id unknown: an empty run became current."""
+    url = f"sqlite:///{tmp_path / 'topx.db'}"
+    (tmp_path / "allow.txt").write_text("SKU-1\n")
+    (tmp_path / "job.toml").write_text(
+        f'workdir = "{tmp_path / "work"}"\n[data.synth]\nusers = 80\nitems = 120\ninteractions = 4000\n'
+        f'[train.hyperparameters]\nepochs = 1\nnum_factors = 4\n[search]\nallow = "{tmp_path / "allow.txt"}"\n')
+    code, _, err = topx("run", "--config", str(tmp_path / "job.toml"), "--database-url", url)
+    assert code == 2 and "no item is left to recommend" in err and "allow.txt:1: 'SKU-1'" in err
+    assert current(url)[0] == []
+    code, _, err = topx("export", "--top", "3", "--out", str(tmp_path / "x.csv"), "--database-url", url)
+    assert code != 0 and not (tmp_path / "x.csv").exists()

@@ -87,6 +87,22 @@ def test_export_needs_a_published_run(db_url, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_export_of_a_run_without_rows_writes_nothing(db_url, tmp_path):
+    import sqlalchemy as sa
+
+    from batch.errors import EmptyRunError
+    from batch.publish import make_engine
+
+    publish_two(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM recommendations WHERE run_id = 'new'"))
+    engine.dispose()
+    with pytest.raises(EmptyRunError, match="has no lists"):
+        export_current(db_url, tmp_path / "x.csv", top=5)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.csv.part").exists()
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys):
     """Run `topx …` with just the publish commands registered; returns (status, summary, stderr)."""

@@ -1,10 +1,12 @@
 """Recommendation assembly (popularity for cold users, allow/deny lists) and the ranking metrics."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from batch.config import SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.errors import NoCandidatesError
 from batch.serve.evaluate import popularity_top, relevant_pairs
 from batch.serve.lists import SOURCE_MODEL, SOURCE_POPULARITY, TopLists
 from batch.serve.recommend import candidates, item_list, popularity_lists, recommend, top_unseen
@@ -72,11 +74,29 @@ def test_allow_and_deny_files(tmp_path):
     (tmp_path / "allow.txt").write_text("# spring campaign\n10\n20\n30\n999\n\n")
     (tmp_path / "deny.txt").write_text("20\n")
     mask, unknown = item_list(str(tmp_path / "allow.txt"), items)
-    assert mask.tolist() == [True, True, True, False, False, False] and unknown == 1
+    assert mask.tolist() == [True, True, True, False, False, False] and unknown == [(5, "999")]
     cfg = SearchConfig(allow=str(tmp_path / "allow.txt"), deny=str(tmp_path / "deny.txt"))
     allowed, report = candidates(vectors(), items, cfg)
     assert allowed.tolist() == [True, False, True, False, False, False]
     assert report["allow_unknown"] == 1 and report["candidates"] == 2
+
+
+def test_one_text_id_among_integer_ids_is_the_only_unknown_one(tmp_path, caplog):
+    items = IdMap(np.array([10, 20, 30, 40, 50, 60]))
+    (tmp_path / "deny.txt").write_text("20\nSKU-1\n 30 \n4.5\n")
+    mask, unknown = item_list(str(tmp_path / "deny.txt"), items)
+    assert mask.tolist() == [False, True, True, False, False, False]
+    assert unknown == [(2, "SKU-1"), (4, "4.5")]
+    allowed, report = candidates(vectors(), items, SearchConfig(deny=str(tmp_path / "deny.txt")))
+    assert allowed.tolist() == [True, False, False, True, True, False] and report["deny_unknown_lines"] == [2, 4]
+    assert f"{tmp_path / 'deny.txt'}:2: 'SKU-1'" in caplog.text
+
+
+def test_an_allow_list_leaving_no_candidate_is_an_error(tmp_path):
+    items = IdMap(np.array([10, 20, 30, 40, 50, 60]))
+    (tmp_path / "allow.txt").write_text("SKU-1\n999\n")
+    with pytest.raises(NoCandidatesError, match="no item is left to recommend"):
+        candidates(vectors(), items, SearchConfig(allow=str(tmp_path / "allow.txt")))
 
 
 def test_relevance_uses_the_threshold_only_when_ratings_exist():

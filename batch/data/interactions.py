@@ -52,11 +52,19 @@ class IdMap:
         return pos
 
     def contains(self, external: Any) -> np.ndarray:
-        """Boolean mask: which external ids are in the map."""
-        wanted = self._coerce(external, strict=False)
-        if wanted is None:
-            return np.zeros(np.shape(external), bool)
-        return self._lookup(wanted)[1]
+        """Boolean mask: which external ids are in the map. Each id is judged alone: text that is
+        not an integer is simply not in an integer map, and does not hide the ids around it."""
+        arr = np.asarray(external)
+        wanted = self._coerce(arr, strict=False)
+        if wanted is not None:
+            return self._lookup(wanted)[1]
+        flat = arr.ravel().astype(str)
+        parsed = np.array([_as_int(text) for text in flat.tolist()], dtype=object)
+        valid = parsed != None  # noqa: E711 (element-wise)
+        found = np.zeros(flat.shape, bool)
+        if valid.any():
+            found[valid] = self._lookup(parsed[valid].astype(np.int64))[1]
+        return found.reshape(arr.shape)
 
     def _lookup(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(self.ids):
@@ -92,6 +100,15 @@ class IdMap:
         if ids.ndim != 1 or ids.dtype.kind not in "iuU":
             raise DataError(f"not an id map: ids of dtype {ids.dtype} and shape {ids.shape}", file=str(path))
         return cls(ids.astype(np.int64) if ids.dtype.kind in "iu" else ids)
+
+
+def _as_int(text: str) -> int | None:
+    """An integer id written as text (``" 42"``, ``"+42"``), or None (``"SKU-1"``, out of int64)."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
 
 
 @dataclass(frozen=True)

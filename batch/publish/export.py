@@ -18,7 +18,7 @@ from typing import IO
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 
-from batch.errors import ConfigError, PublishError
+from batch.errors import ConfigError, EmptyRunError, PublishError
 from batch.publish import registry
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import current_recommendations as view
@@ -36,12 +36,17 @@ def export_current(database_url: str | None, out: str | os.PathLike | IO[str], *
                    engine: Engine | None = None, batch_rows: int = 10_000) -> int:
     """Write the current run's lists, cut to ``top`` per user, as CSV with a header
     (``COLUMNS``) to ``out`` (a path, or an open text file). Returns the rows written.
-    Raises :class:`PublishError` when no run is published."""
+    Raises :class:`PublishError` when no run is published, :class:`EmptyRunError` (before
+    writing anything) when the current run has no rows."""
     if top < 1:
         raise ConfigError(f"--top must be ≥ 1; got {top}")
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
-        if registry.current(conn) is None:
+        current = registry.current(conn)
+        if current is None:
             raise PublishError(f"nothing to export: no run is published in {shown(eng.url)}")
+        if conn.execute(select(view.c.user_id).limit(1)).first() is None:
+            raise EmptyRunError(f"nothing to export: the current run {current['id']} of {shown(eng.url)} has "
+                                f"no lists; no file written")
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(export_query(top))
         with _text_out(out) as stream:
             return _write_csv(result, stream)

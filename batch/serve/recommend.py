@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from batch import storage
 from batch.config import SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
-from batch.errors import DataError
+from batch.errors import DataError, NoCandidatesError
 from batch.features.negatives import is_seen
 from batch.serve.lists import SOURCE_POPULARITY, TopLists
 from batch.serve.repackage import COLD, Vectors
@@ -24,25 +24,28 @@ from batch.serve.search import Searcher, SearchRequest, probabilities
 log = logging.getLogger("topx.serve")
 
 
-def item_list(location: str, items: IdMap) -> tuple[np.ndarray, int]:
+def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """A boolean mask over items from a file of external item ids, one per line (``#`` comments
-    and blank lines ignored), and how many listed ids are not in the catalogue."""
+    and blank lines ignored), and the listed ids not in the catalogue as ``(line, id)``. Each id
+    is parsed with the catalogue's id type on its own: one bad line does not hide the others."""
     try:
         text = storage.read_bytes(location).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", file=str(location)) from None
-    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    wanted = np.array(ids, dtype=str)
-    known = items.contains(wanted) if len(ids) else np.zeros(0, bool)
+    listed = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+              if line.strip() and not line.lstrip().startswith("#")]
+    wanted = np.array([value for _, value in listed], dtype=str)
+    known = items.contains(wanted) if listed else np.zeros(0, bool)
     mask = np.zeros(len(items), bool)
     if known.any():
         mask[items.index(wanted[known], what="item")] = True
-    return mask, int((~known).sum())
+    return mask, [pair for pair, ok in zip(listed, known.tolist(), strict=True) if not ok]
 
 
 def candidates(vectors: Vectors, items: IdMap, search: SearchConfig) -> tuple[np.ndarray, dict]:
     """Items that may be recommended: known to the model, in the allow list (if any), not in the
-    deny list (if any). Returns the mask and a report of what each list did."""
+    deny list (if any). Returns the mask and a report of what each list did; raises
+    :class:`NoCandidatesError` when no item is left (lists would all be empty)."""
     mask = vectors.recommendable.copy()
     report = {"not_recommendable": int((~mask).sum())}
     for name, location in (("allow", search.allow), ("deny", search.deny)):
@@ -50,11 +53,26 @@ def candidates(vectors: Vectors, items: IdMap, search: SearchConfig) -> tuple[np
             continue
         listed, unknown = item_list(location, items)
         if unknown:
-            log.warning("%s list %s: %d item ids are not in the catalogue", name, location, unknown)
+            shown = "; ".join(f"{location}:{line}: {value!r}" for line, value in unknown[:10])
+            log.warning("%s list: %d item id(s) not in the catalogue: %s%s", name, len(unknown), shown,
+                        " …" if len(unknown) > 10 else "")
         mask &= listed if name == "allow" else ~listed
-        report[f"{name}_listed"], report[f"{name}_unknown"] = int(listed.sum()), unknown
+        report[f"{name}_listed"], report[f"{name}_unknown"] = int(listed.sum()), len(unknown)
+        report[f"{name}_unknown_lines"] = [line for line, _ in unknown[:10]]
     report["candidates"] = int(mask.sum())
+    if not mask.any():
+        raise NoCandidatesError(_no_candidates(report, search))
     return mask, report
+
+
+def _no_candidates(report: dict, search: SearchConfig) -> str:
+    why = [f"{report['not_recommendable']} item(s) unknown to the model"]
+    if search.allow is not None:
+        why.append(f"the allow list {search.allow} names {report['allow_listed']} known item(s)"
+                   f" ({report['allow_unknown']} id(s) not in the catalogue)")
+    if search.deny is not None:
+        why.append(f"the deny list {search.deny} removes {report['deny_listed']}")
+    return "no item is left to recommend: " + "; ".join(why)
 
 
 def recommend(vectors: Vectors, searcher: Searcher, *, top: int, exclude: sp.csr_matrix | None,
