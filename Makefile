@@ -17,7 +17,7 @@ $(VENV)/.installed-run: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run
-	$(PIP) -e '.[local,parquet,report,test]'
+	$(PIP) -e '.[local,parquet,report,test,bench,tune]'
 	touch $@
 
 run: setup

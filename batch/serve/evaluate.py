@@ -63,7 +63,7 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
     lists = recommend(vectors, searcher, top=max(ks), candidates=allowed, users=users,
                       exclude=exclusion(dataset, include_held_out=False))
-    model_top, popular_top = _as_matrix(lists, users, max(ks)), popularity_top(dataset, users, max(ks), allowed)
+    model_top, popular_top = as_matrix(lists, users, max(ks)), popularity_top(dataset, users, max(ks), allowed)
     catalogue = Catalogue.of(dataset, vectors.items[:, :-1], allowed)
     result.update(model=ranking_metrics(model_top, users, relevant, dataset.n_items, ks),
                   popularity=ranking_metrics(popular_top, users, relevant, dataset.n_items, ks),
@@ -84,7 +84,7 @@ def _published(run: RunDir, catalogue: Catalogue, x: int, max_users: int, seed: 
         return {}
     lists = TopLists.load(run.file("lists.npz"))
     users = _sample(np.unique(lists.user).astype(np.int64), max_users, seed)
-    return {"published": beyond_accuracy(_as_matrix(lists, users, x), catalogue, (x,))}
+    return {"published": beyond_accuracy(as_matrix(lists, users, x), catalogue, (x,))}
 
 
 def _headline(result: dict[str, Any], k: int, x: int) -> dict[str, float]:
@@ -96,7 +96,7 @@ def _headline(result: dict[str, Any], k: int, x: int) -> dict[str, float]:
             f"popularity_ndcg@{k}": result["popularity"][f"ndcg@{k}"]}
 
 
-def _as_matrix(lists: TopLists, users: np.ndarray, k: int) -> np.ndarray:
+def as_matrix(lists: TopLists, users: np.ndarray, k: int) -> np.ndarray:
     """Lists of ``users`` (sorted) as an int (n, k) matrix of items, -1 for empty slots."""
     out = np.full((len(users), k), -1, np.int64)
     out[np.searchsorted(users, lists.user), lists.rank - 1] = lists.item
