@@ -22,7 +22,7 @@ from batch.log import log, redact, setup_logging, summary
 from batch.transient import exit_code
 
 # Command-group modules, in the order their commands are listed in --help.
-GROUPS = ("data", "train", "serve", "run", "shard", "publish", "report", "aws", "aws_batch")
+GROUPS = ("data", "train", "tune", "serve", "run", "shard", "publish", "report", "aws", "aws_batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
