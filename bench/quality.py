@@ -122,9 +122,20 @@ def quality(data: str, protocol: str = "last", holdout: int = 10, seed: int = 0,
         rows.append({"system": name, **result, "seconds": round(time.perf_counter() - started, 1)})
         print(f"{name}: ndcg@{K} {result[f'ndcg@{K}']:.4f}", file=sys.stderr, flush=True)
     rows.sort(key=lambda row: -row[f"ndcg@{K}"])
-    return {"benchmark": "quality", "data": data, "protocol": protocol, "holdout": holdout, "seed": seed,
+    return {"benchmark": "quality", **lead(rows), "data": data, "protocol": protocol, "holdout": holdout, "seed": seed,
             "relevance": RELEVANCE, "k": K, "users": dataset.n_users, "items": dataset.n_items,
             "train_interactions": len(dataset.train), "test_interactions": len(dataset.test), "table": rows}
+
+
+def lead(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far topx's NDCG@10 is above (or below, negative) the best peer's, in percent."""
+    topx = [row for row in rows if row["system"] == "topx"]
+    peers = [row for row in rows if row["system"] != "topx"]
+    if not topx or not peers:
+        return {}
+    best = max(peers, key=lambda row: row[f"ndcg@{K}"])
+    gain = 100 * (topx[0][f"ndcg@{K}"] / best[f"ndcg@{K}"] - 1) if best[f"ndcg@{K}"] else float("nan")
+    return {"best_peer": best["system"], f"topx_vs_best_peer_ndcg@{K}_pct": round(gain, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,6 +85,10 @@ def test_quality_table_on_tiny_data(tiny):
     ndcgs = [row["ndcg@10"] for row in result["table"]]
     assert ndcgs == sorted(ndcgs, reverse=True)
     assert set(rows["ease"]["settings"]) == {"l2"}
+    best_peer = max((r for r in result["table"] if r["system"] != "topx"), key=lambda r: r["ndcg@10"])
+    assert result["best_peer"] == best_peer["system"]
+    assert result["topx_vs_best_peer_ndcg@10_pct"] == pytest.approx(
+        100 * (rows["topx"]["ndcg@10"] / best_peer["ndcg@10"] - 1), abs=0.06)
 
 
 def test_topx_row_uses_the_benchmark_split(tiny):
