@@ -211,14 +211,41 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """What a run must pass to become current (see :mod:`batch.publish.gate`). ``metric``: an
+    accuracy figure the evaluate stage stores for the model and the popularity list (e.g.
+    ``ndcg@10``, ``map@20``); ``tolerance``: the share of the current run's value a new run may
+    fall below it by (0.05: at least 95 % of it); ``allow_regression``: publish a run even when
+    its metric is below the popularity list's or the current run's (recorded with the run)."""
+
+    metric: str = "ndcg@10"
+    tolerance: float = 0.05
+    allow_regression: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError(f"publish.gate.tolerance must be at least 0 and below 1; got {self.tolerance}")
+        name, _, k = self.metric.partition("@")
+        if not (name in GATE_METRICS and k.isdigit() and int(k) > 0):
+            raise ConfigError(f"publish.gate.metric must be one of {', '.join(GATE_METRICS)} at a cutoff, e.g. "
+                              f"ndcg@10; got {self.metric!r}")
+
+
+# Accuracy figures of the evaluate stage (higher is better) the publish gate can compare.
+GATE_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate")
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     """Where lists are published. ``database_url``: an SQLAlchemy URL, or ``None`` for the
     embedded SQLite file in the work directory; ``database_secret_arn``: an AWS Secrets Manager
-    secret holding the URL instead. ``keep_runs``: published runs kept, older ones deleted."""
+    secret holding the URL instead. ``keep_runs``: published runs kept, older ones deleted;
+    ``gate``: what a run must pass to become current."""
 
     database_url: str | None = None
     database_secret_arn: str | None = None
     keep_runs: int = 5
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self):
         _positive("publish.keep_runs", self.keep_runs)

@@ -1,7 +1,8 @@
 """Named errors. Every error a user can cause says what went wrong and where.
 
 The CLI turns any :class:`TopxError` into a one-line message and an exit status: 2 for bad
-input (retrying cannot help), 75 for a temporary failure of a service topx depends on (see
+input (retrying cannot help), 3 for a run the publish gate refused (:mod:`batch.publish.gate`;
+retrying the same run cannot help), 75 for a temporary failure of a service topx depends on (see
 :mod:`batch.transient`; retrying may help), 1 for any other failure. Anything else is a bug and
 keeps its traceback.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 # sysexits.h's EX_TEMPFAIL: "a temporary failure; the user is invited to retry". AWS Batch's
 # retry strategy retries this status and never 2 or 1.
 TEMPFAIL = 75
+# The publish gate refused the run: it is kept as `rejected`, the previous run stays current.
+REFUSED = 3
 
 
 class TopxError(Exception):
@@ -123,6 +126,11 @@ class EmptyRunError(PublishError):
     """A run holds no lists at all: it is never published, and nothing is exported from it."""
 
     exit_code = 2
+
+
+class SchemaError(PublishError):
+    """The database's tables predate what this version of topx stores; the message says which
+    statements bring them up to date."""
 
 
 class AwsJobError(TopxError):

@@ -32,6 +32,8 @@ from batch.runstore import RunStore
 
 log = logging.getLogger("topx.run")
 
+# Statuses of a run the next `topx run` does not resume (waiting for shards counts as finished).
+FINISHED = ("published", "collecting", "rejected")
 STAGES = ("ingest", "train", "repackage", "search", "evaluate", "publish", "report")
 # A sharded run: its shard jobs search and load, `topx finalize` publishes (batch.shards).
 SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
@@ -100,8 +102,9 @@ class RunState:
 def open_run(cfg: JobConfig, store: RunStore, *, fresh: bool = False, resume: str | None = None,
              run_id: str | None = None) -> RunState:
     """The run to work on: ``resume`` names one; ``run_id`` names one that is resumed if it
-    exists and created if not; otherwise the latest run if it is unfinished (and not waiting
-    for its shards) and has the same fingerprint (unless ``fresh``); otherwise a new run."""
+    exists and created if not; otherwise the latest run if it is unfinished (not waiting for
+    its shards, nor rejected by the publish gate) and has the same fingerprint (unless
+    ``fresh``); otherwise a new run."""
     if run_id:
         return _named_run(cfg, store, run_id)
     ids = store.run_ids()
@@ -111,7 +114,7 @@ def open_run(cfg: JobConfig, store: RunStore, *, fresh: bool = False, resume: st
         return RunState.load(store.pull(resume))
     if ids and not fresh:
         latest = store.state(ids[-1])
-        if latest.get("status") not in ("published", "collecting") and latest.get("fingerprint") == fingerprint(cfg):
+        if latest.get("status") not in FINISHED and latest.get("fingerprint") == fingerprint(cfg):
             log.info("resuming run %s after its last finished stage", ids[-1])
             return RunState.load(store.pull(ids[-1]))
     run_id = new_run_id()
@@ -195,8 +198,11 @@ def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: 
 
 
 def _fail(cfg: JobConfig, state: RunState, stage: str, exc: BaseException, context: dict) -> None:
+    from batch.publish.gate import GateRefusedError
+
     reason = redact(f"{stage}: {type(exc).__name__}: {exc}")
-    state.set_status("failed", reason)
+    # A rejected run is done (the database says so already): the next `topx run` starts afresh.
+    state.set_status("rejected" if isinstance(exc, GateRefusedError) else "failed", reason)
     try:
         from batch.publish import database_url, mark_failed
 

@@ -26,6 +26,7 @@ from batch.config import JobConfig
 from batch.errors import ConfigError, PublishError, StageError
 from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, check_sharded, fingerprint
 from batch.publish.collect import LOADED, IncompleteRunError, finalize_run, load_shard, shard_state
+from batch.publish.gate import GateRefusedError
 from batch.rundir import RunDir
 from batch.runstore import RunStore
 from batch.serve.lists import TopLists
@@ -95,13 +96,16 @@ def finalize(cfg: JobConfig, run_id: str, **context: Any) -> dict[str, Any]:
     dataset = state.run.load_dataset()
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,
-                              item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs)
+                              item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs,
+                              gate=cfg.publish.gate)
     except PublishError as exc:
         # A new `topx run --shards N --run-id R` then collects again: afresh if the run failed,
         # as a no-op if it is still collecting.
         state.reopen("collect")
         if isinstance(exc, IncompleteRunError):
             state.set_status("failed", str(exc))
+        elif isinstance(exc, GateRefusedError):
+            state.set_status("rejected", str(exc))
         store.push(state.run)
         raise
     state.finish("finalize", time.perf_counter() - started, result)

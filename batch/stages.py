@@ -86,7 +86,7 @@ class Stages:
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
-                           keep_runs=self.cfg.publish.keep_runs)
+                           keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate)
 
     def report(self) -> dict[str, Any]:
         """The run's HTML report, with the trend of the last published runs from the database."""

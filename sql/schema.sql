@@ -18,8 +18,9 @@ CREATE TABLE runs (
 	n_fallback_users BIGINT,
 	n_rows BIGINT,
 	error TEXT,
+	gate JSONB,
 	PRIMARY KEY (id),
-	CONSTRAINT ck_runs_status CHECK (status IN ('loading', 'current', 'superseded', 'failed', 'pruned', 'collecting'))
+	CONSTRAINT ck_runs_status CHECK (status IN ('loading', 'current', 'superseded', 'failed', 'pruned', 'collecting', 'rejected'))
 );
 
 CREATE UNIQUE INDEX uq_runs_one_current ON runs (status) WHERE status = 'current';

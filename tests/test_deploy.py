@@ -103,6 +103,7 @@ def batch_action(strategy: dict, *, exit_code: int | None = None, reason: str = 
 @pytest.mark.parametrize("failure, action", [
     ({"exit_code": 2, "status_reason": "Essential container in task exited"}, "EXIT"),  # bad input
     ({"exit_code": 1, "status_reason": "Essential container in task exited"}, "EXIT"),
+    ({"exit_code": 3, "status_reason": "Essential container in task exited"}, "EXIT"),  # refused by the gate
     ({"status_reason": "Host EC2 (instance i-0abc) terminated."}, "RETRY"),  # spot reclaim, host failure
     ({"exit_code": 137}, "RETRY"),  # SIGKILL from outside
     ({"exit_code": 75}, "RETRY"),  # a temporary failure: database or AWS unreachable, SIGTERM (batch.transient)

@@ -32,6 +32,7 @@ def config(tmp_path, db_url, **changes):
         node[leaf] = value
     tree["workdir"] = str(tmp_path / "work")
     tree.setdefault("publish", {})["database_url"] = db_url
+    tree["publish"]["gate"] = {"allow_regression": True}  # 3 epochs on 80 users: below the popularity list
     return load_config(base=tree, env={})
 
 
@@ -131,7 +132,8 @@ def test_default_settings_beat_the_popularity_list(tmp_path):
 
 
 def test_cli_run_summary_line(tmp_path, capsys):
-    args = ["run", "--workdir", str(tmp_path / "w"), "--top", "5", "--epochs", "1", "--num-factors", "4"]
+    args = ["run", "--workdir", str(tmp_path / "w"), "--top", "5", "--epochs", "1", "--num-factors", "4",
+            "--allow-regression"]
     env_config = tmp_path / "job.toml"
     env_config.write_text('[data.synth]\nusers = 40\nitems = 60\ninteractions = 1000\n')
     assert main(args + ["--config", str(env_config)]) == 0
@@ -155,7 +157,7 @@ def test_an_s3_work_directory_lets_another_machine_resume(tmp_path, monkeypatch)
             db = f"sqlite:///{tmp_path / 'db.sqlite'}"
             base = json.loads(json.dumps(SMALL))
             base.update(workdir="s3://topx-work/prod", scratch=str(tmp_path / "machine-a"),
-                        publish={"database_url": db})
+                        publish={"database_url": db, "gate": {"allow_regression": True}})
             monkeypatch.setattr(Stages, "publish", lambda self: (_ for _ in ()).throw(RuntimeError("db down")))
             with pytest.raises(RuntimeError):
                 run_job(load_config(base=base, env={}))
@@ -186,3 +188,25 @@ def test_a_bad_allow_list_fails_the_run_and_publishes_nothing(tmp_path, topx):
     assert current(url)[0] == []
     code, _, err = topx("export", "--top", "3", "--out", str(tmp_path / "x.csv"), "--database-url", url)
     assert code != 0 and not (tmp_path / "x.csv").exists()
+
+
+def test_a_binary_run_worse_than_the_implicit_one_does_not_replace_it(tmp_path, db_url, topx):
+    """The tutorials' binary mode ranks far worse than implicit (0.27 against 0.35 NDCG@10 here):
+    the publish gate keeps it as rejected, exit 3, and the implicit lists stay current."""
+    job = tmp_path / "job.toml"
+    job.write_text("[data.synth]\nusers = 80\nitems = 120\ninteractions = 4000\nseed = 3\n"
+                   "[train.hyperparameters]\nepochs = 3\nnum_factors = 8\n[search]\ntop = 15\n")
+    common = ("run", "--config", str(job), "--workdir", str(tmp_path / "work"), "--database-url", db_url)
+    code, implicit, err = topx(*common, "--allow-regression")  # 3 epochs on 80 users: below popularity
+    assert code == 0, err
+    before = current(db_url)
+
+    code, summary, err = topx(*common, "--mode", "binary")
+    assert (code, summary) == (3, None)
+    assert f"below the current run {implicit['run_id']}'s 0.3466" in err and "kept as rejected" in err
+    rows, runs = current(db_url)
+    assert rows == before[0] and runs[implicit["run_id"]] == "current"
+    [rejected] = [run_id for run_id, status in runs.items() if status == "rejected"]
+    assert RunDir(tmp_path / "work" / "runs" / rejected).read_json("run.json")["status"] == "rejected"
+    assert topx(*common, "--mode", "binary")[0] == 3  # a new run: a rejected run is not resumed
+    assert sorted(current(db_url)[1].values()) == ["current", "rejected", "rejected"]

@@ -22,7 +22,6 @@ from batch.errors import PublishError
 from batch.publish import cleanup, current_run, make_engine, mark_failed, publish_run
 from batch.publish.base import PublishLockedError, sink_for
 from batch.publish.registry import STALE_REASON
-from batch.serve.lists import TopLists
 
 
 def publish(url, run_id, lists=None, *, text=False, titles=True, **kwargs):
@@ -179,10 +178,6 @@ def test_titles_follow_the_latest_run(db_url):
     assert "124" not in stored and len(stored) == 9
 
 
-def test_an_empty_run_can_be_published(db_url):
-    publish(db_url, "r1")
-    summary = publish(db_url, "r2", TopLists.empty())
-    assert summary["rows"] == 0 and current_run(db_url)["id"] == "r2" and view_rows(db_url) == []
 
 
 @pytest.mark.parametrize("bad, message", [

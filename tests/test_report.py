@@ -28,7 +28,8 @@ PLOTS = {"loss", "metrics-vs-k", "long-tail", "scores", "trend"}
 def two_runs(tmp_path_factory):
     """Two published runs of the same data with different seeds: the second is compared with the first."""
     root = tmp_path_factory.mktemp("report")
-    base = {**SMALL, "workdir": str(root / "work"), "publish": {"database_url": f"sqlite:///{root / 'topx.db'}"}}
+    base = {**SMALL, "workdir": str(root / "work"), "publish": {"database_url": f"sqlite:///{root / 'topx.db'}",
+                                                                "gate": {"allow_regression": True}}}  # tiny data
     first = run_job(load_config(base=base, env={}))
     base["train"] = {"hyperparameters": {**SMALL["train"]["hyperparameters"], "seed": 1}}
     second = run_job(load_config(base=base, env={}), fresh=True)

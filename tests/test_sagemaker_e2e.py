@@ -38,7 +38,7 @@ SETTINGS = {
 def job(tmp_path, db_url, backend="sagemaker"):
     tree = json.loads(json.dumps(SETTINGS))
     tree["workdir"] = str(tmp_path / "work")
-    tree["publish"] = {"database_url": db_url}
+    tree["publish"] = {"database_url": db_url, "gate": {"allow_regression": True}}  # tiny data, 2 epochs
     tree["train"]["backend"] = tree["search"]["backend"] = backend
     return load_config(base=tree, env={})
 
@@ -120,7 +120,7 @@ def test_cli_run_with_the_sagemaker_backend_against_the_emulator_server(tmp_path
     with emulator_server("127.0.0.1", 0, buckets=[BUCKET], region=REGION) as endpoint:
         monkeypatch.setenv("TOPX_SAGEMAKER_ENDPOINT_URL", endpoint.url)
         code = main(["run", "--config", str(config), "--backend", "sagemaker", "--top", "5",
-                     "--workdir", str(tmp_path / "w")])
+                     "--workdir", str(tmp_path / "w"), "--allow-regression"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["status"] == "published" and summary["rows"] == 40 * 5

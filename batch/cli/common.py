@@ -26,6 +26,9 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
                                                   "file in the work directory)"}),
     "--workdir": ("workdir", {"metavar": "DIR"}),
     "--k": ("evaluate.k", {"type": int, "help": "metrics at k"}),
+    "--allow-regression": ("publish.gate.allow_regression", {
+        "action": "store_true", "help": "publish even if the run's metric is below the popularity list's or the "
+        "current run's (publish.gate.allow_regression; recorded with the run)"}),
 }
 
 HYPERPARAMETERS = ("num_factors", "epochs", "mini_batch_size", "bias_lr", "linear_lr", "factors_lr",

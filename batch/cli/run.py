@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the same settings.")
     add_config_options(p, "--data", "--format", "--split", "--holdout", "--mode", "--backend", "--device",
                        "--threshold", "--negatives", "--top", "--k", "--database-url", "--workdir",
-                       hyperparameters=True)
+                       "--allow-regression", hyperparameters=True)
     p.add_argument("--search-backend", dest="cfg_search__backend", choices=["local", "sagemaker"], default=None,
                    help="where the top-x search runs (default: search.backend, local)")
     p.add_argument("--method", dest="cfg_search__method", choices=["exact", "ivf", "hnsw"], default=None,

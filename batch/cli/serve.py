@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("publish", help="publish a run directory's lists to the database")
     _run_dir(p)
-    add_config_options(p, "--database-url", "--workdir")
+    add_config_options(p, "--database-url", "--workdir", "--allow-regression")
     p.add_argument("--run-id", help="run id to publish as (default: the run directory's name)")
     p.set_defaults(handler=_publish)
 
@@ -116,4 +116,4 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
                    metrics=with_figures(run.read_json("metrics.json")),
                    counts={"users": dataset.n_users, "items": dataset.n_items})
     return publish_run(database_url(cfg), info, lists, dataset.users, dataset.items,
-                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs)
+                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate)

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Make sharded run R current if all its shards loaded (index, attach and switch in one "
                     "transaction); otherwise mark it failed, delete its rows and exit non-zero: the previous run "
                     "stays current.")
-    add_config_options(p, "--database-url", "--workdir")
+    add_config_options(p, "--database-url", "--workdir", "--allow-regression")
     p.add_argument("--run-id", metavar="R", help=f"the sharded run (default: ${RUN_ID_ENV})")
     p.set_defaults(handler=_finalize)
 

@@ -24,14 +24,24 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from batch.config import GateConfig
 from batch.data.interactions import IdMap
 from batch.errors import ConfigError, PublishError
 from batch.log import log
+from batch.publish import gate as gates
 from batch.publish import registry, slots, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
-from batch.publish.models import COLLECTING, FAILED, PUBLISHED, STATUSES, create_schema, create_shard_schema
-from batch.publish.publisher import DEFAULT_CHUNK_ROWS
+from batch.publish.models import (
+    COLLECTING,
+    FAILED,
+    PUBLISHED,
+    REJECTED,
+    STATUSES,
+    create_schema,
+    create_shard_schema,
+)
+from batch.publish.publisher import DEFAULT_CHUNK_ROWS, reject
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows, titled_items
 from batch.serve.lists import TopLists
@@ -58,11 +68,11 @@ def open_collection(database_url: str | None, run: RunInfo, shards: int, *,
         _schema(conn, sink)
         with sink.writing(conn), conn.begin():
             status = _collect(conn, run, shards)
-            if status in (None, FAILED):
+            if status in (None, FAILED, REJECTED):
                 slots.open_slots(conn, run.run_id, shards, registry.now())
                 sink.open_collection(conn, run.run_id)
     log.info("run %s is collecting %d shards", run.run_id, shards)
-    return {"run_id": run.run_id, "status": COLLECTING, "shards": shards, "reopened": status == FAILED,
+    return {"run_id": run.run_id, "status": COLLECTING, "shards": shards, "reopened": status in (FAILED, REJECTED),
             "database": shown(eng.url), "sink": sink.name}
 
 
@@ -88,7 +98,7 @@ def _collect(conn: Connection, run: RunInfo, shards: int) -> str | None:
         expected = len(slots.slots(conn, run.run_id))
         if expected != shards:
             raise ConfigError(f"run {run.run_id} is already collecting {expected} shards, not {shards}")
-    elif status not in (None, FAILED):
+    elif status not in (None, FAILED, REJECTED):
         raise PublishError(f"run {run.run_id} is {status}: a sharded run cannot reuse it; start a new run")
     return status
 
@@ -156,16 +166,19 @@ def _still_collecting(conn: Connection, run_id: str, shard: int) -> None:
 
 
 def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_titles=None, keep_runs: int = 5,
-                 engine: Engine | None = None,
-                 collect_timeout_s: float = upkeep.COLLECT_TIMEOUT_S) -> dict[str, Any]:
+                 engine: Engine | None = None, collect_timeout_s: float = upkeep.COLLECT_TIMEOUT_S,
+                 gate: GateConfig | None = None) -> dict[str, Any]:
     """Make collecting run ``run.run_id`` current if every shard loaded: its storage is finished
     and attached, titles upserted and the previous run superseded, in one transaction; then, as
     ``topx cleanup`` does, other runs collecting for over ``collect_timeout_s`` seconds are failed
     and old runs pruned. A run already published is left as it is.
 
     Raises :class:`IncompleteRunError` when a shard is missing, after failing the run and
-    deleting its rows (the previous run stays current and complete), and :class:`PublishError`
-    when the switch fails otherwise (the run stays collecting: finalize can be retried)."""
+    deleting its rows (the previous run stays current and complete);
+    :class:`~.gate.GateRefusedError` when the publish ``gate`` (default settings when None)
+    refuses the complete run, after recording it as ``rejected`` and deleting its rows; and
+    :class:`PublishError` when the switch fails otherwise (the run stays collecting: finalize
+    can be retried)."""
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     titles = titled_items(items, item_titles)
@@ -175,7 +188,7 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
         with sink.locked(conn):
             recovered = upkeep.recover(conn, sink)
             with sink.writing(conn):
-                outcome = _switch_or_fail(conn, sink, run, len(items), titles)
+                outcome = _switch_or_fail(conn, sink, run, len(items), titles, gate or GateConfig())
             # After the switch: this run, however long it collected, is no longer collecting.
             expired = upkeep.expire_collections(conn, sink, collect_timeout_s)
             pruning = upkeep.prune(conn, sink, keep_runs)
@@ -185,7 +198,8 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
             "expired": expired, "database": shown(eng.url), "sink": sink.name}
 
 
-def _switch_or_fail(conn: Connection, sink: Sink, run: RunInfo, n_items: int, titles) -> dict[str, Any]:
+def _switch_or_fail(conn: Connection, sink: Sink, run: RunInfo, n_items: int, titles,
+                    gate: GateConfig) -> dict[str, Any]:
     with conn.begin():
         status = registry.hold(conn, run.run_id)
         if status in PUBLISHED:
@@ -196,9 +210,18 @@ def _switch_or_fail(conn: Connection, sink: Sink, run: RunInfo, n_items: int, ti
         stats = sink.collected_stats(conn, run.run_id)
         reason = _incomplete(found, stats)
         if reason is None:
-            return _switch(conn, sink, run, {**stats, "n_items": n_items}, titles)
-        sink.discard_collection(conn, run.run_id)
-        registry.fail(conn, run.run_id, reason, registry.now(), collecting=True)
+            candidate = gates.Candidate(run.run_id, run.metrics, stats["n_rows"], stats["n_users"],
+                                        run.counts.get("users"))
+            verdict = gates.judge(gate, candidate, registry.current(conn))
+            if verdict["passed"]:
+                return _switch(conn, sink, run, {**stats, "n_items": n_items}, titles, verdict)
+            sink.discard_collection(conn, run.run_id)
+            reject(conn, run, verdict)
+        else:
+            sink.discard_collection(conn, run.run_id)
+            registry.fail(conn, run.run_id, reason, registry.now(), collecting=True)
+    if reason is None:
+        raise gates.refusal(run.run_id, verdict)
     log.warning("run %s failed: %s", run.run_id, reason)
     raise IncompleteRunError(f"run {run.run_id} was not published and is now failed, the previous run stays "
                              f"current: {reason}")
@@ -215,14 +238,15 @@ def _incomplete(found: list[slots.Slot], stats: dict[str, int]) -> str | None:
     return None
 
 
-def _switch(conn: Connection, sink: Sink, run: RunInfo, stats: dict[str, int], titles) -> dict[str, Any]:
+def _switch(conn: Connection, sink: Sink, run: RunInfo, stats: dict[str, int], titles,
+            verdict: dict[str, Any]) -> dict[str, Any]:
     phases = sink.seal(conn, run.run_id)
     start = perf_counter()
     sink.attach(conn, run.run_id)
-    superseded = registry.switch(conn, run, stats, registry.now())
+    superseded = registry.switch(conn, run, stats, registry.now(), verdict)
     if titles is not None:
         sink.upsert_titles(conn, *titles)
     phases["switch_s"] = perf_counter() - start
     return {"status": "current", "already_published": False, "rows": stats["n_rows"], "users": stats["n_users"],
-            "superseded": superseded, "phases": {k: round(v, 3) for k, v in phases.items()}}
+            "superseded": superseded, "phases": {k: round(v, 3) for k, v in phases.items()}, "gate": verdict}
 

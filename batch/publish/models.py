@@ -51,17 +51,22 @@ from sqlalchemy import (
     Table,
     Text,
     create_mock_engine,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateView
+
+from batch.errors import SchemaError
 
 # Run states. A run is `loading` from registration until its switch transaction commits (or it
 # fails); exactly one published run is `current`, older published ones are `superseded` until
 # pruned (rows deleted, history row kept). A sharded run is `collecting` until it is finalized.
 LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED = "loading", "current", "superseded", "failed", "pruned"
 COLLECTING = "collecting"
-STATUSES = (LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED, COLLECTING)
+# Refused by the publish gate: kept (with the verdict in `gate`), never made current.
+REJECTED = "rejected"
+STATUSES = (LOADING, CURRENT, SUPERSEDED, FAILED, PRUNED, COLLECTING, REJECTED)
 PUBLISHED = (CURRENT, SUPERSEDED)
 
 Id = Text().with_variant(Text(collation="C"), "postgresql")
@@ -89,6 +94,7 @@ runs = Table(
     Column("n_fallback_users", BigInteger),
     Column("n_rows", BigInteger),
     Column("error", Text),
+    Column("gate", Json),
     CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in STATUSES)), name="ck_runs_status"),
 )
 Index("uq_runs_one_current", runs.c.status, unique=True,
@@ -163,8 +169,41 @@ SCHEMA_HEADER = (
 
 
 def create_schema(connection) -> None:
-    """Create every table, index and the view that does not exist yet (idempotent)."""
+    """Create every table, index and the view that does not exist yet (idempotent), and check
+    that an existing ``runs`` table has every column (:func:`check_runs_table`)."""
     metadata.create_all(connection, checkfirst=True)
+    check_runs_table(connection)
+
+
+# Columns added to `runs` after its first release, with what adds them to an older table.
+ADDED_COLUMNS = {"gate": {"postgresql": "JSONB", "sqlite": "JSON"}}
+
+
+def check_runs_table(connection) -> None:
+    """Raise :class:`~batch.errors.SchemaError`, saying which ALTER TABLE statements to run, when
+    the ``runs`` table predates columns topx now stores (no-op when the table does not exist)."""
+    inspector = inspect(connection)
+    if not inspector.has_table("runs"):
+        return
+    have = {column["name"] for column in inspector.get_columns("runs")}
+    missing = [name for name in ADDED_COLUMNS if name not in have]
+    if not missing:
+        return
+    dialect = connection.dialect.name
+    alters = "; ".join(f"ALTER TABLE runs ADD COLUMN {name} {ADDED_COLUMNS[name].get(dialect, 'JSON')}"
+                       for name in missing)
+    raise SchemaError(f"the runs table predates the publish gate: it has no {', '.join(missing)} column. As the "
+                      f"table's owner, run: {alters}; then {status_check_fix(dialect)}")
+
+
+def status_check_fix(dialect: str) -> str:
+    """How to let an older ``runs`` table's check constraint accept every status in
+    :data:`STATUSES`."""
+    if dialect != "postgresql":
+        return "SQLite cannot alter a check constraint: start a new database file to record every run status"
+    allowed = ", ".join(f"'{status}'" for status in STATUSES)
+    return (f"as the table's owner, run: ALTER TABLE runs DROP CONSTRAINT ck_runs_status, ADD CONSTRAINT "
+            f"ck_runs_status CHECK (status IN ({allowed}))")
 
 
 def create_shard_schema(connection) -> None:

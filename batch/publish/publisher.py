@@ -15,14 +15,17 @@ from time import perf_counter
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
+from batch.config import GateConfig
 from batch.data.interactions import IdMap
-from batch.errors import PublishError
+from batch.errors import PublishError, SchemaError
 from batch.log import log, redact
+from batch.publish import gate as gates
 from batch.publish import registry, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
-from batch.publish.models import create_schema
+from batch.publish.models import REJECTED, create_schema, status_check_fix
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows
 from batch.serve.lists import TopLists
@@ -32,8 +35,10 @@ DEFAULT_CHUNK_ROWS = 200_000
 
 def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: IdMap, items: IdMap, *,
                 item_titles=None, keep_runs: int = 5, engine: Engine | None = None,
-                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, Any]:
-    """Publish ``lists`` as run ``run.run_id`` and make it the current run.
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, gate: GateConfig | None = None) -> dict[str, Any]:
+    """Publish ``lists`` as run ``run.run_id`` and make it the current run, if it passes the
+    publish ``gate`` (default settings when None; see :mod:`.gate`): otherwise the run is
+    recorded as ``rejected`` and :class:`~.gate.GateRefusedError` raised, nothing loaded.
 
     ``users`` / ``items`` map the lists' internal indices to external ids; ``item_titles``: an
     optional sequence aligned with ``items`` (None for no title). Keeps the ``keep_runs`` most
@@ -41,7 +46,7 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     :class:`PublishError`; the previous current run stays current and complete.
     Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned,
     prune_deferred (runs readers still used, pruned later), recovered, phases (seconds),
-    database (password hidden).
+    database (password hidden), gate (the verdict).
     """
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
@@ -52,9 +57,11 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
         sink = sink_for(eng)
         with sink.locked(conn):
             recovered = upkeep.recover(conn, sink)
+            candidate = gates.Candidate(run.run_id, run.metrics, len(rows), stats["n_users"], len(users))
+            verdict = gate_verdict(conn, gate or GateConfig(), run, candidate)
             with conn.begin():
                 registry.register(conn, run, registry.now())
-            phases, superseded = _load_and_switch(conn, sink, run, rows, stats)
+            phases, superseded = _load_and_switch(conn, sink, run, rows, stats, verdict)
             prune_start = perf_counter()
             pruning = upkeep.prune(conn, sink, keep_runs)
             phases["prune_s"] = perf_counter() - prune_start
@@ -63,19 +70,44 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
                    "seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9)),
                    "superseded": superseded, **pruning, "recovered": recovered,
                    "phases": {k: round(v, 3) for k, v in phases.items()},
-                   "database": shown(eng.url), "sink": sink.name}
+                   "database": shown(eng.url), "sink": sink.name, "gate": verdict}
     log.info("published run %s: %d rows in %.1f s", run.run_id, len(rows), seconds)
     return summary
 
 
+def gate_verdict(conn: Connection, gate: GateConfig, run: RunInfo, candidate: gates.Candidate) -> dict[str, Any]:
+    """The gate's verdict on the run against the current run (read holding the publisher lock,
+    so it cannot change before the switch). A refused run is recorded as ``rejected`` and
+    :class:`~.gate.GateRefusedError` raised."""
+    with conn.begin():
+        verdict = gates.judge(gate, candidate, registry.current(conn))
+        if not verdict["passed"]:
+            reject(conn, run, verdict)
+    if not verdict["passed"]:
+        raise gates.refusal(run.run_id, verdict)
+    return verdict
+
+
+def reject(conn: Connection, run: RunInfo, verdict: dict[str, Any]) -> None:
+    """Record the refused run as ``rejected``, in the caller's transaction."""
+    log.warning("run %s refused by the publish gate: %s", run.run_id, "; ".join(verdict["refused"]))
+    try:
+        registry.reject(conn, run, verdict, gates.reason(verdict), registry.now())
+    except IntegrityError as exc:
+        if "ck_runs_status" not in str(exc.orig):
+            raise
+        raise SchemaError("the runs table predates the publish gate: its check constraint ck_runs_status does not "
+                          f"allow '{REJECTED}'. {status_check_fix(conn.dialect.name)}") from None
+
+
 def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows,
-                     stats: dict[str, int]) -> tuple[dict, str | None]:
+                     stats: dict[str, int], verdict: dict[str, Any]) -> tuple[dict, str | None]:
     try:
         with conn.begin():
             phases = sink.load(conn, rows)
             start = perf_counter()
             sink.attach(conn, run.run_id)
-            superseded = registry.switch(conn, run, stats, registry.now())
+            superseded = registry.switch(conn, run, stats, registry.now(), verdict)
             if rows.titles is not None:
                 sink.upsert_titles(conn, *rows.titles)
             phases["switch_s"] = perf_counter() - start

@@ -11,6 +11,9 @@
       │    or timed out   │ ▼                                           │
       └─────collect────▶ collecting ──────────finalize (switch)─────────┘
 
+    (new), loading, failed or collecting ──refused by the publish gate──▶ rejected
+    rejected ──register / collect (published anyway: allow_regression)──▶ loading / collecting
+
 A re-run of a published run id keeps its old rows visible until its switch replaces them.
 A ``collecting`` run belongs to its shard jobs, not to a crashed publisher: it is never stale.
 Every function runs inside the caller's transaction.
@@ -29,7 +32,18 @@ from sqlalchemy.engine import Connection
 
 from batch.errors import PublishError
 from batch.log import log, redact
-from batch.publish.models import COLLECTING, CURRENT, FAILED, LOADING, PRUNED, PUBLISHED, SUPERSEDED, runs
+from batch.publish.models import (
+    COLLECTING,
+    CURRENT,
+    FAILED,
+    LOADING,
+    PRUNED,
+    PUBLISHED,
+    REJECTED,
+    SUPERSEDED,
+    check_runs_table,
+    runs,
+)
 
 STALE_REASON = "the publisher stopped during the load (process killed or connection lost)"
 _ERROR_CHARS = 4000
@@ -74,14 +88,15 @@ def collect(conn: Connection, run: RunInfo, at: datetime) -> str | None:
     """Mark a sharded run ``collecting`` (new, or failed before); returns its previous status.
     A run in any other state is left as it is: the caller decides what that means."""
     status = _status(conn, run.run_id)
-    if status in (None, FAILED):
+    if status in (None, FAILED, REJECTED):
         _enter(conn, run, COLLECTING, status, at)
     return status
 
 
 def _enter(conn: Connection, run: RunInfo, status: str, previous: str | None, at: datetime) -> None:
     values = {"status": status, "started_at": _utc(run.started_at), "model_location": run.model_location,
-              "config": _jsonable(run.config), "error": None, "finished_at": None, "published_at": None}
+              "config": _jsonable(run.config), "error": None, "finished_at": None, "published_at": None,
+              "gate": None}
     if previous is None:
         conn.execute(insert(runs).values(id=run.run_id, created_at=at, **values))
     else:
@@ -96,8 +111,24 @@ def hold(conn: Connection, run_id: str) -> str | None:
     return _status(conn, run_id)
 
 
-def switch(conn: Connection, run: RunInfo, stats: dict[str, int], at: datetime) -> str | None:
-    """Make the run current (in the transaction holding its rows); returns the run it replaced."""
+def reject(conn: Connection, run: RunInfo, verdict: dict, reason: str, at: datetime) -> bool:
+    """Record that the publish gate refused the run (``verdict``: its record, ``reason``: one
+    line). A published run keeps its status (its rows are complete; it just does not become
+    current again); returns False then."""
+    status = _status(conn, run.run_id)
+    if status in PUBLISHED:
+        log.warning("run %s is %s; the gate refused publishing it again (%s)", run.run_id, status, reason)
+        return False
+    _enter(conn, run, REJECTED, status, at)
+    conn.execute(update(runs).where(runs.c.id == run.run_id).values(
+        finished_at=at, error=redact(reason)[:_ERROR_CHARS], metrics=_jsonable(run.metrics),
+        counts=_jsonable(run.counts), gate=_jsonable(verdict)))
+    return True
+
+
+def switch(conn: Connection, run: RunInfo, stats: dict[str, int], at: datetime, gate: dict | None = None) -> str | None:
+    """Make the run current (in the transaction holding its rows); returns the run it replaced.
+    ``gate``: the publish gate's verdict, stored with the run."""
     previous = current_id(conn)
     if previous is not None and previous != run.run_id:
         # The unique index allows one current run: demote the old one first.
@@ -105,7 +136,7 @@ def switch(conn: Connection, run: RunInfo, stats: dict[str, int], at: datetime) 
     conn.execute(update(runs).where(runs.c.id == run.run_id).values(
         status=CURRENT, published_at=at, finished_at=at, error=None, started_at=_utc(run.started_at),
         model_location=run.model_location, config=_jsonable(run.config),
-        metrics=_jsonable(run.metrics), counts=_jsonable(run.counts), **stats))
+        metrics=_jsonable(run.metrics), counts=_jsonable(run.counts), gate=gate and _jsonable(gate), **stats))
     return previous if previous != run.run_id else None
 
 
@@ -161,6 +192,7 @@ def current(conn: Connection) -> dict[str, Any] | None:
     """The current run's row as plain values (timestamps as ISO 8601 UTC), or None."""
     if not inspect(conn).has_table("runs"):
         return None
+    check_runs_table(conn)
     row = conn.execute(select(runs).where(runs.c.status == CURRENT)).first()
     return None if row is None else _plain(row._mapping)
 
@@ -170,6 +202,7 @@ def recent(conn: Connection, limit: int, statuses: tuple[str, ...] | None = None
     as plain values."""
     if not inspect(conn).has_table("runs"):
         return []
+    check_runs_table(conn)
     query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
     if statuses is not None:
         query = query.where(runs.c.status.in_(statuses))

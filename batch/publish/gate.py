@@ -1,0 +1,111 @@
+"""The publish gate: what a run must pass before it replaces the lists dashboards and email
+campaigns read without looking.
+
+A run is refused when
+
+* it holds no lists at all (never overridable);
+* its ``metric`` (offline, on the held-out split: ``metrics.json`` → ``evaluate.model``) is below
+  the popularity list's on the same split;
+* its ``metric`` is below the current run's by more than ``tolerance`` (a share of the current
+  run's value).
+
+The two metric checks give way to ``allow_regression`` (``--allow-regression``), and are skipped,
+saying so, when a value is missing (a run evaluated without held-out data, a current run from
+before the metric was stored). Users the model knows but the run has no list for are counted,
+not refused: an allow list or a user who has seen every candidate leaves a user without one.
+
+The verdict is stored with the run (``runs.gate``) whether it passed or not; a refused run is
+kept as ``rejected`` and the previous run stays current (:class:`GateRefusedError`, exit 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from batch.config import GateConfig
+from batch.errors import REFUSED, PublishError
+from batch.log import log
+
+
+class GateRefusedError(PublishError):
+    """The publish gate refused the run: it is kept as ``rejected``, the previous run stays
+    current. Retrying the same run cannot help, so AWS Batch does not retry this exit status."""
+
+    exit_code = REFUSED
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate looks at: the run's id and stored metrics (``RunInfo.metrics``), its row
+    and user counts, and how many users its model knows (None: unknown)."""
+
+    run_id: str
+    metrics: dict[str, Any]
+    rows: int
+    users: int
+    known_users: int | None
+
+
+def judge(gate: GateConfig, run: Candidate, current: dict[str, Any] | None) -> dict[str, Any]:
+    """The verdict on ``run`` against the ``current`` run's ``runs`` row (None: nothing is
+    published): a JSON-able record with ``passed`` and every figure it compared; ``refused``
+    lists why it did not pass, ``overridden`` what ``allow_regression`` let through."""
+    value = _metric(run.metrics, "model", gate.metric)
+    baseline = _metric(run.metrics, "popularity", gate.metric)
+    other = current if current is not None and current.get("id") != run.run_id else None
+    current_value = _metric((other or {}).get("metrics") or {}, "model", gate.metric)
+    record: dict[str, Any] = {
+        "metric": gate.metric, "value": value, "popularity": baseline,
+        "current_run": other and other["id"], "current_value": current_value, "tolerance": gate.tolerance,
+        "allow_regression": gate.allow_regression, "rows": run.rows, "users": run.users,
+        "users_without_list": None if run.known_users is None else max(run.known_users - run.users, 0),
+        "skipped": [], "refused": [], "overridden": []}
+    if run.rows == 0:
+        record["refused"].append("the run holds no lists (0 rows)")
+    _compare(record, gate, value, baseline, current_value)
+    record["passed"] = not record["refused"]
+    if record["users_without_list"]:
+        log.warning("run %s has no list for %d of the %d users its model knows", run.run_id,
+                    record["users_without_list"], run.known_users)
+    for reason in record["overridden"]:
+        log.warning("run %s: %s; published anyway (allow_regression)", run.run_id, reason)
+    return record
+
+
+def _compare(record: dict[str, Any], gate: GateConfig, value, baseline, current_value) -> None:
+    """The metric checks, added to ``record``'s ``refused``, ``overridden`` or ``skipped``."""
+    name = gate.metric
+    failures = []
+    if value is None:
+        record["skipped"].append(f"the run has no {name} (evaluated without held-out data?): not compared")
+        return
+    if baseline is None:
+        record["skipped"].append(f"no {name} of the popularity list: not compared with it")
+    elif value < baseline:
+        failures.append(f"{name} {value:.4f} is below the popularity list's {baseline:.4f}")
+    if record["current_run"] is not None and current_value is None:
+        record["skipped"].append(f"the current run {record['current_run']} has no {name}: not compared with it")
+    elif current_value is not None and value < current_value * (1 - gate.tolerance):
+        failures.append(f"{name} {value:.4f} is below the current run {record['current_run']}'s "
+                        f"{current_value:.4f} by more than the tolerance {gate.tolerance:g} "
+                        f"(at least {current_value * (1 - gate.tolerance):.4f})")
+    record["overridden" if gate.allow_regression else "refused"].extend(failures)
+
+
+def _metric(metrics: dict[str, Any], who: str, name: str) -> float | None:
+    value = ((metrics.get("evaluate") or {}).get(who) or {}).get(name)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def refusal(run_id: str, record: dict[str, Any]) -> GateRefusedError:
+    """The error for a refused run, saying why and how to publish it anyway."""
+    metric_only = all("below" in reason for reason in record["refused"])
+    hint = " (to publish it anyway: --allow-regression, or publish.gate.allow_regression)" if metric_only else ""
+    return GateRefusedError(f"the publish gate refused run {run_id}, which is kept as rejected; the previous run "
+                            f"stays current: {'; '.join(record['refused'])}{hint}")
+
+
+def reason(record: dict[str, Any]) -> str:
+    """The one-line reason stored in ``runs.error`` of a rejected run."""
+    return "refused by the publish gate: " + "; ".join(record["refused"])
