@@ -44,7 +44,7 @@ def test_tune_writes_a_job_file_that_topx_run_takes(topx, tmp_path, small_space,
     assert job.train.hyperparameters.num_factors == summary["best"]["train.hyperparameters.num_factors"]
     assert job.train.hyperparameters.factors_wd == summary["best"]["train.hyperparameters.factors_wd"]
     assert job.search.top == 100  # tune writes what to compute, not the rest of the job
-    code, ran, err = topx("run", "--config", "tuned/best.toml", "--workdir", "work")
+    code, ran, err = topx("run", "--config", "tuned/best.toml", "--workdir", "work", "--allow-regression")
     assert code == 0, err
     assert ran["status"] == "published" and ran["users"] == 40
 
