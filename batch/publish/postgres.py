@@ -276,7 +276,7 @@ class PostgresSink:
 def _autocommit(conn: Connection) -> Iterator[None]:
     """Statements on ``conn`` each commit alone (for those that refuse to run in a transaction),
     then back to the connection's isolation level."""
-    level = conn.get_isolation_level()
+    level = conn.default_isolation_level
     conn.execution_options(isolation_level="AUTOCOMMIT")
     try:
         with conn.begin():
