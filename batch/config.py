@@ -143,6 +143,30 @@ class FMHyperparameters:
 
 
 @dataclass(frozen=True)
+class IALSConfig:
+    """The whole-data implicit objective (iALS) the local engine trains implicit mode with.
+
+    Every unobserved (user, item) pair is a weak negative of weight ``unobserved_weight`` (α0);
+    observed pairs have weight 1; rows carry L2 regularisation ``reg`` × (their interaction count
+    + α0 × the other side's size) ^ ``reg_exponent`` (frequency-scaled, as in Rendle et al.,
+    RecSys 2022). ``cg_steps``: conjugate-gradient steps per row and epoch (0: exact solves,
+    slow beyond small data). The number of factors, epochs and the seed are the FM's
+    ``num_factors``, ``epochs`` and ``seed``.
+    """
+
+    unobserved_weight: float = 0.1
+    reg: float = 0.01
+    reg_exponent: float = 1.0
+    cg_steps: int = 3
+
+    def __post_init__(self):
+        _positive("train.ials.unobserved_weight", self.unobserved_weight)
+        _positive("train.ials.reg", self.reg, zero_ok=True)
+        _positive("train.ials.reg_exponent", self.reg_exponent, zero_ok=True)
+        _positive("train.ials.cg_steps", self.cg_steps, zero_ok=True)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """What model to train (mode, labels, hyperparameters) and where (backend, device).
 
@@ -150,6 +174,11 @@ class TrainConfig:
     per positive are negatives), ``binary`` (label = rating ≥ ``threshold``, rated pairs only)
     or ``regression`` (label = rating). ``features``: use user/item side features when the data
     has them.
+
+    ``objective`` (implicit mode): ``ials`` fits the FM's user × item factors on every pair at
+    once (unobserved pairs as weak negatives, settings in ``ials``; local backend only);
+    ``sampled`` trains the full FM by SGD on ``negatives`` sampled unseen items per positive, as
+    SageMaker's FM does; ``auto`` is ``ials`` on the local backend and ``sampled`` on SageMaker.
     """
 
     mode: str = "implicit"
@@ -158,11 +187,22 @@ class TrainConfig:
     threshold: float = 4.0
     negatives: int = 4
     features: bool = True
+    objective: str = "auto"
     hyperparameters: FMHyperparameters = field(default_factory=FMHyperparameters)
+    ials: IALSConfig = field(default_factory=IALSConfig)
+
+    @property
+    def uses_ials(self) -> bool:
+        """Whether training fits the whole-data implicit objective (see ``objective``)."""
+        return self.mode == "implicit" and self.backend == "local" and self.objective in ("auto", "ials")
 
     def __post_init__(self):
         _choice("train.mode", self.mode, MODES)
         _choice("train.backend", self.backend, BACKENDS)
+        _choice("train.objective", self.objective, ("auto", "ials", "sampled"))
+        if self.objective == "ials" and self.backend == "sagemaker":
+            raise ConfigError("train.objective ials runs on the local backend only: SageMaker's FM trains "
+                              "on sampled negatives (use train.objective auto or sampled)")
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _positive("train.negatives", self.negatives)
 

@@ -32,12 +32,16 @@ class Trainer(Protocol):
 
 
 def make_trainer(cfg: JobConfig, **context: Any) -> Trainer:
-    """The trainer for ``cfg.train.backend``. ``context`` is for the SageMaker engine only:
+    """The trainer for ``cfg.train.backend`` (and, on the local backend, the implicit objective). ``context`` is for the SageMaker engine only:
     ``run_id`` (names its jobs) and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
     if cfg.train.backend == "sagemaker":
         from batch.train.sagemaker import SageMakerFMTrainer
 
         return SageMakerFMTrainer(cfg, **context)
+    if cfg.train.uses_ials:
+        from batch.train.ials_engine import IALSTrainer
+
+        return IALSTrainer(cfg.train.ials, cfg.train.device)
     from batch.train.local import LocalFMTrainer
 
     return LocalFMTrainer(cfg.train.device)
