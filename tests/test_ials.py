@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from test_train import blocks_dataset
 
 from batch.config import FMHyperparameters, IALSConfig, JobConfig, TrainConfig
 from batch.errors import ConfigError
@@ -14,19 +15,18 @@ from batch.train.ials import IALSSettings, _Side, _solve, fit_ials
 from batch.train.ials_engine import BIAS, IALSTrainer, interaction_weights, to_fm
 from batch.train.local import LocalFMTrainer
 from batch.train.samples import training_source
-from test_train import blocks_dataset
 
 
-def brute_force_objective(R, U, I, s: IALSSettings) -> torch.Tensor:
+def brute_force_objective(R, U, Q, s: IALSSettings) -> torch.Tensor:
     """The iALS objective summed over every (user, item) pair, float64, no tricks."""
     k = s.factors
     dense = torch.from_numpy(R.toarray()).double()
-    score = U[:, :k] @ I[:, :k].T + U[:, k:] + I[:, k:].T
+    score = U[:, :k] @ Q[:, :k].T + U[:, k:] + Q[:, k:].T
     observed = dense > 0
     loss = (dense * (score - 1) ** 2)[observed].sum() + s.unobserved_weight * (score ** 2).sum()
     reg_u = s.reg * (observed.sum(1) + s.unobserved_weight * R.shape[1]) ** s.reg_exponent
     reg_i = s.reg * (observed.sum(0) + s.unobserved_weight * R.shape[0]) ** s.reg_exponent
-    return loss + (reg_u * (U ** 2).sum(1)).sum() + (reg_i * (I ** 2).sum(1)).sum()
+    return loss + (reg_u * (U ** 2).sum(1)).sum() + (reg_i * (Q ** 2).sum(1)).sum()
 
 
 def tiny(seed=0):
@@ -45,17 +45,17 @@ def test_a_row_solve_zeroes_the_gradient_of_the_whole_objective(cg_steps, reg_ex
     R = tiny()
     s = IALSSettings(factors=3, unobserved_weight=0.3, reg=0.05, reg_exponent=reg_exponent, cg_steps=cg_steps)
     gen = torch.Generator().manual_seed(1)
-    U, I = torch.randn(6, 4, generator=gen).double(), torch.randn(9, 4, generator=gen).double()
-    _solve(torch, _Side(torch, R, "cpu", dtype=torch.float64), U, I, s)
+    U, Q = torch.randn(6, 4, generator=gen).double(), torch.randn(9, 4, generator=gen).double()
+    _solve(torch, _Side(torch, R, "cpu", dtype=torch.float64), U, Q, s)
     U = U.clone().requires_grad_(True)
-    brute_force_objective(R, U, I, s).backward()
+    brute_force_objective(R, U, Q, s).backward()
     assert U.grad.abs().max() < 1e-6
     # and the item side likewise, given those users
     U = U.detach()
-    _solve(torch, _Side(torch, R.T.tocsr(), "cpu", dtype=torch.float64), I, U, s)
-    I = I.clone().requires_grad_(True)
-    brute_force_objective(R, U, I, s).backward()
-    assert I.grad.abs().max() < 1e-6
+    _solve(torch, _Side(torch, R.T.tocsr(), "cpu", dtype=torch.float64), Q, U, s)
+    Q = Q.clone().requires_grad_(True)
+    brute_force_objective(R, U, Q, s).backward()
+    assert Q.grad.abs().max() < 1e-6
 
 
 def test_every_epoch_lowers_the_objective():
@@ -65,8 +65,8 @@ def test_every_epoch_lowers_the_objective():
         s = IALSSettings(factors=3, unobserved_weight=0.2, reg=0.02, epochs=epochs, cg_steps=0)
         f = fit_ials(torch, R, s)
         U = torch.from_numpy(np.c_[f.user, f.user_bias]).double()
-        I = torch.from_numpy(np.c_[f.item, f.item_bias]).double()
-        values.append(float(brute_force_objective(R, U, I, s)))
+        Q = torch.from_numpy(np.c_[f.item, f.item_bias]).double()
+        values.append(float(brute_force_objective(R, U, Q, s)))
     assert all(b <= a + 1e-6 for a, b in zip(values, values[1:], strict=False))
 
 
@@ -84,7 +84,8 @@ def test_ials_ranks_each_users_own_taste_group_first():
     design = build_design(ds)
     source = training_source(ds, "implicit", threshold=4, negatives=4, seed=0)
     hp = FMHyperparameters(num_factors=8, epochs=10)
-    model = IALSTrainer(IALSConfig(unobserved_weight=0.1, reg=0.1), "cpu").fit(design, source, None, hp, "binary_classifier").model
+    trainer = IALSTrainer(IALSConfig(unobserved_weight=0.1, reg=0.1), "cpu")
+    model = trainer.fit(design, source, None, hp, "binary_classifier").model
     scores = taste_group_scores(ds, model, design)
     same_group = (np.arange(ds.n_users)[:, None] % 2) == (np.arange(ds.n_items)[None, :] % 2)
     masked = np.where(ds.train.matrix(ds.n_users, ds.n_items).toarray(), -np.inf, scores)

@@ -32,8 +32,9 @@ class Trainer(Protocol):
 
 
 def make_trainer(cfg: JobConfig, **context: Any) -> Trainer:
-    """The trainer for ``cfg.train.backend`` (and, on the local backend, the implicit objective). ``context`` is for the SageMaker engine only:
-    ``run_id`` (names its jobs) and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
+    """The trainer for ``cfg.train.backend`` (on the local backend, iALS or SGD as
+    ``cfg.train.uses_ials`` says). ``context`` is for the SageMaker engine only: ``run_id``
+    (names its jobs) and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
     if cfg.train.backend == "sagemaker":
         from batch.train.sagemaker import SageMakerFMTrainer
 

@@ -108,20 +108,20 @@ def fit_ials(torch, R: sp.csr_matrix, settings: IALSSettings, *, device: str = "
     gen = torch.Generator().manual_seed(s.seed)
     # augmented rows [x, b]; the other side sees [x, 1] and an offset b
     U = (torch.randn(R.shape[0], k + 1, generator=gen) * (s.init_sigma / k ** 0.5)).to(device)
-    I = (torch.randn(R.shape[1], k + 1, generator=gen) * (s.init_sigma / k ** 0.5)).to(device)
+    Q = (torch.randn(R.shape[1], k + 1, generator=gen) * (s.init_sigma / k ** 0.5)).to(device)
     U[:, k] = 0
-    I[:, k] = 0
+    Q[:, k] = 0
     users, items = _Side(torch, R, device), _Side(torch, R.T.tocsr(), device)
     for epoch in range(s.epochs):
-        _solve(torch, users, U, I, s)
-        _solve(torch, items, I, U, s)
-        if on_epoch is not None and on_epoch(epoch, lambda: _factors(U, I, k)):
+        _solve(torch, users, U, Q, s)
+        _solve(torch, items, Q, U, s)
+        if on_epoch is not None and on_epoch(epoch, lambda: _factors(U, Q, k)):
             break
-    return _factors(U, I, k)
+    return _factors(U, Q, k)
 
 
-def _factors(U, I, k: int) -> IALSFactors:
-    u, i = U.cpu().numpy(), I.cpu().numpy()
+def _factors(U, Q, k: int) -> IALSFactors:
+    u, i = U.cpu().numpy(), Q.cpu().numpy()
     return IALSFactors(np.ascontiguousarray(u[:, :k]), np.ascontiguousarray(i[:, :k]),
                        np.ascontiguousarray(u[:, k]), np.ascontiguousarray(i[:, k]))
 
