@@ -150,20 +150,25 @@ class IALSConfig:
     observed pairs have weight 1; rows carry L2 regularisation ``reg`` × (their interaction count
     + α0 × the other side's size) ^ ``reg_exponent`` (frequency-scaled, as in Rendle et al.,
     RecSys 2022). ``cg_steps``: conjugate-gradient steps per row and epoch (0: exact solves,
-    slow beyond small data). The number of factors, epochs and the seed are the FM's
-    ``num_factors``, ``epochs`` and ``seed``.
+    slow beyond small data). ``history``: users are represented by the items they interacted
+    with (the design's user history block: one column per item, |history|^-½ each) instead of
+    a free vector per user; ``history_reg`` is λ for those columns' factors. The number of
+    factors, epochs and the seed are the FM's ``num_factors``, ``epochs`` and ``seed``.
     """
 
-    unobserved_weight: float = 0.1
-    reg: float = 0.01
+    unobserved_weight: float = 3.0
+    reg: float = 0.001
     reg_exponent: float = 1.0
     cg_steps: int = 3
+    history: bool = True
+    history_reg: float = 0.03
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)
         _positive("train.ials.reg", self.reg, zero_ok=True)
         _positive("train.ials.reg_exponent", self.reg_exponent, zero_ok=True)
         _positive("train.ials.cg_steps", self.cg_steps, zero_ok=True)
+        _positive("train.ials.history_reg", self.history_reg, zero_ok=True)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from test_train import blocks_dataset
 from batch.config import FMHyperparameters, IALSConfig, JobConfig, TrainConfig
 from batch.errors import ConfigError
 from batch.features.design import build_design
+from batch.serve.repackage import repackage
 from batch.train import make_trainer
-from batch.train.ials import IALSSettings, _Side, _solve, fit_ials
-from batch.train.ials_engine import BIAS, IALSTrainer, interaction_weights, to_fm
+from batch.train.ials import IALSSettings, _History, _Side, _solve, fit_ials
+from batch.train.ials_engine import BIAS, IALSTrainer, history_block, interaction_weights, to_fm
 from batch.train.local import LocalFMTrainer
 from batch.train.samples import training_source
 
@@ -127,3 +128,55 @@ def test_make_trainer_picks_ials_for_local_implicit_only():
     assert not TrainConfig(backend="sagemaker").uses_ials
     with pytest.raises(ConfigError, match="local backend only"):
         TrainConfig(backend="sagemaker", objective="ials")
+
+
+def test_a_history_solve_zeroes_the_gradient_in_the_history_factors():
+    # Users as their history: P = H Y. After the joint solve for Y with the items fixed (enough
+    # CG steps to be exact on this size), the brute-force objective's gradient in Y vanishes.
+    R = tiny(5)
+    H = sp.csr_matrix(R.toarray() > 0, dtype=np.float32)
+    H = sp.diags(1 / np.sqrt(np.asarray(H.sum(1)).ravel())) @ H
+    s = IALSSettings(factors=3, unobserved_weight=0.3, reg=0.05, history_reg=0.1, cg_steps=60)
+    gen = torch.Generator().manual_seed(2)
+    Q = torch.randn(9, 4, generator=gen).double()
+    hist = _History(torch, H, 3, s, "cpu", gen, dtype=torch.float64)
+    hist.solve(_Side(torch, R, "cpu", dtype=torch.float64), Q)
+    Y = hist.Y.clone().requires_grad_(True)
+    Ht = torch.from_numpy(H.toarray()).double()
+    U = torch.cat([Ht @ Y, torch.zeros(6, 1, dtype=torch.float64)], 1)
+    counts = torch.from_numpy(np.asarray((H > 0).sum(0)).ravel()).double()
+    y_reg = s.history_reg * (counts + s.unobserved_weight * 6) ** s.reg_exponent
+    loss = brute_force_objective(R, U, Q, s) - (s.reg * (torch.from_numpy(np.asarray((R > 0).sum(1)).ravel())
+                                                       + s.unobserved_weight * 9) * (U ** 2).sum(1)).sum()
+    (loss + (y_reg * (Y ** 2).sum(1)).sum()).backward()
+    assert Y.grad.abs().max() < 1e-6
+
+
+def test_with_the_history_block_the_fm_and_its_repackaged_vectors_score_as_ials():
+    ds = blocks_dataset(n_users=6, n_items=20)
+    design = build_design(ds, history=True)
+    assert design.layout.feature_dim == 6 + 20 + 20
+    R = interaction_weights(ds.train.user, ds.train.item, ds.n_users, ds.n_items)
+    factors = fit_ials(torch, R, IALSSettings(factors=3, epochs=2), history=history_block(design))
+    model = to_fm(factors, design, "binary_classifier")
+    expected = factors.scores() + BIAS
+    np.testing.assert_allclose(taste_group_scores(ds, model, design), expected, rtol=1e-5, atol=1e-5)
+    vectors = repackage(model, ds, design.layout)
+    users, items = np.repeat(np.arange(6), 20), np.tile(np.arange(20), 6)
+    np.testing.assert_allclose(vectors.scores(users, items), expected.ravel(), rtol=1e-4, atol=1e-4)
+
+
+def test_history_mode_ranks_each_users_own_taste_group_first():
+    ds = blocks_dataset()
+    design = build_design(ds, history=True)
+    source = training_source(ds, "implicit", threshold=4, negatives=4, seed=0)
+    hp = FMHyperparameters(num_factors=8, epochs=10)
+    trainer = IALSTrainer(IALSConfig(unobserved_weight=0.1, reg=0.1), "cpu")
+    model = trainer.fit(design, source, None, hp, "binary_classifier").model
+    scores = taste_group_scores(ds, model, design)
+    same_group = (np.arange(ds.n_users)[:, None] % 2) == (np.arange(ds.n_items)[None, :] % 2)
+    masked = np.where(ds.train.matrix(ds.n_users, ds.n_items).toarray(), -np.inf, scores)
+    top10 = np.argsort(-masked, axis=1)[:, :10]
+    assert np.mean(np.take_along_axis(same_group, top10, 1)) >= 0.95
+    rank = (masked > masked[ds.test.user, ds.test.item][:, None]).sum(1)
+    assert np.mean(rank < 13) >= 0.95

@@ -1,4 +1,7 @@
-"""The FM design matrix: ``[user one-hot | item one-hot | user features | item features]``.
+"""The FM design matrix: ``[user one-hot | item one-hot | user features | item features]``, and
+optionally ``| user history]``: one column per item, set in a user's row for each item the user
+interacted with in training, scaled by |history|^-½ (as SVD++ does), so a user's vector can be
+built from the items it chose.
 
 A row for the pair (u, i) is the sum of two *entity rows* with disjoint columns: the user's
 (its id column plus its side features) and the item's. Both engines use this: the local trainer
@@ -20,16 +23,19 @@ from batch.data.interactions import Dataset, FeatureTable
 from batch.errors import ArtifactError
 
 LAYOUT_VERSION = 1
+HISTORY_EXPONENT = 0.5  # history weights |S_u|^-½: between a sum (0) and a mean (1); 0.5 ranked best
 
 
 @dataclass(frozen=True)
 class DesignLayout:
-    """Column blocks of the design matrix; ``feature_dim`` is SageMaker's ``feature_dim``."""
+    """Column blocks of the design matrix; ``feature_dim`` is SageMaker's ``feature_dim``.
+    ``user_history``: whether the ``user_history`` block (n_items columns) ends the layout."""
 
     n_users: int
     n_items: int
     user_feature_columns: tuple[str, ...] = ()
     item_feature_columns: tuple[str, ...] = ()
+    user_history: bool = False
 
     @property
     def item_offset(self) -> int:
@@ -44,14 +50,20 @@ class DesignLayout:
         return self.user_feature_offset + len(self.user_feature_columns)
 
     @property
-    def feature_dim(self) -> int:
+    def user_history_offset(self) -> int:
         return self.item_feature_offset + len(self.item_feature_columns)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.user_history_offset + (self.n_items if self.user_history else 0)
 
     def blocks(self) -> list[dict]:
         """``[{"name", "offset", "size"}]`` in column order."""
         sizes = [("user", self.n_users), ("item", self.n_items),
                  ("user_features", len(self.user_feature_columns)),
                  ("item_features", len(self.item_feature_columns))]
+        if self.user_history:
+            sizes.append(("user_history", self.n_items))
         offsets = np.concatenate([[0], np.cumsum([s for _, s in sizes])[:-1]])
         return [{"name": n, "offset": int(o), "size": s} for (n, s), o in zip(sizes, offsets, strict=True)]
 
@@ -62,6 +74,8 @@ class DesignLayout:
                 k = j - block["offset"]
                 if block["name"] in ("user", "item"):
                     return f"{block['name']}#{k}"
+                if block["name"] == "user_history":
+                    return f"history=item#{k}"
                 columns = self.user_feature_columns if block["name"] == "user_features" else self.item_feature_columns
                 return columns[k]
         raise IndexError(j)
@@ -76,7 +90,7 @@ class DesignLayout:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
             layout = cls(int(raw["n_users"]), int(raw["n_items"]), tuple(raw["user_feature_columns"]),
-                         tuple(raw["item_feature_columns"]))
+                         tuple(raw["item_feature_columns"]), bool(raw.get("user_history", False)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{path}: not a valid design layout ({exc})") from None
         if layout.feature_dim != raw.get("feature_dim", layout.feature_dim):
@@ -105,10 +119,12 @@ def build_design(
     dataset: Dataset,
     *,
     use_features: bool = True,
+    history: bool = False,
     user_ids: np.ndarray | None = None,
     item_ids: np.ndarray | None = None,
 ) -> Design:
-    """Entity rows for every user and item of ``dataset``.
+    """Entity rows for every user and item of ``dataset``; ``history``: add the user history
+    block, built from ``dataset.train``.
 
     ``user_ids`` / ``item_ids``: boolean masks of the entities that keep their id column (default
     all); repackaging drops the id column of entities that never appeared in training so their
@@ -119,8 +135,10 @@ def build_design(
     uf = dataset.user_features if use_features else None
     itf = dataset.item_features if use_features else None
     layout = DesignLayout(dataset.n_users, dataset.n_items,
-                          uf.columns if uf is not None else (), itf.columns if itf is not None else ())
+                          uf.columns if uf is not None else (), itf.columns if itf is not None else (), history)
     users = _entity_rows(dataset.n_users, 0, user_ids, uf, layout.user_feature_offset, layout.feature_dim)
+    if history:
+        users = hstack_rows(users, history_rows(dataset, layout.user_history_offset, layout.feature_dim))
     items = _entity_rows(dataset.n_items, layout.item_offset, item_ids, itf, layout.item_feature_offset,
                          layout.feature_dim)
     return Design(layout, users, items)
@@ -136,6 +154,15 @@ def _entity_rows(n: int, id_offset: int, keep_id: np.ndarray | None, table: Feat
     feats = normalise_rows(table.matrix.tocsr().astype(np.float32))
     feats = sp.csr_matrix((feats.data, feats.indices + feature_offset, feats.indptr), shape=(n, width))
     return hstack_rows(ids, feats)
+
+
+def history_rows(dataset: Dataset, offset: int, width: int) -> sp.csr_matrix:
+    """CSR float32 (n_users, width): user u's training items at columns ``offset + item``, each
+    |S_u|^-HISTORY_EXPONENT (repeated interactions count once)."""
+    seen = dataset.train.matrix(dataset.n_users, dataset.n_items)
+    counts = np.diff(seen.indptr)
+    scale = np.repeat(np.maximum(counts, 1).astype(np.float64) ** -HISTORY_EXPONENT, counts).astype(np.float32)
+    return sp.csr_matrix((scale, seen.indices + offset, seen.indptr), shape=(dataset.n_users, width))
 
 
 def normalise_rows(m: sp.csr_matrix) -> sp.csr_matrix:

@@ -106,7 +106,7 @@ def entity_design(dataset: Dataset, layout: DesignLayout) -> Design:
     """Entity rows laid out as in training; entities unseen in training lose their id column."""
     trained_u, trained_i = _trained(dataset)
     design = build_design(dataset, use_features=bool(layout.user_feature_columns or layout.item_feature_columns),
-                          user_ids=trained_u, item_ids=trained_i)
+                          history=layout.user_history, user_ids=trained_u, item_ids=trained_i)
     if design.layout != layout:
         raise StageError("the data set does not match the model's design layout (different users, items "
                          "or feature columns than at training time)")

@@ -36,12 +36,14 @@ CHUNK_ENTRIES = 1 << 20
 class IALSFactors:
     """``user``: float32 (n_users, k); ``item``: float32 (n_items, k); ``user_bias``: float32
     (n_users,); ``item_bias``: float32 (n_items,). Score of (u, i) = user[u]·item[i] + user_bias[u]
-    + item_bias[i]."""
+    + item_bias[i]. ``history``: float32 (n_history_columns, k), Y when users are their history
+    (then ``user`` is H Y and ``user_bias`` zero)."""
 
     user: np.ndarray
     item: np.ndarray
     user_bias: np.ndarray
     item_bias: np.ndarray
+    history: np.ndarray | None = None
 
     def scores(self, users: np.ndarray | None = None) -> np.ndarray:
         """float32 (len(users), n_items) scores of every item for ``users`` (default all)."""
@@ -53,7 +55,8 @@ class IALSFactors:
 class IALSSettings:
     """``factors``: k; ``unobserved_weight``: α0; ``reg``: λ; ``reg_exponent``: ν; ``epochs``;
     ``cg_steps``: conjugate-gradient steps per row and epoch (0: exact Cholesky solves);
-    ``init_sigma``: standard deviation of the initial factors times √k; ``seed``."""
+    ``init_sigma``: standard deviation of the initial factors times √k; ``history_reg``: λ of the
+    history factors Y (when users are their history); ``seed``."""
 
     factors: int = 64
     unobserved_weight: float = 0.1
@@ -62,6 +65,7 @@ class IALSSettings:
     epochs: int = 10
     cg_steps: int = 3
     init_sigma: float = 0.1
+    history_reg: float = 0.03
     seed: int = 0
 
 
@@ -97,11 +101,15 @@ class _Side:
             start_row = stop_row
 
 
-def fit_ials(torch, R: sp.csr_matrix, settings: IALSSettings, *, device: str = "cpu",
-             on_epoch=None) -> IALSFactors:
+def fit_ials(torch, R: sp.csr_matrix, settings: IALSSettings, *, history: sp.csr_matrix | None = None,
+             device: str = "cpu", on_epoch=None) -> IALSFactors:
     """Fit on ``R``: CSR float32 (n_users, n_items), R[u, i] = c_ui > 0 for observed pairs.
-    ``on_epoch(epoch, factors_fn)`` is called after each epoch (for progress or early stopping;
-    returning True stops training)."""
+
+    ``history``: CSR float32 (n_users, n_cols) user features (the user history block): users
+    then have no free vector and no bias; their vector is ``history @ Y`` and the (n_cols, k)
+    matrix Y is fitted instead, regularised by ``history_reg`` (frequency-scaled likewise).
+    ``on_epoch(epoch)`` is called after each epoch (returning True stops training).
+    """
     R = sp.csr_matrix(R, dtype=np.float32)
     R.sum_duplicates()
     k, s = settings.factors, settings
@@ -112,18 +120,24 @@ def fit_ials(torch, R: sp.csr_matrix, settings: IALSSettings, *, device: str = "
     U[:, k] = 0
     Q[:, k] = 0
     users, items = _Side(torch, R, device), _Side(torch, R.T.tocsr(), device)
+    hist = None if history is None else _History(torch, history, k, s, device, gen)
     for epoch in range(s.epochs):
-        _solve(torch, users, U, Q, s)
+        if hist is None:
+            _solve(torch, users, U, Q, s)
+        else:
+            hist.solve(users, Q)
+            U = hist.user_rows()
         _solve(torch, items, Q, U, s)
-        if on_epoch is not None and on_epoch(epoch, lambda: _factors(U, Q, k)):
+        if on_epoch is not None and on_epoch(epoch):
             break
-    return _factors(U, Q, k)
+    return _factors(U, Q, k, None if hist is None else hist.Y)
 
 
-def _factors(U, Q, k: int) -> IALSFactors:
+def _factors(U, Q, k: int, Y=None) -> IALSFactors:
     u, i = U.cpu().numpy(), Q.cpu().numpy()
     return IALSFactors(np.ascontiguousarray(u[:, :k]), np.ascontiguousarray(i[:, :k]),
-                       np.ascontiguousarray(u[:, k]), np.ascontiguousarray(i[:, k]))
+                       np.ascontiguousarray(u[:, k]), np.ascontiguousarray(i[:, k]),
+                       None if Y is None else Y.cpu().numpy())
 
 
 def _design(torch, other):
@@ -134,17 +148,53 @@ def _design(torch, other):
     return Z, offset
 
 
-def _solve(torch, side: _Side, A, other, s: IALSSettings) -> None:
-    """Update every row of ``A`` (in place) given the other side's rows ``other``."""
+def _normal_equations(torch, side: _Side, other, s: IALSSettings):
+    """Each row's system (Σ_{j∈S_r} c_rj z_j z_jᵀ + α0 ZᵀZ + λ_r I) a_r = rhs_r, given the other
+    side: returns Z (n_other, k+1), α0 ZᵀZ, λ_r (n,) and rhs (n, k+1)."""
     Z, offset = _design(torch, other)
     gram = s.unobserved_weight * (Z.T @ Z)  # (k+1, k+1): the all-pairs term
     reg = s.reg * (side.counts + s.unobserved_weight * len(Z)) ** s.reg_exponent  # (n,)
     rhs = side.sparse(side.weight * (1 - offset.index_select(0, side.col))) @ Z
     rhs -= s.unobserved_weight * (Z.T @ offset)
+    return Z, gram, reg, rhs
+
+
+def _solve(torch, side: _Side, A, other, s: IALSSettings) -> None:
+    """Update every row of ``A`` (in place) given the other side's rows ``other``."""
+    Z, gram, reg, rhs = _normal_equations(torch, side, other, s)
     if s.cg_steps == 0:
         _cholesky(torch, side, A, Z, gram, reg, rhs)
     else:
-        _conjugate_gradient(torch, side, A, Z, gram, reg, rhs, s.cg_steps)
+        _conjugate_gradient(lambda X: _matvec(torch, side, Z, gram, reg, X), A, rhs, s.cg_steps, rowwise=True)
+
+
+class _History:
+    """Users as their history: P = H Y, fitted through Y by conjugate gradient on all of Y at once
+    (the users' systems are coupled through the items they share)."""
+
+    def __init__(self, torch, H: sp.csr_matrix, k: int, s: IALSSettings, device, gen, dtype=None):
+        H = sp.csr_matrix(H, dtype=np.float32)
+        self.torch, self.s, self.k = torch, s, k
+        self.H, self.Ht = _Side(torch, H, device, dtype), _Side(torch, H.T.tocsr(), device, dtype)
+        self.Y = (torch.randn(H.shape[1], k, generator=gen) * (s.init_sigma / k ** 0.5)).to(device, dtype)
+        # frequency-scaled like the rows it stands in for: users with the column, plus α0 × users
+        self.reg = s.history_reg * (self.Ht.counts + s.unobserved_weight * H.shape[0]) ** s.reg_exponent
+
+    def user_rows(self, Y=None):
+        """(n_users, k+1): [H Y, 0] (no user bias)."""
+        P = self.H.sparse(self.H.weight) @ (self.Y if Y is None else Y)
+        return self.torch.cat([P, self.torch.zeros(len(P), 1, dtype=P.dtype, device=P.device)], 1)
+
+    def solve(self, users: _Side, Q) -> None:
+        torch, k = self.torch, self.k
+        Z, gram, _, rhs = _normal_equations(torch, users, Q, self.s)
+        no_reg = torch.zeros(users.n, dtype=Z.dtype, device=Z.device)
+        Ht = self.Ht.sparse(self.Ht.weight)
+
+        def hessian(D):
+            return Ht @ _matvec(torch, users, Z, gram, no_reg, self.user_rows(D))[:, :k] + self.reg.unsqueeze(1) * D
+
+        _conjugate_gradient(hessian, self.Y, Ht @ rhs[:, :k], max(self.s.cg_steps, 1), rowwise=False)
 
 
 def _matvec(torch, side: _Side, Z, gram, reg, X):
@@ -155,19 +205,22 @@ def _matvec(torch, side: _Side, Z, gram, reg, X):
     return side.sparse(dots * side.weight) @ Z + X @ gram + reg.unsqueeze(1) * X
 
 
-def _conjugate_gradient(torch, side, A, Z, gram, reg, rhs, steps: int) -> None:
-    """``steps`` CG iterations on every row's system at once, from the current rows of ``A``."""
-    x = A
-    r = rhs - _matvec(torch, side, Z, gram, reg, x)
+def _conjugate_gradient(matvec, x, rhs, steps: int, *, rowwise: bool) -> None:
+    """``steps`` CG iterations on ``matvec(x) = rhs`` from the current ``x`` (updated in place):
+    every row its own system (``rowwise``) or all of ``x`` one system."""
+    def dot(a, b):
+        return (a * b).sum(1, keepdim=True) if rowwise else (a * b).sum()
+
+    r = rhs - matvec(x)
     p = r.clone()
-    rr = (r * r).sum(1)
+    rr = dot(r, r)
     for _ in range(steps):
-        Ap = _matvec(torch, side, Z, gram, reg, p)
-        alpha = rr / (p * Ap).sum(1).clamp_min(1e-30)
-        x.add_(alpha.unsqueeze(1) * p)
-        r.sub_(alpha.unsqueeze(1) * Ap)
-        rr_new = (r * r).sum(1)
-        p.mul_((rr_new / rr.clamp_min(1e-30)).unsqueeze(1)).add_(r)
+        Ap = matvec(p)
+        alpha = rr / dot(p, Ap).clamp_min(1e-30)
+        x.add_(alpha * p)
+        r.sub_(alpha * Ap)
+        rr_new = dot(r, r)
+        p.mul_(rr_new / rr.clamp_min(1e-30)).add_(r)
         rr = rr_new
 
 

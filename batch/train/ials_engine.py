@@ -46,17 +46,18 @@ class IALSTrainer:
                                 design.layout.n_items)
         s = self.settings
         settings = IALSSettings(factors=hp.num_factors, unobserved_weight=s.unobserved_weight, reg=s.reg,
-                                reg_exponent=s.reg_exponent, epochs=hp.epochs, cg_steps=s.cg_steps, seed=hp.seed)
+                                reg_exponent=s.reg_exponent, epochs=hp.epochs, cg_steps=s.cg_steps,
+                                history_reg=s.history_reg, seed=hp.seed)
         log.info("iALS: %d users × %d items, %d interactions, %d factors, α0 %g, λ %g, ν %g",
                  R.shape[0], R.shape[1], R.nnz, hp.num_factors, s.unobserved_weight, s.reg, s.reg_exponent)
         history, started = [], time.perf_counter()
 
-        def on_epoch(epoch: int, _factors) -> bool:
+        def on_epoch(epoch: int) -> bool:
             history.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started, 3)})
             log.info("iALS epoch %d/%d: %.1f s", epoch + 1, hp.epochs, history[-1]["seconds"])
             return False
 
-        factors = fit_ials(torch, R, settings, device=device, on_epoch=on_epoch)
+        factors = fit_ials(torch, R, settings, history=history_block(design), device=device, on_epoch=on_epoch)
         seconds = time.perf_counter() - started
         details = {"engine": "local", "objective": "ials", "device": device, "seconds": round(seconds, 3),
                    "samples_per_s": round(R.nnz * hp.epochs / max(seconds, 1e-9)), "history": history}
@@ -71,14 +72,39 @@ def interaction_weights(user: np.ndarray, item: np.ndarray, n_users: int, n_item
     return R
 
 
+def history_block(design: Design) -> sp.csr_matrix | None:
+    """The users' history columns of the design (CSR float32 (n_users, n_items)), or None."""
+    layout = design.layout
+    if not layout.user_history:
+        return None
+    return design.users[:, layout.user_history_offset:layout.user_history_offset + layout.n_items]
+
+
+def history_pairwise(H: sp.csr_matrix, Y: np.ndarray) -> np.ndarray:
+    """float32 (n_users,): the FM's pairwise terms among a user's own history columns,
+    ½(‖Σ_j x_j y_j‖² − Σ_j x_j² ‖y_j‖²). The user's id-column weight cancels them, so the FM's
+    prediction is the iALS score itself, not only the same ranking."""
+    Y = Y.astype(np.float64)
+    H = H.astype(np.float64)
+    p = np.asarray(H @ Y)
+    return (0.5 * (np.einsum("nk,nk->n", p, p) - H.power(2) @ (Y * Y).sum(1))).astype(np.float32)
+
+
 def to_fm(factors: IALSFactors, design: Design, predictor_type: str) -> FMModel:
-    """The FM whose score on ``[user u one-hot | item i one-hot]`` equals the iALS score plus
-    :data:`BIAS`: V (feature_dim, k) and w (feature_dim,) float32, zero on side-feature columns."""
+    """The FM whose score on the design row of (u, i) equals the iALS score plus :data:`BIAS`:
+    V (feature_dim, k) and w (feature_dim,) float32. Users are their id column's factors, or,
+    with the history block, their history's factors Y (their id columns then get zero factors
+    and the weight that cancels the pairwise terms inside the history); side-feature columns
+    get zeros."""
     layout, k = design.layout, factors.user.shape[1]
     V = np.zeros((layout.feature_dim, k), np.float32)
     w = np.zeros(layout.feature_dim, np.float32)
     users = slice(0, layout.n_users)
     items = slice(layout.item_offset, layout.item_offset + layout.n_items)
-    V[users], V[items] = factors.user, factors.item
-    w[users], w[items] = factors.user_bias, factors.item_bias
+    V[items], w[items] = factors.item, factors.item_bias
+    if factors.history is None:
+        V[users], w[users] = factors.user, factors.user_bias
+    else:
+        V[layout.user_history_offset:layout.user_history_offset + layout.n_items] = factors.history
+        w[users] = -history_pairwise(history_block(design), factors.history)
     return FMModel(V=V, w=w, b=BIAS, predictor_type=predictor_type)

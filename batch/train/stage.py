@@ -29,7 +29,7 @@ def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer
     """
     t, hp = cfg.train, cfg.train.hyperparameters
     started = time.perf_counter()
-    design = build_design(dataset, use_features=t.features)
+    design = build_design(dataset, use_features=t.features, history=t.uses_ials and t.ials.history)
     design.layout.save(run.layout)
     run.write_json("config.json", redact_tree(cfg.to_dict()))
     source = training_source(dataset, t.mode, threshold=t.threshold, negatives=t.negatives, seed=hp.seed)
