@@ -19,9 +19,9 @@ from batch.tune.jobfile import to_toml
 @pytest.fixture
 def small_space(monkeypatch):
     """A search space small enough that every trial trains in a moment."""
-    monkeypatch.setattr(space, "SPACE", {"train.hyperparameters.num_factors": ("int", 4, 8, False),
-                                         "train.hyperparameters.epochs": ("int", 1, 2, False),
-                                         "train.hyperparameters.factors_wd": ("float", 1e-3, 1e-1, True)})
+    monkeypatch.setattr(space, "IALS", {"train.hyperparameters.num_factors": ("int", 4, 8, False),
+                                        "train.hyperparameters.epochs": ("int", 1, 2, False),
+                                        "train.ials.reg": ("float", 1e-3, 1e-1, True)})
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_tune_writes_a_job_file_that_topx_run_takes(topx, tmp_path, small_space,
     job = load_config(tmp_path / "tuned" / "best.toml", env={})
     assert job.data.path == "syn"
     assert job.train.hyperparameters.num_factors == summary["best"]["train.hyperparameters.num_factors"]
-    assert job.train.hyperparameters.factors_wd == summary["best"]["train.hyperparameters.factors_wd"]
+    assert job.train.ials.reg == summary["best"]["train.ials.reg"]
     assert job.search.top == 100  # tune writes what to compute, not the rest of the job
     code, ran, err = topx("run", "--config", "tuned/best.toml", "--workdir", "work", "--allow-regression")
     assert code == 0, err
@@ -69,9 +69,17 @@ def test_bad_budget_is_a_config_error(text):
         parse_budget(text)
 
 
-def test_every_searched_setting_is_a_setting():
-    for key in space.SPACE:
-        load_config(env={}, overrides={key: space.current(JobConfig().to_dict())[key]})
+@pytest.mark.parametrize("table", ["IALS", "SGD"])
+def test_every_searched_setting_is_a_setting(table):
+    searched = getattr(space, table)
+    for key, value in space.current(JobConfig().to_dict(), searched).items():
+        load_config(env={}, overrides={key: value})
+
+
+def test_the_space_follows_how_the_job_trains():
+    assert space.space_for(JobConfig().train) is space.IALS  # implicit mode, local engine
+    for overrides in ({"train.objective": "sampled"}, {"train.mode": "binary"}, {"train.backend": "sagemaker"}):
+        assert space.space_for(load_config(env={}, overrides=overrides).train) is space.SGD
 
 
 def test_without_optuna_the_message_names_the_extra(topx, tmp_path, monkeypatch):

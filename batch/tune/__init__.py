@@ -49,12 +49,13 @@ def tune(cfg: JobConfig, dataset: Dataset, out: str | Path, *, budget_s: float, 
     deadline = time.monotonic() + budget_s
     with tempfile.TemporaryDirectory(prefix="topx-tune-") as scratch:
         validation.save(scratch)
-        objective = _Objective(cfg, validation, scratch, rows, deadline, trials)
+        searched = space.space_for(cfg.train)
+        objective = _Objective(cfg, validation, scratch, rows, deadline, trials, searched)
         sampler = optuna.samplers.TPESampler(seed=cfg.train.hyperparameters.seed)
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        study.enqueue_trial(space.current(cfg.to_dict()))
+        study.enqueue_trial(space.current(cfg.to_dict(), searched))
         study.optimize(objective, n_trials=trials, timeout=budget_s, catch=())
-    best = {key: study.best_params[key] for key in space.SPACE}
+    best = {key: study.best_params[key] for key in searched}
     files = _write(cfg, best, rows, Path(out), study.best_value)
     return TuneResult(best, study.best_value, rows, files)
 
@@ -64,16 +65,16 @@ class _Objective:
     score the lists against its held-out part."""
 
     def __init__(self, cfg: JobConfig, validation: Dataset, scratch: str, rows: list, deadline: float,
-                 trials: int | None):
+                 trials: int | None, searched: space.Space):
         self.cfg, self.validation, self.scratch, self.rows = cfg, validation, scratch, rows
-        self.deadline, self.trials = deadline, trials
+        self.deadline, self.trials, self.searched = deadline, trials, searched
         self.users = eval_users(validation)
 
     def __call__(self, trial) -> float:
         from batch.rundir import RunDir
         from batch.train.stage import train_run
 
-        settings = space.suggest(trial)
+        settings = space.suggest(trial, self.searched)
         Path(self.scratch, "vectors.npz").unlink(missing_ok=True)  # the last trial's
         cfg = load_config(env={}, base=self.cfg.to_dict(), overrides={**settings, "train.backend": "local"})
         started = time.perf_counter()
