@@ -12,9 +12,10 @@ import numpy as np
 import scipy.sparse as sp
 from moto import mock_aws
 
-from batch.aws.emulator import SageMakerEmulator
 from batch.config import FMHyperparameters, JobConfig, load_config
 from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
+from batch.emulator.local import local_engines
+from batch.emulator.sagemaker import SageMakerEmulator
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors
 from batch.serve.search import SearchRequest
 
@@ -57,7 +58,7 @@ class Aws:
 @contextmanager
 def emulated_aws(endpoint_url: str | None = None):
     """moto (in-process, or the server at ``endpoint_url``) with the emulator and a bucket."""
-    with mock_aws(), SageMakerEmulator() as emulator:
+    with mock_aws(), SageMakerEmulator(local_engines()) as emulator:
         sagemaker = boto3.client("sagemaker", region_name=REGION, endpoint_url=endpoint_url)
         s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint_url)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})

@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from sagemaker_fixtures import BUCKET, REGION, ROLE, emulated_aws
 
 from batch.aws.channels import MissingS3ObjectError
-from batch.aws.emulator_server import emulator_server
 from batch.aws.sagemaker_jobs import TrainingJobFailedError, TransformJobFailedError
 from batch.cli import main
 from batch.config import load_config
+from batch.emulator.local import local_engines
+from batch.emulator.server import emulator_server
 from batch.errors import AwsJobError
 from batch.pipeline import run_job
 from batch.publish import make_engine
@@ -117,7 +118,7 @@ def test_cli_run_with_the_sagemaker_backend_against_the_emulator_server(tmp_path
         '[data.synth]\nusers = 40\nitems = 60\ninteractions = 1000\n'
         '[train.hyperparameters]\nepochs = 1\nnum_factors = 4\n'
         f'[sagemaker]\nregion = "{REGION}"\nrole_arn = "{ROLE}"\ns3_prefix = "s3://{BUCKET}/topx"\npoll_s = 0.05\n')
-    with emulator_server("127.0.0.1", 0, buckets=[BUCKET], region=REGION) as endpoint:
+    with emulator_server(local_engines(), "127.0.0.1", 0, buckets=[BUCKET], region=REGION) as endpoint:
         monkeypatch.setenv("TOPX_SAGEMAKER_ENDPOINT_URL", endpoint.url)
         code = main(["run", "--config", str(config), "--backend", "sagemaker", "--top", "5",
                      "--workdir", str(tmp_path / "w"), "--allow-regression"])

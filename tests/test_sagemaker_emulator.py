@@ -17,12 +17,13 @@ from botocore.exceptions import ClientError
 from sagemaker_fixtures import BUCKET, REGION, ROLE, emulated_aws, sagemaker_config, search_request, tied_vectors
 
 from batch.artifact import read_model
-from batch.aws.emulator_server import FAKE_CREDENTIALS, emulator_server
 from batch.aws.images import image_uri
 from batch.aws.recordio import write_dense, write_sparse
 from batch.aws.requests import channel
 from batch.aws.session import SageMakerSession, job_name
 from batch.cli import aws as aws_cli
+from batch.emulator.local import local_engines
+from batch.emulator.server import FAKE_CREDENTIALS, emulator_server
 from batch.errors import ConfigError
 from batch.serve.search.local import LocalSearcher
 from batch.serve.search.sagemaker import SageMakerKnnSearcher
@@ -151,7 +152,7 @@ def test_a_knn_transform_writes_verbose_jsonlines_best_last_per_input_object(aws
 def test_the_emulator_over_http_serves_a_search_with_clients_made_from_config(monkeypatch):
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
-    with emulator_server(port=0, buckets=[BUCKET], region=REGION) as endpoint:
+    with emulator_server(local_engines(), port=0, buckets=[BUCKET], region=REGION) as endpoint:
         try:
             request = search_request(tied_vectors())
             cfg = sagemaker_config(endpoint_url=endpoint.url)

@@ -25,9 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
-    from batch.aws.emulator_server import emulator_server
+    from batch.emulator.local import local_engines
+    from batch.emulator.server import emulator_server
 
-    with emulator_server(args.host, args.port, buckets=args.bucket, region=args.region) as endpoint:
+    with emulator_server(local_engines(), args.host, args.port, buckets=args.bucket, region=args.region) as endpoint:
         log.info("SageMaker emulator at %s (buckets: %s); set TOPX_SAGEMAKER_ENDPOINT_URL=%s and fake AWS "
                  "credentials; Ctrl-C stops it", endpoint.url, ", ".join(args.bucket) or "none", endpoint.url)
         try:

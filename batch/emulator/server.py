@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from batch.emulator.engines import Engines
 from batch.errors import MissingDependencyError
 
 if TYPE_CHECKING:
-    from batch.aws.emulator import SageMakerEmulator
+    from batch.emulator.sagemaker import SageMakerEmulator
 
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -28,17 +29,18 @@ class EmulatorEndpoint:
 
 
 @contextmanager
-def emulator_server(host: str = "127.0.0.1", port: int = 5000, *, buckets: Sequence[str] = (),
+def emulator_server(engines: Engines, host: str = "127.0.0.1", port: int = 5000, *, buckets: Sequence[str] = (),
                     region: str = "us-east-1") -> Iterator[EmulatorEndpoint]:
-    """Serve moto with the emulator on ``host:port`` (port 0: any free port) until the block
-    ends; ``buckets`` are created first, in ``region``."""
+    """Serve moto with the emulator, its jobs run by ``engines``, on ``host:port`` (port 0: any
+    free port) until the block ends; ``buckets`` are created first, in ``region``."""
     try:
         from moto.server import ThreadedMotoServer
-    except ImportError:
-        raise MissingDependencyError("moto", "test", "The SageMaker emulator") from None
-    from batch.aws.emulator import SageMakerEmulator
 
-    with SageMakerEmulator() as emulator:
+        from batch.emulator.sagemaker import SageMakerEmulator
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "moto", "emulator", "The SageMaker emulator") from None
+
+    with SageMakerEmulator(engines) as emulator:
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
         try:

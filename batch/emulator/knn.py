@@ -2,7 +2,7 @@
 
 k-NN training stores an index artifact: the items, their labels and k, in ``model_algo-1`` of a
 ``model.tar.gz`` (our own layout: only this emulator reads it). The transform searches it
-exactly (:func:`batch.serve.search.exact.exact_topk`) and writes one ``<input>.out`` of
+exactly (the handed-in ``Engines.topk``) and writes one ``<input>.out`` of
 verbose jsonlines per input object, ascending by distance, as SageMaker's k-NN writes them.
 """
 
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from batch.aws.emulator_jobs import (
+from batch.aws.requests import RECORDIO
+from batch.emulator.engines import Engines
+from batch.emulator.jobs import (
     EmulatedJobError,
     MotoS3,
     hyperparameters,
@@ -24,7 +26,6 @@ from batch.aws.emulator_jobs import (
     read_records,
     split,
 )
-from batch.aws.requests import RECORDIO
 
 KNN_REQUIRED = {"feature_dim", "k", "predictor_type", "sample_size"}
 KNN_OPTIONAL = {"index_metric", "index_type", "faiss_index_ivf_nlists", "faiss_index_pq_m", "mini_batch_size",
@@ -72,11 +73,9 @@ def _tar_gz(arrays: dict[str, np.ndarray]) -> bytes:
     return out.getvalue()
 
 
-def transform(job: Any, sagemaker: Any, s3: MotoS3) -> list[dict[str, Any]]:
+def transform(job: Any, sagemaker: Any, s3: MotoS3, engines: Engines) -> list[dict[str, Any]]:
     """A batch transform with a k-NN model of this emulator: exact inner-product search of each
     input object's records (k-NN knows no seen items: nothing is excluded), one ``.out`` each."""
-    from batch.serve.search.exact import exact_topk
-
     verbose = _check_transform_io(job)
     index = _knn_index(job.model_name, sagemaker, s3)
     source = job.transform_input["DataSource"]["S3DataSource"]["S3Uri"]
@@ -84,7 +83,8 @@ def transform(job: Any, sagemaker: Any, s3: MotoS3) -> list[dict[str, Any]]:
     prefix = split(source)[1]
     for bucket, key in s3.keys(source):
         X, _ = read_records(s3, bucket, key, index["items"].shape[1], labels=False)
-        position, inner = exact_topk(X.toarray(), index["items"], int(index["k"]))
+        position, inner = engines.topk(X.toarray().astype(np.float32), index["items"].astype(np.float32),
+                                         int(index["k"]))
         # like SageMaker, each object's output is written once the whole object succeeded
         s3.write(f"{output}/{key[len(prefix):].lstrip('/')}.out",
                  transform_lines(inner, position, index["labels"], verbose=verbose))

@@ -2,9 +2,9 @@
 
 Each job reads its real S3 inputs from moto's S3 backend and writes real outputs there, as the
 algorithm's container would; FM training writes ``model.tar.gz`` in the SageMaker FM format
-(k-NN lives in :mod:`batch.aws.emulator_knn`). A problem SageMaker would report becomes
-:class:`EmulatedJobError`, whose text becomes the job's FailureReason. moto is a test
-dependency: import this module only where moto is installed.
+(k-NN lives in :mod:`batch.emulator.knn`). A problem SageMaker would report becomes
+:class:`EmulatedJobError`, whose text becomes the job's FailureReason. The fitting and the
+metrics are the handed-in :class:`~batch.emulator.engines.Engines`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import scipy.sparse as sp
 from moto.s3.models import s3_backends
 from moto.utilities.utils import get_partition
 
+from batch.artifact import FMModel, write_model
 from batch.aws.recordio import RecordIOError, read_sparse
 from batch.aws.requests import RECORDIO
 from batch.config import FMHyperparameters
+from batch.emulator.engines import Engines
 
 FM_REQUIRED = {"feature_dim", "num_factors", "predictor_type"}
 FM_OPTIONAL = {"epochs", "mini_batch_size", "clip_gradient", "eps", "rescale_grad", "bias_lr", "linear_lr",
@@ -65,22 +67,19 @@ def split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def train_fm(job: Any, s3: MotoS3) -> list[dict[str, Any]]:
-    """An FM training job: fit the local engine on the ``train`` channel, write model.tar.gz,
+def train_fm(job: Any, s3: MotoS3, engines: Engines) -> list[dict[str, Any]]:
+    """An FM training job: fit ``engines.fit_fm`` on the ``train`` channel, write model.tar.gz,
     and return the final metrics (test metrics when there is a ``test`` channel)."""
-    from batch.artifact import write_model
-    from batch.train.local import LocalFMTrainer
-
     hyper = hyperparameters(job.hyper_parameters, FM_REQUIRED, FM_OPTIONAL)
     kind, dim = hyper["predictor_type"], int_hyperparameter(hyper, "feature_dim")
     if kind not in ("binary_classifier", "regressor"):
         raise EmulatedJobError(f"ClientError: predictor_type {kind!r} is not binary_classifier or regressor")
     X, y = read_channel(job, s3, "train", dim, labels=True)
-    model = LocalFMTrainer("cpu").fit_rows(X, y, fm_settings(hyper), kind).model
+    model = engines.fit_fm(X, y, fm_settings(hyper), kind)
     buffer = io.BytesIO()
     write_model(model, buffer, hyperparameters=job.hyper_parameters)
     s3.write(job.model_artifacts["S3ModelArtifacts"], buffer.getvalue())
-    return _fm_metrics(job, s3, model, dim)
+    return _fm_metrics(job, s3, engines, model, dim)
 
 
 def fm_settings(hyper: dict[str, str]) -> FMHyperparameters:
@@ -93,16 +92,14 @@ def fm_settings(hyper: dict[str, str]) -> FMHyperparameters:
         raise EmulatedJobError(f"ClientError: invalid hyperparameter value: {exc}") from None
 
 
-def _fm_metrics(job: Any, s3: MotoS3, model: Any, dim: int) -> list[dict[str, Any]]:
-    from batch.train.metrics import classifier_metrics, regression_metrics
-
+def _fm_metrics(job: Any, s3: MotoS3, engines: Engines, model: FMModel, dim: int) -> list[dict[str, Any]]:
     if not any(c["ChannelName"] == "test" for c in job.input_data_config):
         return []
     X, y = read_channel(job, s3, "test", dim, labels=True)
+    found = engines.fm_metrics(model.predictor_type, model.predict(X), y)
     if model.predictor_type == "regressor":
-        names = {"test:rmse": regression_metrics(model.predict(X), y)["rmse"]}
+        names = {"test:rmse": found["rmse"]}
     else:
-        found = classifier_metrics(model.predict(X), y)
         names = {"test:binary_classification_accuracy": found["accuracy"],
                  "test:binary_classification_cross_entropy": found["cross_entropy"]}
     return [{"MetricName": k, "Value": float(v)} for k, v in names.items()]

@@ -2,14 +2,14 @@
 
 moto's SageMaker backend records a training or transform job as Completed the moment it is
 created and writes nothing. Inside ``with SageMakerEmulator():`` a created job instead runs in
-a thread with the local engines on its real S3 inputs (:mod:`batch.aws.emulator_jobs`) and
+a thread with the local engines on its real S3 inputs (:mod:`batch.emulator.jobs`) and
 writes its real outputs, while describe calls report it InProgress (with secondary-status
 transitions) and then Completed or Failed with a FailureReason, billable seconds and final
 metrics. Job and model names must be unique, as on SageMaker.
 
 The patch is on moto's backend class, so it serves in-process ``mock_aws`` and a
 ``ThreadedMotoServer`` in the same process alike. ``fail_next(kind, reason)`` makes the next
-job of a kind fail. moto is a test dependency; ``topx sagemaker-emulator`` serves this on a port.
+job of a kind fail. ``topx sagemaker-emulator`` serves this on a port (:mod:`batch.emulator.server`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from moto.core.utils import utcnow
 from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 
-from batch.aws.emulator_jobs import EmulatedJobError, MotoS3, train_fm
-from batch.aws.emulator_knn import train_knn, transform
+from batch.emulator.engines import Engines
+from batch.emulator.jobs import EmulatedJobError, MotoS3, train_fm
+from batch.emulator.knn import train_knn, transform
 
 log = logging.getLogger("topx.emulator")
 
@@ -59,7 +60,8 @@ class SageMakerEmulator:
     """Context manager that makes moto's SageMaker jobs run; see the module docstring. The first
     describe of a job always answers InProgress: a caller sees every job running before it ends."""
 
-    def __init__(self):
+    def __init__(self, engines: Engines):
+        self.engines = engines
         self._runs: dict[str, _Run] = {}  # by job ARN
         self._failures: dict[str, list[str]] = {kind: [] for kind in KINDS}
         self._lock = threading.RLock()
@@ -102,8 +104,9 @@ class SageMakerEmulator:
             failure = self._failures[kind].pop(0) if self._failures[kind] else None
         run = _Run(kind, job)
         _report_start(run)
-        run.thread = threading.Thread(target=self._work, args=(run, _performer(kind, backend, job), failure),
-                                      name=f"emulated {kind} job", daemon=True)
+        perform = _performer(kind, backend, job, self.engines)
+        run.thread = threading.Thread(target=self._work, args=(run, perform, failure), name=f"emulated {kind} job",
+                                      daemon=True)
         self._runs[job.arn] = run
         run.thread.start()
 
@@ -151,15 +154,16 @@ class SageMakerEmulator:
                 run.ended = True
 
 
-def _performer(kind: str, backend: Any, job: Any) -> Callable[[], list]:
+def _performer(kind: str, backend: Any, job: Any, engines: Engines) -> Callable[[], list]:
     """What the job does: picked by the algorithm's image for training, k-NN for a transform."""
     s3 = MotoS3(backend.account_id, backend.region_name)
     if kind == "transform":
-        return partial(transform, job, backend, s3)
+        return partial(transform, job, backend, s3, engines)
     image = job.algorithm_specification.get("TrainingImage", "")
-    for repository, train in (("/factorization-machines:", train_fm), ("/knn:", train_knn)):
+    algorithms = {"/factorization-machines:": partial(train_fm, job, s3, engines), "/knn:": partial(train_knn, job, s3)}
+    for repository, train in algorithms.items():
         if repository in image:
-            return partial(train, job, s3)
+            return train
 
     def unknown() -> list:
         raise EmulatedJobError(f"emulator: no built-in algorithm to play for image {image!r}")
