@@ -1,13 +1,17 @@
 """iALS: the closed-form row solves against a brute-force objective, a known ranking, determinism,
 and the FM it is written out as."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 from test_train import blocks_dataset
 
+from batch.artifact import FMModel
 from batch.config import FMHyperparameters, IALSConfig, JobConfig, TrainConfig
+from batch.data.interactions import FeatureTable
 from batch.errors import ConfigError
 from batch.features.design import build_design
 from batch.serve.repackage import repackage
@@ -16,6 +20,7 @@ from batch.train.ials import IALSSettings, _History, _Side, _solve, fit_ials
 from batch.train.ials_engine import BIAS, IALSTrainer, history_block, interaction_weights, to_fm
 from batch.train.local import LocalFMTrainer
 from batch.train.samples import training_source
+from batch.train.stage import pair_decisions
 
 
 def brute_force_objective(R, U, Q, s: IALSSettings) -> torch.Tensor:
@@ -180,3 +185,18 @@ def test_history_mode_ranks_each_users_own_taste_group_first():
     assert np.mean(np.take_along_axis(same_group, top10, 1)) >= 0.95
     rank = (masked > masked[ds.test.user, ds.test.item][:, None]).sum(1)
     assert np.mean(rank < 13) >= 0.95
+
+
+def test_held_out_pair_scores_through_entity_halves_equal_the_fm_on_full_rows():
+    ds = blocks_dataset(n_users=6, n_items=20)
+    rng = np.random.default_rng(0)
+    features = FeatureTable(sp.csr_matrix(rng.random((20, 3)).astype(np.float32)), ("a", "b", "c"))
+    ds = dataclasses.replace(ds, item_features=features)
+    design = build_design(ds, history=True)
+    k = 4
+    model = FMModel(V=rng.normal(size=(design.layout.feature_dim, k)).astype(np.float32),
+                    w=rng.normal(size=design.layout.feature_dim).astype(np.float32), b=0.3,
+                    predictor_type="binary_classifier")
+    user, item = rng.integers(0, 6, 50), rng.integers(0, 20, 50)
+    np.testing.assert_allclose(pair_decisions(model, design, user, item),
+                               model.decision(design.pair_rows(user, item)), rtol=1e-5, atol=1e-5)

@@ -121,7 +121,7 @@ def _trained(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return trained_u, trained_i
 
 
-def _halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+def entity_halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """p = Vᵀx (float64 (n, k)) and the entity's own part of ŷ without b: wᵀx + ½(‖p‖² − Σ x_j²‖v_j‖²)."""
     V = model.V.astype(np.float64)
     rows = rows.astype(np.float64)
@@ -131,13 +131,13 @@ def _halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray
 
 
 def _user_vectors(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    p, own = _halves(model, rows)
+    p, own = entity_halves(model, rows)
     users = np.hstack([p, np.ones((len(p), 1))]).astype(np.float32)
     return users, (model.b + own).astype(np.float32)
 
 
 def _item_vectors(model: FMModel, rows: sp.csr_matrix) -> np.ndarray:
-    p, own = _halves(model, rows)
+    p, own = entity_halves(model, rows)
     return np.hstack([p, own[:, None]]).astype(np.float32)
 
 
