@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from batch.errors import TerminatedError
+
 T = TypeVar("T")
 log = logging.getLogger("topx")
 
@@ -67,6 +69,14 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):
         pass
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A signal handler that raises (SIGTERM: :class:`~batch.errors.TerminatedError`) while a
+        record is being written is not a logging failure: let it stop the work, as it would
+        anywhere else, instead of printing it and carrying on."""
+        if isinstance(sys.exc_info()[1], TerminatedError):
+            raise  # the exception emit() is handling
+        super().handleError(record)
 
 
 def setup_logging(level: str | None = None) -> None:
