@@ -29,6 +29,7 @@ from batch.errors import ConfigError, TopxError
 from batch.log import redact
 from batch.rundir import RunDir
 from batch.runstore import RunStore
+from batch.shardplan import check_sharded
 
 log = logging.getLogger("topx.run")
 
@@ -173,15 +174,6 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     report = store.location(state.run_id, REPORT_NAME)
     log.info("the report of run %s is at %s", state.run_id, report)
     return {**_summary(state, resumed, time.perf_counter() - started), "report": report}
-
-
-def check_sharded(cfg: JobConfig, shards: int) -> None:
-    """A sharded run needs at least one shard and searches in its shard jobs, locally."""
-    if shards < 1:
-        raise ConfigError(f"--shards must be ≥ 1; got {shards}")
-    if cfg.search.backend != "local":
-        raise ConfigError("a sharded run searches in its shard jobs with the local engine; set search.backend "
-                          "to local (TOPX_SEARCH_BACKEND=local), or search on SageMaker without --shards")
 
 
 def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: str, context: dict) -> None:

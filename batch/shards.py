@@ -24,13 +24,15 @@ import numpy as np
 from batch import storage
 from batch.config import JobConfig
 from batch.errors import ConfigError, PublishError, StageError
-from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, check_sharded, fingerprint
+from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, fingerprint
 from batch.publish.collect import LOADED, IncompleteRunError, finalize_run, load_shard, shard_state
 from batch.publish.gate import GateRefusedError
 from batch.rundir import RunDir
+from batch.runinfo import run_info
 from batch.runstore import RunStore
 from batch.serve.lists import TopLists
-from batch.stages import Stages, run_info
+from batch.shardplan import check_sharded
+from batch.stages import Stages
 
 log = logging.getLogger("topx.run")
 
@@ -75,15 +77,10 @@ def run_shard(cfg: JobConfig, run_id: str, index: int, shards: int | None = None
 
 def shard_lists(cfg: JobConfig, run: RunDir, users: np.ndarray, context: dict[str, Any]) -> TopLists:
     """The lists of ``users`` exactly as the search stage makes them for every user."""
-    from batch.serve.recommend import candidates, exclusion, recommend
-    from batch.serve.repackage import vectors_for
+    from batch.serve.recommend import search_run
     from batch.serve.search import make_searcher
 
-    dataset, vectors = run.load_dataset(), vectors_for(run)
-    allowed, _ = candidates(vectors, dataset.items, cfg.search)
-    exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
-    searcher = make_searcher(cfg, **context)
-    return recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
+    return search_run(cfg, run, make_searcher(cfg, **context), users).lists
 
 
 def finalize(cfg: JobConfig, run_id: str, **context: Any) -> dict[str, Any]:

@@ -5,18 +5,14 @@ ends with ``collect`` instead of ``search`` and ``publish``."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from batch.config import JobConfig
 from batch.rundir import RunDir
+from batch.runinfo import run_info
 from batch.serve.lists import SOURCE_POPULARITY, TopLists
-
-if TYPE_CHECKING:
-    from batch.data.interactions import Dataset
-    from batch.publish import RunInfo
 
 log = logging.getLogger("topx.run")
 
@@ -57,17 +53,12 @@ class Stages:
                 "items_by_status": _counts(vectors.item_status)}
 
     def search(self) -> dict[str, Any]:
-        from batch.serve.recommend import candidates, exclusion, recommend
-        from batch.serve.repackage import vectors_for
+        from batch.serve.recommend import search_run
         from batch.serve.search import make_searcher
 
-        dataset, vectors = self.run.load_dataset(), vectors_for(self.run)
-        allowed, report = candidates(vectors, dataset.items, self.cfg.search)
-        searcher = make_searcher(self.cfg, run_id=self.run_id, **self.context)
-        lists = recommend(vectors, searcher, top=self.cfg.search.top, candidates=allowed,
-                          exclude=exclusion(dataset, include_held_out=True) if self.cfg.search.exclude_seen else None)
+        found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, **self.context))
+        lists, report = found.lists, found.report
         lists.save(self.run.file("lists.npz"))
-        report.update(getattr(searcher, "report", None) or {})
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
                 "short_lists": _short_lists(lists, self.cfg.search.top), **report}
@@ -106,18 +97,6 @@ class Stages:
         from batch.publish import database_url
 
         return database_url(self.cfg, secrets_client=self.context.get("secrets_client"))
-
-
-def run_info(cfg: JobConfig, run: RunDir, run_id: str, dataset: Dataset) -> RunInfo:
-    """What the ``runs`` table records about a run: settings, metrics, counts, model location."""
-    from batch.metrics.figures import with_figures
-    from batch.publish import RunInfo
-
-    counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
-              "test_interactions": len(dataset.test)}
-    return RunInfo(run_id=run_id, config=cfg.to_dict(), model_location=str(run.model.resolve()),
-                   started_at=datetime.fromisoformat(run.read_json("run.json")["started_at"]),
-                   metrics=with_figures(run.read_json("metrics.json")), counts=counts)
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -111,9 +112,18 @@ def test_publish_puts_the_run_directorys_lists_in_the_database(run_dir, tmp_path
     engine = make_engine(db_url)
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT user_id, rank, item_id FROM current_recommendations")).fetchall()
-        run = conn.execute(sa.text("SELECT status FROM runs WHERE id = 'cli-1'")).scalar()
+        run, counts, started = conn.execute(sa.text("SELECT status, counts, started_at FROM runs "
+                                                    "WHERE id = 'cli-1'")).one()
     engine.dispose()
     assert run == "current"
+    # the one RunInfo builder: the same counts as topx run records, started when the model was written
+    counts = json.loads(counts) if isinstance(counts, str) else counts
+    data = RunDir(run_dir).load_dataset()
+    assert counts == {"users": data.n_users, "items": data.n_items, "train_interactions": len(data.train),
+                      "test_interactions": len(data.test)}
+    started = started if isinstance(started, datetime) else datetime.fromisoformat(started)
+    model_written = datetime.fromtimestamp(RunDir(run_dir).model.stat().st_mtime, UTC)
+    assert abs((started.replace(tzinfo=UTC) - model_written).total_seconds()) < 1
     assert sorted(stored) == sorted((r["user_id"], int(r["rank"]), r["item_id"]) for r in rows)
     assert not {item for _, _, item in stored} & set(denied)
 

@@ -20,18 +20,15 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
-from batch import storage
 from batch.aws import batch_jobs
 from batch.cli.common import add_config_options, config_from_args
-from batch.cli.shard import RUN_ID_ENV, SHARD_COUNT_ENV
 from batch.errors import ConfigError
 from batch.log import log, redact
+from batch.shardplan import ROLES, RUN_ID_ENV, sharded_jobs
 
 DEFAULT_DEFINITION = "topx"
 ARRAY_ID_SHOWN = "<jobId of the array job>"  # what a dry run shows where the real id will go
 PREPARE_ID_SHOWN = "<jobId of the prepare job>"
-# A sharded run's jobs: role, the `stage` parameter (the topx command), its job name's suffix.
-SHARDED_JOBS = (("prepare", "run", "prepare"), ("shards", "shard", "shards"), ("finalize", "finalize", "finalize"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -112,7 +109,7 @@ def _submit_sharded(args: argparse.Namespace) -> dict[str, Any]:
     _warn_plain_credentials(requests[0])
     batch = batch_jobs.client(settings.region, settings.endpoint_url)
     jobs = batch_jobs.submit_prepared_array(batch, *requests)
-    summary = [{"role": role, **job} for (role, _, _), job in zip(SHARDED_JOBS, jobs, strict=True)]
+    summary = [{"role": role, **job} for (role, _, _), job in zip(ROLES, jobs, strict=True)]
     if args.wait:
         for entry in summary:
             entry["status"] = batch_jobs.wait(batch, entry["jobId"], poll_s=settings.poll_s)["status"]
@@ -122,23 +119,16 @@ def _submit_sharded(args: argparse.Namespace) -> dict[str, Any]:
 
 def _sharded_requests(args: argparse.Namespace, settings, run_id: str, workdir: str) -> list[dict[str, Any]]:
     """Prepare, shard-array and finalize requests of one sharded run (no dependencies yet)."""
-    _check_sharded_options(args, settings, workdir)
+    _check_sharded_options(args, settings)
     name = args.name or f"topx-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    params, env = _pairs(args.param, "--param"), _pairs(args.env, "--env")
-    # Every job finds the run through these; the stage parameter picks each job's topx command.
-    # Shards search locally, so every job must say so (the search backend is part of the run's settings).
-    shared = {"TOPX_SEARCH_BACKEND": "local", **env, "TOPX_WORKDIR": workdir, RUN_ID_ENV: run_id}
-    requests = []
-    for role, stage, suffix in SHARDED_JOBS:
-        environment = shared if role == "finalize" else {**shared, SHARD_COUNT_ENV: str(args.shards)}
-        requests.append(batch_jobs.job_request(
-            name=f"{name[:127 - len(suffix)]}-{suffix}", queue=settings.queue, definition=settings.job_definition,
-            parameters={**params, "stage": stage}, environment=environment,
-            array_size=args.shards if role == "shards" else None))
-    return requests
+    plan = sharded_jobs(name, args.shards, workdir, run_id, parameters=_pairs(args.param, "--param"),
+                        environment=_pairs(args.env, "--env"))
+    return [batch_jobs.job_request(name=job.name, queue=settings.queue, definition=settings.job_definition,
+                                   parameters=job.parameters, environment=job.environment,
+                                   array_size=job.array_size) for job in plan]
 
 
-def _check_sharded_options(args: argparse.Namespace, settings, workdir: str) -> None:
+def _check_sharded_options(args: argparse.Namespace, settings) -> None:
     if not settings.queue:
         raise ConfigError("no job queue: pass --queue or set batch.queue (TOPX_BATCH_QUEUE)")
     if args.array_size is not None or args.final_param or args.final_definition or args.command:
@@ -147,10 +137,6 @@ def _check_sharded_options(args: argparse.Namespace, settings, workdir: str) -> 
     if args.shards not in batch_jobs.ARRAY_SIZES:
         raise ConfigError(f"--shards must be {batch_jobs.ARRAY_SIZES.start} to {batch_jobs.ARRAY_SIZES.stop - 1} "
                           f"(an AWS Batch array); got {args.shards}")
-    if not storage.is_s3(workdir):
-        raise ConfigError(f"a sharded run's jobs run on different machines and share the run through its work "
-                          f"directory, which must be an s3:// prefix: pass --workdir s3://BUCKET/PREFIX (or set "
-                          f"workdir in the config); got {workdir!r}")
 
 
 def _requests(args: argparse.Namespace, settings) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -11,6 +11,7 @@ from batch.cli.common import add_config_options, config_from_args
 from batch.cli.shard import RUN_ID_ENV, SHARD_COUNT_ENV, env_int
 from batch.errors import ConfigError
 from batch.pipeline import run_job
+from batch.shardplan import search_backend_with
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config_from_args(args)
     if args.cfg_train__backend == "sagemaker" and args.cfg_search__backend is None:
         # --backend sagemaker moves both heavy steps unless the search backend is given apart
-        cfg = config_from_args(args, **{"search.backend": "sagemaker" if _shards(args) is None else "local"})
+        cfg = config_from_args(args, **{"search.backend": search_backend_with("sagemaker", _shards(args))})
     run_id = args.run_id or os.environ.get(RUN_ID_ENV) or None
     if run_id and (args.fresh or args.resume):
         raise ConfigError("--run-id names the run to work on: drop --fresh and --resume (or unset TOPX_RUN_ID)")

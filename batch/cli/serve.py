@@ -57,21 +57,18 @@ def _run_config(args: argparse.Namespace):
 
 
 def _recommend(args: argparse.Namespace) -> dict[str, Any]:
-    from batch.serve.recommend import candidates, exclusion, recommend, write_csv
-    from batch.serve.repackage import vectors_for
+    from batch.serve.recommend import search_run, write_csv
     from batch.serve.search import make_searcher
 
     run, cfg = _run_config(args)
-    dataset, vectors = run.load_dataset(), vectors_for(run)
-    allowed, report = candidates(vectors, dataset.items, cfg.search)
-    searcher = make_searcher(cfg)
-    exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
-    lists = recommend(vectors, searcher, top=cfg.search.top, exclude=exclude, candidates=allowed)
+    found = search_run(cfg, run, make_searcher(cfg))
+    lists = found.lists
     lists.save(run.file("lists.npz"))
     if args.out:
+        dataset = run.load_dataset()
         write_csv(lists, dataset.users, dataset.items, args.out)
     return {"run_dir": str(run.path), "users": lists.n_users, "rows": len(lists), "top": cfg.search.top,
-            "out": args.out, **report, **(getattr(searcher, "report", None) or {})}
+            "out": args.out, **found.report}
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,11 +96,9 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    from batch.metrics.figures import with_figures
     from batch.metrics.since import record_churn
-    from batch.publish import RunInfo, database_url, publish_run
+    from batch.publish import database_url, publish_run
+    from batch.runinfo import run_info
     from batch.serve.lists import TopLists
 
     run, cfg = _run_config(args)
@@ -111,9 +106,5 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     dataset, lists = run.load_dataset(), TopLists.load(run.file("lists.npz"))
     run_id = args.run_id or run.path.resolve().name
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
-    info = RunInfo(run_id=run_id, config=cfg.to_dict(),
-                   model_location=str(run.model.resolve()), started_at=datetime.now(UTC),
-                   metrics=with_figures(run.read_json("metrics.json")),
-                   counts={"users": dataset.n_users, "items": dataset.n_items})
-    return publish_run(database_url(cfg), info, lists, dataset.users, dataset.items,
+    return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate)

@@ -16,8 +16,9 @@ from typing import Any
 from batch.cli.common import add_config_options, config_from_args
 from batch.config import JobConfig
 from batch.errors import ConfigError
+from batch.shardplan import RUN_ID_ENV, SHARD_COUNT_ENV
 
-RUN_ID_ENV, SHARD_COUNT_ENV, ARRAY_INDEX_ENV = "TOPX_RUN_ID", "TOPX_SHARD_COUNT", "AWS_BATCH_JOB_ARRAY_INDEX"
+ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

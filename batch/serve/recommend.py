@@ -7,21 +7,45 @@ held-out: the user has seen them all); evaluation excludes training interactions
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from batch import storage
-from batch.config import SearchConfig
+from batch.config import JobConfig, SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
 from batch.errors import DataError, NoCandidatesError
 from batch.features.negatives import is_seen
 from batch.serve.lists import SOURCE_POPULARITY, TopLists
-from batch.serve.repackage import COLD, Vectors
+from batch.serve.repackage import COLD, Vectors, vectors_for
 from batch.serve.search import Searcher, SearchRequest, probabilities
 
+if TYPE_CHECKING:
+    from batch.rundir import RunDir
+
 log = logging.getLogger("topx.serve")
+
+
+@dataclass
+class RunSearch:
+    """A run's lists and what the search did: the allow/deny lists' counts and the engine's report."""
+
+    lists: TopLists
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarray | None = None) -> RunSearch:
+    """The lists of ``users`` (default all) of the run in ``run``, as ``cfg.search`` asks: its
+    vectors, the allowed candidates, seen items (train and held-out) excluded unless
+    ``exclude_seen`` is off. The one search path of ``topx run``, ``topx shard`` and ``topx recommend``."""
+    dataset, vectors = run.load_dataset(), vectors_for(run)
+    allowed, report = candidates(vectors, dataset.items, cfg.search)
+    exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
+    lists = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
+    return RunSearch(lists, {**report, **(getattr(searcher, "report", None) or {})})
 
 
 def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, str]]]:
