@@ -211,3 +211,7 @@ def test_a_binary_run_worse_than_the_implicit_one_does_not_replace_it(tmp_path, 
     assert RunDir(tmp_path / "work" / "runs" / rejected).read_json("run.json")["status"] == "rejected"
     assert topx(*common, "--mode", "binary")[0] == 3  # a new run: a rejected run is not resumed
     assert sorted(current(db_url)[1].values()) == ["current", "rejected", "rejected"]
+
+    code, forced, err = topx(*common, "--mode", "binary", "--resume", rejected, "--allow-regression")
+    assert code == 0 and forced["run_id"] == rejected and forced["resumed"] is True, err
+    assert current(db_url)[1][rejected] == "current"
