@@ -154,3 +154,13 @@ def test_gate_settings_come_from_the_environment():
     cfg = load_config(env={"TOPX_PUBLISH_GATE_TOLERANCE": "0.2", "TOPX_PUBLISH_GATE_ALLOW_REGRESSION": "true",
                            "TOPX_PUBLISH_GATE_METRIC": "map@20"})
     assert cfg.publish.gate == GateConfig(metric="map@20", tolerance=0.2, allow_regression=True)
+
+
+def test_a_superseded_run_made_current_again_is_judged_too_and_keeps_its_status(db_url):
+    publish(db_url, "old", **measured(0.10))
+    publish(db_url, "new", **measured(0.20))
+    with pytest.raises(GateRefusedError, match="refused run old, which keeps its status"):
+        publish(db_url, "old", **measured(0.10))  # a rollback to a worse run needs allow_regression
+    assert (status(db_url, "old"), status(db_url, "new")) == ("superseded", "current")
+    publish(db_url, "old", gate=GateConfig(allow_regression=True), **measured(0.10))
+    assert current_run(db_url)["id"] == "old"

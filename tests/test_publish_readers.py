@@ -68,3 +68,35 @@ def test_prunes_run_oldest_first_and_stop_at_the_first_deferred(pg_url):
     assert summary["pruned"] == [] and summary["prune_deferred"] == ["r1", "r2"]
     assert cleanup(pg_url, keep_runs=1)["pruned"] == ["r1", "r2"]
     assert [status(pg_url, r) for r in ("r1", "r2", "r3")] == ["pruned", "pruned", "current"]
+
+
+def test_the_publisher_lock_outlives_an_idle_in_transaction_timeout(pg_url, monkeypatch):
+    """The lock's session idles in its transaction while the publisher works on another one; a
+    server that ends idle transactions after 200 ms must not free the lock mid-publish."""
+    from test_publish_support import hook_chunks
+
+    from batch.publish import make_engine
+    from batch.publish.base import PublishLockedError, sink_for
+
+    name = pg_url.rsplit("/", 1)[1]
+    query(pg_url, "SELECT 1")  # the database exists; now make every new session time out idle transactions
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = \'200ms\'')
+    admin.close()
+    seen = []
+
+    def second_publisher():
+        time.sleep(0.6)
+        engine = make_engine(pg_url)
+        try:
+            with engine.connect() as conn, sink_for(engine).locked(conn):
+                seen.append("got the lock")
+        except PublishLockedError:
+            seen.append("refused")
+        finally:
+            engine.dispose()
+
+    hook_chunks(monkeypatch, after=1, action=second_publisher)
+    publish_run(pg_url, run_info("r1"), make_lists(), *id_maps(), chunk_rows=4)
+    assert seen == ["refused"]

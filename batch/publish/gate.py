@@ -98,12 +98,14 @@ def _metric(metrics: dict[str, Any], who: str, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def refusal(run_id: str, record: dict[str, Any]) -> GateRefusedError:
-    """The error for a refused run, saying why and how to publish it anyway."""
+def refusal(run_id: str, record: dict[str, Any], *, rejected: bool = True) -> GateRefusedError:
+    """The error for a refused run (``rejected``: recorded so; False for a published run that was
+    to be made current again), saying why and how to publish it anyway."""
     metric_only = all("below" in reason for reason in record["refused"])
     hint = " (to publish it anyway: --allow-regression, or publish.gate.allow_regression)" if metric_only else ""
-    return GateRefusedError(f"the publish gate refused run {run_id}, which is kept as rejected; the previous run "
-                            f"stays current: {'; '.join(record['refused'])}{hint}")
+    kept = "which is kept as rejected" if rejected else "which keeps its status"
+    return GateRefusedError(f"the publish gate refused run {run_id}, {kept}; the previous run stays current: "
+                            f"{'; '.join(record['refused'])}{hint}")
 
 
 def reason(record: dict[str, Any]) -> str:

@@ -82,6 +82,9 @@ class PostgresSink:
             holder.begin()
             try:
                 holder.exec_driver_sql(f"LOCK TABLE {_LOCK_TABLE} IN EXCLUSIVE MODE NOWAIT")
+                # The holder idles in its transaction for the whole publish: a server-wide
+                # idle_in_transaction_session_timeout must not end it (and the lock) midway.
+                holder.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
                 return
             except DBAPIError as exc:
                 holder.rollback()

@@ -81,18 +81,18 @@ def gate_verdict(conn: Connection, gate: GateConfig, run: RunInfo, candidate: ga
     :class:`~.gate.GateRefusedError` raised."""
     with conn.begin():
         verdict = gates.judge(gate, candidate, registry.current(conn))
-        if not verdict["passed"]:
-            reject(conn, run, verdict)
+        kept = reject(conn, run, verdict) if not verdict["passed"] else False
     if not verdict["passed"]:
-        raise gates.refusal(run.run_id, verdict)
+        raise gates.refusal(run.run_id, verdict, rejected=kept)
     return verdict
 
 
-def reject(conn: Connection, run: RunInfo, verdict: dict[str, Any]) -> None:
-    """Record the refused run as ``rejected``, in the caller's transaction."""
+def reject(conn: Connection, run: RunInfo, verdict: dict[str, Any]) -> bool:
+    """Record the refused run as ``rejected``, in the caller's transaction; False when it is a
+    published run (republished), which keeps its status."""
     log.warning("run %s refused by the publish gate: %s", run.run_id, "; ".join(verdict["refused"]))
     try:
-        registry.reject(conn, run, verdict, gates.reason(verdict), registry.now())
+        return registry.reject(conn, run, verdict, gates.reason(verdict), registry.now())
     except IntegrityError as exc:
         if "ck_runs_status" not in str(exc.orig):
             raise
