@@ -95,5 +95,5 @@ def fm_top(cfg: JobConfig, run_path: str | Path, users: np.ndarray, k: int) -> n
     allowed, _ = candidates(vectors, dataset.items, cfg.search)
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
     lists = recommend(vectors, searcher, top=k, candidates=allowed, users=users,
-                      exclude=exclusion(dataset, include_held_out=False))
+                      exclude=exclusion(dataset, include_held_out=False)).lists
     return as_matrix(lists, users, k)

@@ -24,6 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.errors import ConfigError, TopxError
 from batch.log import redact
@@ -143,10 +144,10 @@ def check_run_id(run_id: str) -> str:
 
 
 def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, run_id: str | None = None,
-            shards: int | None = None, **context: Any) -> dict[str, Any]:
+            shards: int | None = None, clients: AwsClients = NO_CLIENTS) -> dict[str, Any]:
     """Run (or resume) the whole job; returns the one-line summary. ``run_id``: the run to create
     or resume; ``shards``: stop at ``collecting`` for that many shard jobs (see module doc).
-    ``context``: injected boto3 clients for the SageMaker engines (``sagemaker_client``, ``s3_client``)."""
+    ``clients``: AWS clients handed in (SageMaker, S3, Secrets Manager) instead of made from ``cfg``."""
     from batch.report import REPORT_NAME, require_plotting
     from batch.stages import Stages
 
@@ -158,12 +159,12 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     state = open_run(cfg, store, fresh=fresh, resume=resume, run_id=run_id)
     if shards is not None and state.data["status"] == "published":
         return _sharded_summary(state, False, 0.0)  # finalized already: a late retry of its prepare job
-    stages = Stages(cfg, state.run, state.run_id, context, data_root=store.local_root, shards=shards)
+    stages = Stages(cfg, state.run, state.run_id, clients, data_root=store.local_root, shards=shards)
     resumed = bool(state.data["stages"])
     started = time.perf_counter()
     for stage in SHARDED_STAGES if shards is not None else STAGES:
         if not state.finished(stage):
-            _run_stage(cfg, store, state, stages, stage, context)
+            _run_stage(cfg, store, state, stages, stage, clients)
     if shards is not None:
         state.data["shards"] = shards
         state.set_status("collecting")
@@ -176,12 +177,12 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     return {**_summary(state, resumed, time.perf_counter() - started), "report": report}
 
 
-def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: str, context: dict) -> None:
+def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: str, clients: AwsClients) -> None:
     t0 = time.perf_counter()
     try:
         summary = getattr(stages, stage)()
     except BaseException as exc:
-        _fail(cfg, state, stage, exc, context)
+        _fail(cfg, state, stage, exc, clients)
         store.push(state.run)
         raise
     state.finish(stage, time.perf_counter() - t0, summary)
@@ -189,7 +190,7 @@ def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: 
     log.info("stage %s finished in %.1f s", stage, time.perf_counter() - t0)
 
 
-def _fail(cfg: JobConfig, state: RunState, stage: str, exc: BaseException, context: dict) -> None:
+def _fail(cfg: JobConfig, state: RunState, stage: str, exc: BaseException, clients: AwsClients) -> None:
     from batch.publish.gate import GateRefusedError
 
     reason = redact(f"{stage}: {type(exc).__name__}: {exc}")
@@ -198,7 +199,7 @@ def _fail(cfg: JobConfig, state: RunState, stage: str, exc: BaseException, conte
     try:
         from batch.publish import database_url, mark_failed
 
-        mark_failed(database_url(cfg, secrets_client=context.get("secrets_client")), state.run_id, reason)
+        mark_failed(database_url(cfg, secrets_client=clients.secrets), state.run_id, reason)
     except Exception as db_exc:  # the database may be what failed; the run.json still says so
         log.warning("could not record the failure in the database: %s", redact(str(db_exc)))
 

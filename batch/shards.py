@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from batch import storage
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.errors import ConfigError, PublishError, StageError
 from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, fingerprint
@@ -55,7 +56,8 @@ def shard_users(n_users: int, index: int, shards: int) -> np.ndarray:
     return np.arange(index, n_users, shards, dtype=np.int64)
 
 
-def run_shard(cfg: JobConfig, run_id: str, index: int, shards: int | None = None, **context: Any) -> dict[str, Any]:
+def run_shard(cfg: JobConfig, run_id: str, index: int, shards: int | None = None, *,
+              clients: AwsClients = NO_CLIENTS) -> dict[str, Any]:
     """Compute and load shard ``index`` of collecting run ``run_id``; nothing to do if it is
     loaded already. ``shards``: the count the caller expects (checked against the run's)."""
     started = time.perf_counter()
@@ -63,33 +65,33 @@ def run_shard(cfg: JobConfig, run_id: str, index: int, shards: int | None = None
     shards = _shard_count(state, shards)
     check_sharded(cfg, shards)
     shard_users(0, index, shards)  # a bad index fails before any work
-    stages = Stages(cfg, state.run, run_id, context)
+    stages = Stages(cfg, state.run, run_id, clients)
     url = stages.database_url()
     summary = {"command": "shard", "run_id": run_id, "shard": index, "shards": shards}
     if shard_state(url, run_id, index) == LOADED:
         log.info("run %s shard %d is loaded already; nothing to do", run_id, index)
         return {**summary, "loaded": False, "rows": 0, "users": 0, "seconds": round(time.perf_counter() - started, 3)}
     dataset = state.run.load_dataset()
-    lists = shard_lists(cfg, state.run, shard_users(dataset.n_users, index, shards), context)
+    lists = shard_lists(cfg, state.run, shard_users(dataset.n_users, index, shards), clients)
     loaded = load_shard(url, run_id, index, lists, dataset.users, dataset.items)
     return {**summary, **loaded, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def shard_lists(cfg: JobConfig, run: RunDir, users: np.ndarray, context: dict[str, Any]) -> TopLists:
+def shard_lists(cfg: JobConfig, run: RunDir, users: np.ndarray, clients: AwsClients = NO_CLIENTS) -> TopLists:
     """The lists of ``users`` exactly as the search stage makes them for every user."""
     from batch.serve.recommend import search_run
     from batch.serve.search import make_searcher
 
-    return search_run(cfg, run, make_searcher(cfg, **context), users).lists
+    return search_run(cfg, run, make_searcher(cfg, clients=clients), users).lists
 
 
-def finalize(cfg: JobConfig, run_id: str, **context: Any) -> dict[str, Any]:
+def finalize(cfg: JobConfig, run_id: str, *, clients: AwsClients = NO_CLIENTS) -> dict[str, Any]:
     """Publish collecting run ``run_id`` if all its shards loaded, else fail it (raising
     :class:`IncompleteRunError`); ``run.json`` records either outcome."""
     started = time.perf_counter()
     store = RunStore(cfg.workdir, cfg.scratch)
     state = _pull(cfg, run_id, store)
-    stages = Stages(cfg, state.run, run_id, context)
+    stages = Stages(cfg, state.run, run_id, clients)
     dataset = state.run.load_dataset()
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,

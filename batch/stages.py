@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.rundir import RunDir
 from batch.runinfo import run_info
@@ -18,11 +19,11 @@ log = logging.getLogger("topx.run")
 
 
 class Stages:
-    def __init__(self, cfg: JobConfig, run: RunDir, run_id: str, context: dict[str, Any], *, data_root=None,
+    def __init__(self, cfg: JobConfig, run: RunDir, run_id: str, clients: AwsClients = NO_CLIENTS, *, data_root=None,
                  shards: int | None = None):
         """``data_root``: local directory for generated data (default: the work directory);
         ``shards``: how many shard jobs a sharded run's ``collect`` registers."""
-        self.cfg, self.run, self.run_id, self.context = cfg, run, run_id, context
+        self.cfg, self.run, self.run_id, self.clients = cfg, run, run_id, clients
         self.data_root = data_root or cfg.workdir
         self.shards = shards
 
@@ -41,7 +42,7 @@ class Stages:
         from batch.train import make_trainer
         from batch.train.stage import train_run
 
-        trainer = make_trainer(self.cfg, run_id=self.run_id, **self.context)
+        trainer = make_trainer(self.cfg, run_id=self.run_id, clients=self.clients)
         return train_run(self.cfg, self.run.load_dataset(against_model=False), self.run, trainer=trainer)
 
     def repackage(self) -> dict[str, Any]:
@@ -56,7 +57,7 @@ class Stages:
         from batch.serve.recommend import search_run
         from batch.serve.search import make_searcher
 
-        found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, **self.context))
+        found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, clients=self.clients))
         lists, report = found.lists, found.report
         lists.save(self.run.file("lists.npz"))
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
@@ -96,7 +97,7 @@ class Stages:
     def database_url(self) -> str:
         from batch.publish import database_url
 
-        return database_url(self.cfg, secrets_client=self.context.get("secrets_client"))
+        return database_url(self.cfg, secrets_client=self.clients.secrets)
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from moto import mock_aws
 
+from batch.aws.clients import AwsClients
 from batch.config import FMHyperparameters, JobConfig, load_config
 from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
 from batch.emulator.local import local_engines
@@ -42,8 +43,8 @@ class Aws:
     s3: Any
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def clients(self) -> dict[str, Any]:
-        return {"sagemaker_client": self.sagemaker, "s3_client": self.s3}
+    def clients(self, **more: Any) -> AwsClients:
+        return AwsClients(sagemaker=self.sagemaker, s3=self.s3, **more)
 
     def sent(self, operation: str) -> list[dict[str, Any]]:
         return [params for name, params in self.requests if name == operation]

@@ -109,7 +109,7 @@ def test_a_failed_run_leaves_the_previous_lists_current_and_resumes(tmp_path, db
 def test_rerunning_the_publish_stage_does_not_duplicate_rows(tmp_path, db_url):
     summary = run_job(config(tmp_path, db_url))
     run = RunDir(tmp_path / "work" / "runs" / summary["run_id"])
-    stages = Stages(config(tmp_path, db_url), run, summary["run_id"], {})
+    stages = Stages(config(tmp_path, db_url), run, summary["run_id"])
     stages.publish()
     rows, runs = current(db_url)
     assert len(rows) == summary["rows"] and list(runs.values()).count("current") == 1

@@ -11,6 +11,7 @@ from batch.serve.evaluate import popularity_top, relevant_pairs
 from batch.serve.lists import SOURCE_MODEL, SOURCE_POPULARITY, TopLists
 from batch.serve.recommend import candidates, item_list, popularity_lists, recommend, top_unseen
 from batch.serve.repackage import COLD, TRAINED, Vectors
+from batch.serve.search import SearchResult
 
 
 def vectors(n_users=4, n_items=6):
@@ -31,15 +32,17 @@ class FakeSearcher:
         self.request = request
         users = request.user_indices().astype(np.int32)
         n = len(users)
-        return TopLists(users, np.ones(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32),
-                        np.zeros(n, np.float32), np.zeros(n, np.uint8))
+        return SearchResult(TopLists(users, np.ones(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.float32),
+                                     np.zeros(n, np.float32), np.zeros(n, np.uint8)), {"users": n})
 
 
 def test_cold_users_get_the_popularity_list_without_their_seen_items():
     v = vectors()
     exclude = sp.csr_matrix(([True], ([3], [1])), shape=(4, 6))  # cold user 3 has seen item 1
     searcher = FakeSearcher()
-    lists = recommend(v, searcher, top=3, exclude=exclude, candidates=v.recommendable)
+    found = recommend(v, searcher, top=3, exclude=exclude, candidates=v.recommendable)
+    lists = found.lists
+    assert found.report == {"users": 3}  # the engine's report comes back in the result
     assert searcher.request.user_indices().tolist() == [0, 1, 2]  # cold users never reach the engine
     cold = lists.take(lists.user == 3)
     assert cold.item.tolist() == [3, 0, 2]  # by popularity 9 (item 1 seen), 5, then 1; item 5 not recommendable

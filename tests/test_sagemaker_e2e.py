@@ -62,14 +62,14 @@ def aws():
 
 def test_sagemaker_run_publishes_exactly_the_lists_of_the_local_search(tmp_path, db_url, aws):
     cfg = job(tmp_path, db_url)
-    summary = run_job(cfg, **aws.clients())
+    summary = run_job(cfg, clients=aws.clients())
     run = RunDir(tmp_path / "work" / "runs" / summary["run_id"])
     published = TopLists.load(run.file("lists.npz"))
 
     dataset, vectors = run.load_dataset(), Vectors.load(run.file("vectors.npz"))
     allowed, _ = candidates(vectors, dataset.items, cfg.search)
     local = recommend(vectors, LocalSearcher(method="exact"), top=8, candidates=allowed,
-                      exclude=exclusion(dataset, include_held_out=True))
+                      exclude=exclusion(dataset, include_held_out=True)).lists
     for name, sagemaker_column, local_column in zip(("user", "rank", "item", "score", "probability", "source"),
                                                     published.columns(), local.columns(), strict=True):
         assert np.array_equal(sagemaker_column, local_column), name
@@ -81,13 +81,25 @@ def test_sagemaker_run_publishes_exactly_the_lists_of_the_local_search(tmp_path,
     assert run.read_json("metrics.json")["train"]["engine"]["job_name"].endswith("-fm")
 
 
+def test_a_sagemaker_run_takes_its_database_url_from_an_injected_secrets_client(tmp_path, db_url, aws):
+    import boto3
+
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    arn = secrets.create_secret(Name="topx-db", SecretString=db_url)["ARN"]
+    tree = job(tmp_path, db_url).to_dict()
+    tree["publish"] = {"database_secret_arn": arn, "gate": {"allow_regression": True}}
+    summary = run_job(load_config(base=tree, env={}), clients=aws.clients(secrets=secrets))
+    rows, runs = view(db_url)
+    assert runs[summary["run_id"]] == "current" and len(rows) == summary["rows"]
+
+
 @pytest.mark.parametrize("kind, error", [("training", TrainingJobFailedError), ("transform", TransformJobFailedError)])
 def test_a_failed_sagemaker_job_is_a_named_error_and_the_previous_run_stays(tmp_path, db_url, aws, kind, error):
     previous = run_job(job(tmp_path, db_url, backend="local"))
     before, _ = view(db_url)
     aws.emulator.fail_next(kind, "AlgorithmError: ran out of disk")
     with pytest.raises(error, match="ran out of disk") as failed:
-        run_job(job(tmp_path, db_url), **aws.clients())
+        run_job(job(tmp_path, db_url), clients=aws.clients())
     assert isinstance(failed.value, AwsJobError) and failed.value.reason == "AlgorithmError: ran out of disk"
     after, runs = view(db_url)
     assert after == before and runs[previous["run_id"]] == "current"
@@ -104,7 +116,7 @@ def test_a_missing_s3_object_is_a_named_error_and_the_previous_run_stays(tmp_pat
 
     aws.s3.meta.events.register("before-parameter-build.s3.GetObject", lose_the_artifact)
     with pytest.raises(MissingS3ObjectError, match="model.tar.gz: no such S3 object"):
-        run_job(job(tmp_path, db_url), **aws.clients())
+        run_job(job(tmp_path, db_url), clients=aws.clients())
     after, runs = view(db_url)
     assert after == before and runs[previous["run_id"]] == "current" and "failed" in runs.values()
 

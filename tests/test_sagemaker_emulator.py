@@ -156,8 +156,8 @@ def test_the_emulator_over_http_serves_a_search_with_clients_made_from_config(mo
         try:
             request = search_request(tied_vectors())
             cfg = sagemaker_config(endpoint_url=endpoint.url)
-            got = SageMakerKnnSearcher(cfg, run_id="served").search(request)
-            want = LocalSearcher(method="exact").search(request)
+            got = SageMakerKnnSearcher(cfg, run_id="served").search(request).lists
+            want = LocalSearcher(method="exact").search(request).lists
             for a, b in zip(got.columns(), want.columns(), strict=True):
                 assert np.array_equal(a, b)
         finally:  # the server's backends are process-wide: leave nothing for other tests

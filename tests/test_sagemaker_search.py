@@ -33,7 +33,8 @@ def aws():
 
 
 def search(aws, request, run_id="run-1", **settings):
-    return SageMakerKnnSearcher(sagemaker_config(**settings), run_id=run_id, **aws.clients()).search(request)
+    searcher = SageMakerKnnSearcher(sagemaker_config(**settings), run_id=run_id, clients=aws.clients())
+    return searcher.search(request).lists
 
 
 def assert_same_lists(got, want):
@@ -50,7 +51,7 @@ def test_exactly_the_lists_of_the_local_exact_search(aws, users, top):
     vectors = tied_vectors()
     request = search_request(vectors, top=top, users=users)
     got = search(aws, request)
-    assert_same_lists(got, LocalSearcher(method="exact").search(request))
+    assert_same_lists(got, LocalSearcher(method="exact").search(request).lists)
     assert not np.isin(got.user, [3, 9]).any()  # COLD users get no list from the engine
     assert not request.exclude[got.user, got.item].any() and request.candidates[got.item].all()
 
@@ -58,7 +59,7 @@ def test_exactly_the_lists_of_the_local_exact_search(aws, users, top):
 def test_exactly_the_lists_of_the_local_exact_search_with_real_valued_vectors(aws):
     vectors = tied_vectors(n_users=300, n_items=500, dim=17, integers=False)
     request = search_request(vectors, top=20)
-    assert_same_lists(search(aws, request), LocalSearcher(method="exact").search(request))
+    assert_same_lists(search(aws, request), LocalSearcher(method="exact").search(request).lists)
 
 
 def test_ties_are_exercised(aws):
@@ -158,7 +159,7 @@ def test_nothing_to_search_starts_no_job(aws):
 def test_make_searcher_picks_the_sagemaker_engine(aws):
     cfg = sagemaker_config()
     cfg = cfg.__class__(**{**cfg.__dict__, "search": cfg.search.__class__(backend="sagemaker")})
-    assert isinstance(make_searcher(cfg, run_id="r", **aws.clients()), SageMakerKnnSearcher)
+    assert isinstance(make_searcher(cfg, run_id="r", clients=aws.clients()), SageMakerKnnSearcher)
 
 
 def test_users_who_have_seen_too_much_for_k_are_warned_about(caplog, monkeypatch):

@@ -38,7 +38,7 @@ def aws():
 
 
 def fit(aws, problem, hp=SMALL_HP, run_id="run-1", **settings):
-    trainer = SageMakerFMTrainer(sagemaker_config(**settings), run_id=run_id, **aws.clients())
+    trainer = SageMakerFMTrainer(sagemaker_config(**settings), run_id=run_id, clients=aws.clients())
     design, source, test = problem
     return trainer.fit(design, source, test, hp, "binary_classifier")
 
@@ -191,5 +191,5 @@ def test_an_image_override_serves_regions_the_table_does_not_know(aws, problem):
 def test_make_trainer_picks_the_sagemaker_engine(aws):
     cfg = sagemaker_config()
     cfg = cfg.__class__(**{**cfg.__dict__, "train": cfg.train.__class__(backend="sagemaker")})
-    trainer = make_trainer(cfg, run_id="r", **aws.clients())
+    trainer = make_trainer(cfg, run_id="r", clients=aws.clients())
     assert isinstance(trainer, SageMakerFMTrainer) and aws.requests == []

@@ -159,7 +159,7 @@ def test_each_users_best_item_is_its_own(method):
     users = np.hstack([np.eye(n) * 3, np.ones((n, 1))])
     items = np.hstack([np.eye(n), np.zeros((n, 1))])
     items[0, -1] = 0.5
-    lists = LocalSearcher(method, recall_sample=n).search(request(make_vectors(users, items), 2))
+    lists = LocalSearcher(method, recall_sample=n).search(request(make_vectors(users, items), 2)).lists
     assert lists.item[lists.rank == 1].tolist() == list(range(n))
     assert lists.item[lists.rank == 2].tolist() == [1] + [0] * (n - 1)
 
@@ -169,7 +169,7 @@ def test_lists_respect_exclusions_and_candidates_and_are_ordered(method):
     vectors = random_vectors()
     exclude = random_exclude(40, 60, 0.3)
     allowed = np.random.default_rng(4).random(60) < 0.8
-    lists = LocalSearcher(method, batch_size=16).search(request(vectors, 10, exclude, allowed))
+    lists = LocalSearcher(method, batch_size=16).search(request(vectors, 10, exclude, allowed)).lists
     assert not exclude.toarray()[lists.user, lists.item].any()
     assert allowed[lists.item].all()
     assert lists.user.tolist() == np.repeat(np.arange(40), 10).tolist()  # grouped in request order
@@ -191,7 +191,7 @@ def test_short_lists_when_few_candidates_remain_and_cold_users_are_skipped(metho
     vectors = random_vectors(n_users=5, n_items=8, user_status=[TRAINED, COLD, FEATURES_ONLY, TRAINED, COLD])
     allowed = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
     exclude = sp.csr_matrix(([True, True, True], ([0, 0, 3], [0, 5, 2])), shape=(5, 8))
-    lists = LocalSearcher(method).search(request(vectors, 4, exclude, allowed))
+    lists = LocalSearcher(method).search(request(vectors, 4, exclude, allowed)).lists
     assert sorted(set(lists.user.tolist())) == [0, 2, 3]
     assert [int((lists.user == u).sum()) for u in (0, 2, 3)] == [2, 3, 2]
     assert np.all(lists.item >= 0) and np.all(lists.rank <= 3)
@@ -201,9 +201,9 @@ def test_short_lists_when_few_candidates_remain_and_cold_users_are_skipped(metho
 def test_a_shard_of_users_gets_the_same_rows_as_the_full_search(method):
     vectors = random_vectors(n_users=50)
     exclude = random_exclude(50, 60)
-    full = LocalSearcher(method, batch_size=8).search(request(vectors, 7, exclude))
+    full = LocalSearcher(method, batch_size=8).search(request(vectors, 7, exclude)).lists
     shard = np.array([3, 4, 17, 30, 49])
-    part = LocalSearcher(method, batch_size=3).search(request(vectors, 7, exclude, users=shard))
+    part = LocalSearcher(method, batch_size=3).search(request(vectors, 7, exclude, users=shard)).lists
     expected = full.take(np.isin(full.user, shard))
     for mine, theirs in zip(part.columns(), expected.columns(), strict=True):
         assert mine.tobytes() == theirs.tobytes()
@@ -211,12 +211,12 @@ def test_a_shard_of_users_gets_the_same_rows_as_the_full_search(method):
 
 def test_a_request_of_cold_users_only_gives_no_rows():
     vectors = random_vectors(n_users=3, user_status=[COLD] * 3)
-    searcher = LocalSearcher()
-    assert len(searcher.search(request(vectors, 5))) == 0 and searcher.report["users"] == 0
+    found = LocalSearcher().search(request(vectors, 5))
+    assert len(found.lists) == 0 and found.report["users"] == 0
 
 
 def test_regression_models_have_no_probability():
-    lists = LocalSearcher().search(request(random_vectors(predictor="regressor"), 3))
+    lists = LocalSearcher().search(request(random_vectors(predictor="regressor"), 3)).lists
     assert np.isnan(lists.probability).all() and np.isfinite(lists.score).all()
 
 
@@ -249,13 +249,13 @@ def test_approximate_recall_is_reported_and_high_and_seen_items_stay_out(method)
     vectors = clustered_vectors()
     exclude = random_exclude(400, 6000, 0.02)
     searcher = LocalSearcher(method, batch_size=128, nprobe=16, recall_sample=150)
-    lists = searcher.search(request(vectors, 50, exclude))
-    report = searcher.report
+    found = searcher.search(request(vectors, 50, exclude))
+    lists, report = found.lists, found.report
     assert report["method"] == method and report["sample_users"] == 150 and report["users"] == 400
     assert 0.9 <= report["recall_at_x"] <= 1.0
     assert not exclude.toarray()[lists.user, lists.item].any()
     assert np.all(np.bincount(lists.user, minlength=400) == 50)
-    exact = LocalSearcher("exact").search(request(vectors, 50, exclude))
+    exact = LocalSearcher("exact").search(request(vectors, 50, exclude)).lists
     assert recall_at(lists.item.reshape(400, 50), exact.item.reshape(400, 50)) >= 0.9
 
 

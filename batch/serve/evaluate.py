@@ -62,7 +62,7 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
         return result
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
     lists = recommend(vectors, searcher, top=max(ks), candidates=allowed, users=users,
-                      exclude=exclusion(dataset, include_held_out=False))
+                      exclude=exclusion(dataset, include_held_out=False)).lists
     model_top, popular_top = as_matrix(lists, users, max(ks)), popularity_top(dataset, users, max(ks), allowed)
     catalogue = Catalogue.of(dataset, vectors.items[:, :-1], allowed)
     result.update(model=ranking_metrics(model_top, users, relevant, dataset.n_items, ks),

@@ -21,7 +21,7 @@ from batch.errors import DataError, NoCandidatesError
 from batch.features.negatives import is_seen
 from batch.serve.lists import SOURCE_POPULARITY, TopLists
 from batch.serve.repackage import COLD, Vectors, vectors_for
-from batch.serve.search import Searcher, SearchRequest, probabilities
+from batch.serve.search import Searcher, SearchRequest, SearchResult, probabilities
 
 if TYPE_CHECKING:
     from batch.rundir import RunDir
@@ -44,8 +44,8 @@ def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarra
     dataset, vectors = run.load_dataset(), vectors_for(run)
     allowed, report = candidates(vectors, dataset.items, cfg.search)
     exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
-    lists = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
-    return RunSearch(lists, {**report, **(getattr(searcher, "report", None) or {})})
+    found = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
+    return RunSearch(found.lists, {**report, **found.report})
 
 
 def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -100,17 +100,18 @@ def _no_candidates(report: dict, search: SearchConfig) -> str:
 
 
 def recommend(vectors: Vectors, searcher: Searcher, *, top: int, exclude: sp.csr_matrix | None,
-              candidates: np.ndarray, users: np.ndarray | None = None) -> TopLists:
+              candidates: np.ndarray, users: np.ndarray | None = None) -> SearchResult:
     """Lists for ``users`` (default all): the searcher's for users with a vector, the popularity
-    list for COLD users. Rows grouped by user in ascending user order."""
+    list for COLD users, rows grouped by user in ascending user order; and the searcher's report
+    (empty when no user has a vector)."""
     users = np.arange(len(vectors.users)) if users is None else np.asarray(users, np.int64)
     known = users[vectors.user_status[users] != COLD]
     cold = users[vectors.user_status[users] == COLD]
-    parts = [searcher.search(SearchRequest(vectors, top, exclude, candidates, known))] if len(known) else []
-    if len(cold):
-        parts.append(popularity_lists(vectors, cold, top, exclude, candidates))
+    found = searcher.search(SearchRequest(vectors, top, exclude, candidates, known)) if len(known) else \
+        SearchResult(TopLists.empty())
+    parts = [found.lists] + ([popularity_lists(vectors, cold, top, exclude, candidates)] if len(cold) else [])
     lists = TopLists.concat(parts)
-    return lists.take(np.argsort(lists.user, kind="stable"))
+    return SearchResult(lists.take(np.argsort(lists.user, kind="stable")), found.report)
 
 
 def popularity_lists(vectors: Vectors, users: np.ndarray, top: int, exclude: sp.csr_matrix | None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batch.artifact import FMModel
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import FMHyperparameters, JobConfig
 from batch.features.design import Design
 from batch.train.samples import Samples, SampleSource
@@ -31,14 +32,14 @@ class Trainer(Protocol):
         """Train on ``source`` (``test`` is the held-out set, for engines that report on it)."""
 
 
-def make_trainer(cfg: JobConfig, **context: Any) -> Trainer:
+def make_trainer(cfg: JobConfig, *, run_id: str | None = None, clients: AwsClients = NO_CLIENTS) -> Trainer:
     """The trainer for ``cfg.train.backend`` (on the local backend, iALS or SGD as
-    ``cfg.train.uses_ials`` says). ``context`` is for the SageMaker engine only: ``run_id``
-    (names its jobs) and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
+    ``cfg.train.uses_ials`` says). ``run_id`` (names its jobs) and ``clients`` are for the
+    SageMaker engine only."""
     if cfg.train.backend == "sagemaker":
         from batch.train.sagemaker import SageMakerFMTrainer
 
-        return SageMakerFMTrainer(cfg, **context)
+        return SageMakerFMTrainer(cfg, run_id=run_id, clients=clients)
     if cfg.train.uses_ials:
         from batch.train.ials_engine import IALSTrainer
 

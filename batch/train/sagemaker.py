@@ -17,6 +17,7 @@ import numpy as np
 
 from batch.artifact import ModelContentError, read_model
 from batch.aws.channels import S3Objects, split_uri
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.aws.images import image_uri
 from batch.aws.recordio import write_sparse
 from batch.aws.requests import channel, training_request, volume_gb
@@ -36,13 +37,13 @@ _ROWS_PER_WRITE = 1 << 18  # design rows built and encoded at a time: bounds mem
 class SageMakerFMTrainer:
     """Trains an FM as a SageMaker training job of run ``run_id``; see the module docstring.
 
-    ``sagemaker_client`` / ``s3_client``: boto3 clients to use instead of creating them.
+    ``clients``: boto3 clients to use instead of creating them.
     """
 
-    def __init__(self, cfg: JobConfig, *, run_id: str, sagemaker_client: Any = None, s3_client: Any = None):
+    def __init__(self, cfg: JobConfig, *, run_id: str, clients: AwsClients = NO_CLIENTS):
         self.cfg = cfg
-        self.session = SageMakerSession(cfg.sagemaker, run_id, sagemaker_client=sagemaker_client,
-                                        s3_client=s3_client)
+        self.session = SageMakerSession(cfg.sagemaker, run_id, sagemaker_client=clients.sagemaker,
+                                        s3_client=clients.s3)
         self.jobs = JobRunner(self.session)
 
     def fit(self, design: Design, source: SampleSource, test: Samples, hp: FMHyperparameters,

@@ -3,17 +3,19 @@
 One small contract, two engines: ``local`` (exact BLAS/faiss search, or approximate faiss
 IVF/HNSW) and ``sagemaker`` (k-NN INNER_PRODUCT index + batch transform). The engine is chosen in
 :func:`make_searcher` and nowhere else. Every engine returns the same :class:`TopLists` for the
-same request: best first, ties broken by the smaller item index, excluded items never listed.
+same request (in a :class:`SearchResult`, with its report): best first, ties broken by the
+smaller item index, excluded items never listed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.serve.lists import TopLists
 from batch.serve.repackage import Vectors
@@ -42,19 +44,28 @@ class SearchRequest:
         return np.asarray(self.users, dtype=np.int64)
 
 
+@dataclass
+class SearchResult:
+    """What a search found: ``lists``, and ``report``, what the engine did (method and users; the
+    approximate index's settings and sampled recall; the SageMaker jobs), for the run summary."""
+
+    lists: TopLists
+    report: dict[str, Any] = field(default_factory=dict)
+
+
 class Searcher(Protocol):
-    def search(self, request: SearchRequest) -> TopLists:
+    def search(self, request: SearchRequest) -> SearchResult:
         """Top-x lists of the request's users whose vectors come from the model; users with
         status COLD are left out (the caller gives them the popularity list)."""
 
 
-def make_searcher(cfg: JobConfig, **context: Any) -> Searcher:
-    """The engine for ``cfg.search``: local exact/approximate, or SageMaker k-NN. ``context`` is
-    for SageMaker only: ``run_id`` and injected boto3 clients (``sagemaker_client``, ``s3_client``)."""
+def make_searcher(cfg: JobConfig, *, run_id: str | None = None, clients: AwsClients = NO_CLIENTS) -> Searcher:
+    """The engine for ``cfg.search``: local exact/approximate, or SageMaker k-NN. ``run_id``
+    (names its jobs) and ``clients`` are for SageMaker only."""
     if cfg.search.backend == "sagemaker":
         from batch.serve.search.sagemaker import SageMakerKnnSearcher
 
-        return SageMakerKnnSearcher(cfg, **context)
+        return SageMakerKnnSearcher(cfg, run_id=run_id, clients=clients)
     from batch.serve.search.local import LocalSearcher
 
     return LocalSearcher(method=cfg.search.method, batch_size=cfg.search.batch_size, nprobe=cfg.search.nprobe,

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from batch.errors import ConfigError
 from batch.serve.lists import SOURCE_MODEL, TopLists
 from batch.serve.repackage import COLD, Vectors
-from batch.serve.search import SearchRequest, probabilities
+from batch.serve.search import SearchRequest, SearchResult, probabilities
 from batch.serve.search.exact import NonFiniteVectorError, exact_topk, finite_vectors
 from batch.serve.search.table import ItemTable, empty_slots
 
@@ -48,9 +48,8 @@ class LocalSearcher:
                               f"got {batch_size}, {nprobe}, {recall_sample}")
         self.method, self.batch_size, self.nprobe = method, batch_size, nprobe
         self.recall_sample, self.seed = recall_sample, seed
-        self.report: dict[str, Any] | None = None
 
-    def search(self, request: SearchRequest) -> TopLists:
+    def search(self, request: SearchRequest) -> SearchResult:
         """Lists of the request's users that are not COLD, grouped by user in request order."""
         vectors = request.vectors
         users = request.user_indices()
@@ -60,26 +59,25 @@ class LocalSearcher:
         if self.method == "exact":
             item, inner = exact_topk(queries, vectors.items, request.top, exclude=exclude,
                                      candidates=request.candidates, batch_size=self.batch_size)
-            self.report = {"method": "exact", "users": len(users)}
+            report = {"method": "exact", "users": len(users)}
         else:
-            item, inner = self._approximate(queries, vectors.items, request, exclude)
-        log.info("search %s", " ".join(f"{key}={value}" for key, value in self.report.items()))
-        return top_lists(vectors, users, item, inner)
+            item, inner, report = self._approximate(queries, vectors.items, request, exclude)
+        log.info("search %s", " ".join(f"{key}={value}" for key, value in report.items()))
+        return SearchResult(top_lists(vectors, users, item, inner), report)
 
     def _approximate(self, queries: np.ndarray, items: np.ndarray, request: SearchRequest,
-                     exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+                     exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Item int32 (n, x) and inner float32 (n, x) from the approximate index, and its report."""
         from batch.serve.search.approximate import ApproximateIndex, approximate_topk
 
         queries, items = finite_vectors(queries, "user"), finite_vectors(items, "item")
         table = ItemTable.build(items, request.candidates, request.top)
-        self.report = {"method": self.method, "users": len(queries)}
+        report = {"method": self.method, "users": len(queries)}
         if table.size == 0:  # nothing to index: every list is empty
-            return empty_slots(len(queries), request.top)
+            return *empty_slots(len(queries), request.top), report
         index = ApproximateIndex(self.method, table, nprobe=self.nprobe)
         item, inner = approximate_topk(queries, index, request.top, exclude=exclude, batch_size=self.batch_size)
-        self.report.update(index.params)
-        self.report.update(self._recall(item, queries, items, request, exclude))
-        return item, inner
+        return item, inner, {**report, **index.params, **self._recall(item, queries, items, request, exclude)}
 
     def _recall(self, item: np.ndarray, queries: np.ndarray, items: np.ndarray, request: SearchRequest,
                 exclude: sp.csr_matrix | None) -> dict[str, Any]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
 
 from batch.aws.channels import MissingS3ObjectError, Part, S3Objects, part_bounds, split_uri
+from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.aws.images import image_uri
 from batch.aws.knn_output import EXACT_LABELS, MAX_K, knn_k, parse_knn_output
 from batch.aws.recordio import write_dense
@@ -36,7 +37,7 @@ from batch.config import JobConfig
 from batch.errors import ConfigError, DataError
 from batch.serve.lists import SOURCE_MODEL, TopLists
 from batch.serve.repackage import COLD
-from batch.serve.search import SearchRequest, probabilities
+from batch.serve.search import SearchRequest, SearchResult, probabilities
 
 log = logging.getLogger("topx.search")
 
@@ -111,31 +112,30 @@ def _warn_short_lists(lost: sp.csr_matrix | None, top: int) -> None:
 class SageMakerKnnSearcher:
     """Searches with SageMaker k-NN jobs of run ``run_id``; see the module docstring.
 
-    ``sagemaker_client`` / ``s3_client``: boto3 clients to use instead of creating them.
+    ``clients``: boto3 clients to use instead of creating them.
     """
 
-    def __init__(self, cfg: JobConfig, *, run_id: str, sagemaker_client: Any = None, s3_client: Any = None):
+    def __init__(self, cfg: JobConfig, *, run_id: str, clients: AwsClients = NO_CLIENTS):
         self.cfg = cfg
-        self.session = SageMakerSession(cfg.sagemaker, run_id, sagemaker_client=sagemaker_client,
-                                        s3_client=s3_client)
+        self.session = SageMakerSession(cfg.sagemaker, run_id, sagemaker_client=clients.sagemaker,
+                                        s3_client=clients.s3)
         self.jobs = JobRunner(self.session)
-        self.report: dict[str, Any] = {}  # what the last search did, for the run summary
 
-    def search(self, request: SearchRequest) -> TopLists:
+    def search(self, request: SearchRequest) -> SearchResult:
         """Top-x lists of the request's non-COLD users, exactly as the local exact search ranks them."""
         self.session.check()
         image = image_uri("knn", self.session.region, self.cfg.sagemaker.knn_image)
         plan = KnnPlan.of(request)
         if not len(plan.users) or not len(plan.items):
-            return TopLists.empty()
+            return SearchResult(TopLists.empty())
         labels = item_labels(plan.items)
         index = self._index(request, plan, labels, image)
         model = self._model(index, image)
         parts = self._user_parts(plan)
         transform = self._transform(request, plan, model, parts)
-        self.report = {"engine": "sagemaker", "k": plan.k, "knn_job": index.name, "model": model,
-                       "transform_job": transform.name, "reused": index.reused and transform.reused}
-        return self._lists(request, plan, transform, parts)
+        report = {"engine": "sagemaker", "k": plan.k, "knn_job": index.name, "model": model,
+                  "transform_job": transform.name, "reused": index.reused and transform.reused}
+        return SearchResult(self._lists(request, plan, transform, parts), report)
 
     def _index(self, request: SearchRequest, plan: KnnPlan, labels: np.ndarray, image: str) -> JobOutcome:
         """The k-NN training job: the candidate items' vectors with their labels."""
