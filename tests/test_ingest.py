@@ -4,6 +4,8 @@ every class of bad input with the file, line and column it is reported at."""
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +167,21 @@ def test_ml_latest_bad_rating_names_file_line_and_column(tmp_path):
     with pytest.raises(DataError) as err:
         load(root)
     assert (err.value.file, err.value.line, err.value.column) == (str(root / "ratings.csv"), 3, "rating")
+
+
+def test_ml_latest_small_itself():
+    """The development set as shipped beside the repository (never inside it)."""
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-latest-small"
+    if not (root / "ratings.csv").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"MovieLens latest-small is missing at {root}")
+        pytest.skip(f"MovieLens latest-small is not at {root}")
+    ds = load(root, split="last", holdout=10)
+    assert (ds.n_users, ds.n_items, len(ds.train) + len(ds.test), len(ds.test)) == (610, 9742, 100_836, 6100)
+    assert ds.report["layout"] == "ml-latest"
+    assert ds.item_titles[ds.items.index([1])[0]] == "Toy Story (1995)"
+    assert feature_names(ds.item_features, ds.items, 1) == {
+        "genre=Adventure", "genre=Animation", "genre=Children", "genre=Comedy", "genre=Fantasy", "decade=1990s"}
 
 
 # --- duplicates -------------------------------------------------------------------------------
