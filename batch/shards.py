@@ -25,13 +25,13 @@ from batch import storage
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.errors import ConfigError, PublishError, StageError
+from batch.lists import TopLists
 from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, fingerprint
 from batch.publish.collect import LOADED, IncompleteRunError, finalize_run, load_shard, shard_state
 from batch.publish.gate import GateRefusedError
 from batch.rundir import RunDir
 from batch.runinfo import run_info
 from batch.runstore import RunStore
-from batch.serve.lists import TopLists
 from batch.shardplan import check_sharded
 from batch.stages import Stages
 

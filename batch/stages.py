@@ -11,9 +11,9 @@ import numpy as np
 
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
+from batch.lists import SOURCE_POPULARITY, TopLists
 from batch.rundir import RunDir
 from batch.runinfo import run_info
-from batch.serve.lists import SOURCE_POPULARITY, TopLists
 
 log = logging.getLogger("topx.run")
 

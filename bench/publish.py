@@ -26,10 +26,10 @@ import psycopg2
 from sqlalchemy import create_engine, event
 
 from batch.data.interactions import IdMap
+from batch.lists import TopLists
 from batch.publish import RunInfo, publish_run
 from batch.publish.pgcopy import Number, PrefetchReader, TextFields, copy_stream
 from batch.publish.rows import RunRows
-from batch.serve.lists import TopLists
 
 
 def make_lists(n_users: int, top: int, n_items: int, seed: int = 0) -> TopLists:

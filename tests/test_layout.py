@@ -39,6 +39,7 @@ def test_no_import_cycle_between_the_stage_packages():
 
     assert not [p for p in PACKAGES if reaches(p, p, set())], graph
     assert not graph["aws"] & {"train", "serve", "emulator"}
+    assert "serve" not in graph["publish"]  # the lists they hand over live in batch.lists
 
 
 def test_importing_the_aws_formats_loads_neither_torch_nor_moto():

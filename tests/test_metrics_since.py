@@ -7,10 +7,10 @@ import numpy as np
 from test_publish_support import id_maps, make_lists, run_info
 
 from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.lists import TopLists
 from batch.metrics.since import record_churn, since_current
 from batch.publish import publish_run
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 
 
 def dataset(users: IdMap, items: IdMap) -> Dataset:

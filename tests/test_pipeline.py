@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from batch.cli import main
 from batch.config import load_config
 from batch.data.interactions import Dataset
+from batch.lists import TopLists
 from batch.pipeline import run_job
 from batch.publish import make_engine
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 from batch.stages import Stages
 
 SMALL = {

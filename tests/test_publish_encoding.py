@@ -10,10 +10,10 @@ import pytest
 from test_publish_support import query, run_info
 
 from batch.data.interactions import IdMap
+from batch.lists import TopLists
 from batch.publish import publish_run
 from batch.publish.pgcopy import HEADER, TRAILER, Number, PrefetchReader, TextFields, copy_stream, encode_rows
 from batch.publish.rows import RunRows
-from batch.serve.lists import TopLists
 
 
 def field(data: bytes | None) -> bytes:

@@ -11,10 +11,10 @@ from test_publish_support import expected_rows, id_maps, make_lists, query, run_
 
 from batch.config import GateConfig, load_config
 from batch.errors import ConfigError, SchemaError
+from batch.lists import TopLists
 from batch.publish import current_run, finalize_run, load_shard, make_engine, open_collection, publish_run
 from batch.publish.gate import GateRefusedError
 from batch.publish.models import schema_sql
-from batch.serve.lists import TopLists
 from batch.transient import exit_code
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from sqlalchemy import text
 
 from batch.data.interactions import IdMap
+from batch.lists import SOURCE_POPULARITY, TopLists
 from batch.publish import RunInfo, make_engine
-from batch.serve.lists import SOURCE_POPULARITY, TopLists
 
 
 def make_lists(n_users: int = 6, top: int = 4, n_items: int = 10, *, shift: float = 0.0,

@@ -7,8 +7,8 @@ import scipy.sparse as sp
 from batch.config import SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
 from batch.errors import NoCandidatesError
+from batch.lists import SOURCE_MODEL, SOURCE_POPULARITY, TopLists
 from batch.serve.evaluate import popularity_top, relevant_pairs
-from batch.serve.lists import SOURCE_MODEL, SOURCE_POPULARITY, TopLists
 from batch.serve.recommend import candidates, item_list, popularity_lists, recommend, top_unseen
 from batch.serve.repackage import COLD, TRAINED, Vectors
 from batch.serve.search import SearchResult

@@ -19,10 +19,10 @@ from batch.config import load_config
 from batch.emulator.local import local_engines
 from batch.emulator.server import emulator_server
 from batch.errors import AwsJobError
+from batch.lists import TopLists
 from batch.pipeline import run_job
 from batch.publish import make_engine
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 from batch.serve.recommend import candidates, exclusion, recommend
 from batch.serve.repackage import Vectors
 from batch.serve.search.local import LocalSearcher

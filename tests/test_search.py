@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from batch.config import JobConfig, SearchConfig
-from batch.serve.lists import SOURCE_MODEL
+from batch.lists import SOURCE_MODEL
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors
 from batch.serve.search import SearchRequest, make_searcher
 from batch.serve.search.local import LocalSearcher, NonFiniteVectorError, exact_topk, recall_at

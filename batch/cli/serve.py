@@ -96,10 +96,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.lists import TopLists
     from batch.metrics.since import record_churn
     from batch.publish import database_url, publish_run
     from batch.runinfo import run_info
-    from batch.serve.lists import TopLists
 
     run, cfg = _run_config(args)
     run.require("lists.npz")

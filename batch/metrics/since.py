@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from batch.data.interactions import Dataset
+from batch.lists import TopLists
 from batch.metrics.churn import churn, moved
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 
 log = logging.getLogger("topx.metrics")
 

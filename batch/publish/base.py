@@ -6,9 +6,10 @@ bookkeeping and the transactions; a sink only moves rows. Every method except
 :meth:`Sink.locked` and :meth:`Sink.writing` runs inside a transaction the caller began on
 ``conn``, so the caller decides what commits together.
 
-A sharded run's rows arrive in parts: :meth:`Sink.open_collection` once, :meth:`Sink.load_part`
-per shard (possibly side by side), then :meth:`Sink.seal` and :meth:`Sink.attach` in the switch
-transaction, or :meth:`Sink.discard_collection` when the run fails.
+A sharded run's rows arrive in parts, through the wider :class:`CollectingSink`:
+:meth:`~CollectingSink.open_collection` once, :meth:`~CollectingSink.load_part` per shard
+(possibly side by side), then :meth:`~CollectingSink.seal` and :meth:`Sink.attach` in the
+switch transaction, or :meth:`~CollectingSink.discard_collection` when the run fails.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from batch.errors import PublishError, TransientError
+from batch.lists import SOURCE_POPULARITY
 from batch.publish.rows import RunRows
-from batch.serve.lists import SOURCE_POPULARITY
 
 # The counts `runs` stores (see RunRows.stats), computed over a table holding one run's rows.
 _STATS = ("SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT item_id), "
@@ -67,6 +68,10 @@ class Sink(Protocol):
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
         """Insert or update the titles of the given items."""
 
+
+class CollectingSink(Sink, Protocol):
+    """A sink that also collects a sharded run's rows part by part (:mod:`.collect`)."""
+
     def writing(self, conn: Connection) -> AbstractContextManager[None]:
         """Wait for, then hold, the right to write a collecting run's rows where the database
         takes one writer at a time; a no-op where writers work side by side."""
@@ -95,8 +100,8 @@ def stats_of(conn: Connection, table: str, run_id: str) -> dict[str, int]:
     return {"n_rows": n_rows, "n_users": n_users, "n_items_recommended": n_items, "n_fallback_users": n_fallback}
 
 
-def sink_for(engine: Engine) -> Sink:
-    """The sink for the engine's database kind."""
+def sink_for(engine: Engine) -> CollectingSink:
+    """The sink for the engine's database kind (every kind collects sharded runs too)."""
     name = engine.dialect.name
     if name == "sqlite":
         from batch.publish.sqlite import SqliteSink

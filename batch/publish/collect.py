@@ -27,10 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from batch.config import GateConfig
 from batch.data.interactions import IdMap
 from batch.errors import ConfigError, PublishError
+from batch.lists import TopLists
 from batch.log import log
 from batch.publish import gate as gates
 from batch.publish import registry, slots, upkeep
-from batch.publish.base import Sink, sink_for
+from batch.publish.base import CollectingSink, Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import (
     COLLECTING,
@@ -44,7 +45,6 @@ from batch.publish.models import (
 from batch.publish.publisher import DEFAULT_CHUNK_ROWS, reject
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows, titled_items
-from batch.serve.lists import TopLists
 
 # Pending or loaded: what a shard job finds before it computes anything.
 PENDING, LOADED = "pending", "loaded"
@@ -198,7 +198,7 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
             "expired": expired, "database": shown(eng.url), "sink": sink.name}
 
 
-def _switch_or_fail(conn: Connection, sink: Sink, run: RunInfo, n_items: int, titles,
+def _switch_or_fail(conn: Connection, sink: CollectingSink, run: RunInfo, n_items: int, titles,
                     gate: GateConfig) -> dict[str, Any]:
     with conn.begin():
         status = registry.hold(conn, run.run_id)
@@ -238,7 +238,7 @@ def _incomplete(found: list[slots.Slot], stats: dict[str, int]) -> str | None:
     return None
 
 
-def _switch(conn: Connection, sink: Sink, run: RunInfo, stats: dict[str, int], titles,
+def _switch(conn: Connection, sink: CollectingSink, run: RunInfo, stats: dict[str, int], titles,
             verdict: dict[str, Any]) -> dict[str, Any]:
     phases = sink.seal(conn, run.run_id)
     start = perf_counter()

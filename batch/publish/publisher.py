@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from batch.config import GateConfig
 from batch.data.interactions import IdMap
 from batch.errors import PublishError, SchemaError
+from batch.lists import TopLists
 from batch.log import log, redact
 from batch.publish import gate as gates
 from batch.publish import registry, upkeep
@@ -28,7 +29,6 @@ from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import REJECTED, create_schema, status_check_fix
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows
-from batch.serve.lists import TopLists
 
 DEFAULT_CHUNK_ROWS = 200_000
 

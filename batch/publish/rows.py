@@ -10,7 +10,7 @@ import numpy as np
 
 from batch.data.interactions import IdMap
 from batch.errors import PublishError
-from batch.serve.lists import SOURCE_POPULARITY, TopLists
+from batch.lists import SOURCE_POPULARITY, TopLists
 
 
 def id_text(ids: IdMap, what: str) -> np.ndarray:

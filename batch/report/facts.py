@@ -9,8 +9,8 @@ import numpy as np
 
 from batch.data.interactions import Dataset
 from batch.errors import StageError
+from batch.lists import TopLists
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from batch.lists import SOURCE_MODEL
 from batch.report import page, plots
 from batch.report.facts import RunFacts
-from batch.serve.lists import SOURCE_MODEL
 
 SAMPLE_USERS = 5  # users whose history is shown next to their list
 SHOWN = 10  # history rows and list rows per sample user

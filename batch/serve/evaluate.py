@@ -19,10 +19,10 @@ import numpy as np
 
 from batch.config import JobConfig
 from batch.data.interactions import Dataset, Interactions
+from batch.lists import TopLists
 from batch.metrics.accuracy import ranking_metrics
 from batch.metrics.beyond import Catalogue, beyond_accuracy
 from batch.rundir import RunDir
-from batch.serve.lists import TopLists
 from batch.serve.recommend import candidates, exclusion, popularity_order, recommend, top_unseen
 from batch.serve.repackage import vectors_for
 

@@ -19,7 +19,7 @@ from batch.config import JobConfig, SearchConfig
 from batch.data.interactions import Dataset, IdMap, Interactions
 from batch.errors import DataError, NoCandidatesError
 from batch.features.negatives import is_seen
-from batch.serve.lists import SOURCE_POPULARITY, TopLists
+from batch.lists import SOURCE_POPULARITY, TopLists
 from batch.serve.repackage import COLD, Vectors, vectors_for
 from batch.serve.search import Searcher, SearchRequest, SearchResult, probabilities
 

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
-from batch.serve.lists import TopLists
+from batch.lists import TopLists
 from batch.serve.repackage import Vectors
 
 

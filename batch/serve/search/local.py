@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from batch.errors import ConfigError
-from batch.serve.lists import SOURCE_MODEL, TopLists
+from batch.lists import SOURCE_MODEL, TopLists
 from batch.serve.repackage import COLD, Vectors
 from batch.serve.search import SearchRequest, SearchResult, probabilities
 from batch.serve.search.exact import NonFiniteVectorError, exact_topk, finite_vectors

@@ -35,7 +35,7 @@ from batch.aws.sagemaker_jobs import (
 from batch.aws.session import SageMakerSession
 from batch.config import JobConfig
 from batch.errors import ConfigError, DataError
-from batch.serve.lists import SOURCE_MODEL, TopLists
+from batch.lists import SOURCE_MODEL, TopLists
 from batch.serve.repackage import COLD
 from batch.serve.search import SearchRequest, SearchResult, probabilities
 

@@ -1,4 +1,5 @@
-"""Top-x lists of many users in one flat, columnar structure: the hand-off from search to publish."""
+"""Top-x lists of many users in one flat, columnar structure: the hand-off from search to publish
+(and to the metrics and the report), kept apart from both so neither depends on the other."""
 
 from __future__ import annotations
 
