@@ -39,6 +39,10 @@ class ConfigError(TopxError):
     exit_code = 2
 
 
+class NoDatabaseError(ConfigError):
+    """A command that only reads the database was pointed at one that does not exist."""
+
+
 class MissingDependencyError(TopxError):
     """An optional engine is not installed; the message names the extra that provides it."""
 
@@ -108,6 +112,11 @@ class DownloadError(TopxError):
     """A data set could not be fetched, failed its checksum, or holds unsafe paths."""
 
 
+class DownloadUnavailableError(DownloadError, TransientError):
+    """The download server could not be reached (DNS, refused, timed out), answered 5xx or 429,
+    or the connection ended before the whole file came: retrying may help (exit status 75)."""
+
+
 class ArtifactError(TopxError):
     """A model artifact (model.tar.gz, its zip or NDArray list) is corrupt, truncated or unexpected."""
 
@@ -116,6 +125,19 @@ class ArtifactError(TopxError):
 
 class StageError(TopxError):
     """A pipeline stage cannot run because an earlier stage's output is missing or stale."""
+
+
+class StaleArtifactError(StageError):
+    """A file derived from a model (vectors, lists, metrics) records another model's digest than
+    the run directory's model.tar.gz: it is left over from an earlier run in the same directory."""
+
+    exit_code = 2
+
+
+class NoRunError(StageError):
+    """The run directory (or run id) given does not exist: an input error, not worth a retry."""
+
+    exit_code = 2
 
 
 class PublishError(TopxError):

@@ -64,9 +64,10 @@ class TopLists:
         for start in range(0, len(self), rows):
             yield self.take(slice(start, start + rows))
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, **lineage: str) -> None:
+        """``lineage``: e.g. ``model_sha256``, stored as 0-d text arrays next to the columns."""
         np.savez(path, user=self.user, rank=self.rank, item=self.item, score=self.score,
-                 probability=self.probability, source=self.source)
+                 probability=self.probability, source=self.source, **{k: np.array(v) for k, v in lineage.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> TopLists:

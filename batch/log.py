@@ -9,58 +9,68 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from batch.errors import TerminatedError
+from batch.redaction import redact, redact_tree
+
+__all__ = ["log", "progress", "redact", "redact_tree", "setup_logging", "summary", "when_safe"]
 
 T = TypeVar("T")
 log = logging.getLogger("topx")
-
-# user:password@ in URLs, and key=value / "key": "value" pairs whose key names a secret. The
-# user may be empty and the password may hold any character but '@' and white space ('/', ':',
-# '#' and '?' too: SQLAlchemy and libpq take them unencoded), so it runs to the '@'.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@")
-_SECRET_KEY = re.compile(r"(?i)password|passwd|token|access_key|secret_key")
-_SECRET_PAIR = re.compile(
-    r"(?i)(?P<key>[\"']?[a-z_]*(?:password|passwd|secret|token|access_key)[a-z_]*[\"']?\s*[=:]\s*)"
-    r"(?P<q>[\"']?)(?P<val>[^\s\"',;&]+)"
-)
-
-
-def redact(text: str) -> str:
-    """Hide passwords in URLs and values of password/secret/token-like keys."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['q']}***", text)
-
-
-def redact_tree(value: Any) -> Any:
-    """A copy of a JSON-like tree with passwords in URL strings and the values of password-,
-    token- or access-key-named keys hidden. Structure and non-secret values are kept."""
-    if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(str(k)) and value[k] is not None else redact_tree(value[k])
-                for k in value}
-    if isinstance(value, (list, tuple)):
-        return [redact_tree(v) for v in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
-    return value
-
 
 class _RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
+_critical = 0  # depth of logging calls in progress in the main thread
+_pending: list[Callable[[], None]] = []
+
+
+def when_safe(action: Callable[[], None]) -> None:
+    """Run ``action`` (a signal handler's work, which may raise) now, or, while the main thread
+    is inside a logging handler, as soon as the handler is done: raised inside it, the exception
+    would be swallowed by the handler's error printing, or leave its lock taken."""
+    if _critical:
+        _pending.append(action)
+    else:
+        action()
+
+
+@contextmanager
+def _deferring_signals() -> Iterator[None]:
+    global _critical
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _critical += 1
+    try:
+        yield
+    finally:
+        _critical -= 1
+        if not _critical and _pending:
+            action = _pending.pop(0)
+            _pending.clear()
+            action()
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream it was at
     set-up: code that swaps stderr (a test's capture, a notebook) then closes it leaves no
-    handler writing to a closed file."""
+    handler writing to a closed file. A signal handler's work waits until a record is written
+    (:func:`when_safe`)."""
 
     def __init__(self):
         super().__init__(None)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        with _deferring_signals():
+            return super().handle(record)
 
     @property
     def stream(self):

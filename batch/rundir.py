@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batch import lineage
 from batch.artifact import FMModel, read_model
 from batch.data.interactions import Dataset
-from batch.errors import IdMapMismatchError, StageError
+from batch.errors import IdMapMismatchError, NoRunError, StageError
 from batch.features.design import DesignLayout
 
 
@@ -49,7 +50,10 @@ class RunDir:
         return self.path / name
 
     def require(self, *names: str) -> None:
-        """Raise :class:`StageError` naming the first missing file (and the command that makes it)."""
+        """Raise :class:`StageError` naming the first missing file (and the command that makes it);
+        :class:`NoRunError` when the run directory itself does not exist."""
+        if not self.path.is_dir():
+            raise NoRunError(f"no run directory {self.path} (make one with topx train --out {self.path} or topx run)")
         for name in names:
             if not (self.path / name).exists():
                 raise StageError(f"{self.path / name} is missing: run `topx train --out {self.path}` first")
@@ -69,8 +73,16 @@ class RunDir:
         return dataset
 
     def load_model(self) -> FMModel:
+        """The FM; no member of model.tar.gz may decompress to more than a model of the shape that
+        layout.json and config.json give takes (:class:`ArtifactTooLargeError`)."""
         self.require("model.tar.gz")
-        return read_model(str(self.model))
+        return read_model(str(self.model), shape=self._model_shape())
+
+    def _model_shape(self) -> tuple[int, int] | None:
+        factors = self.read_json("config.json").get("train", {}).get("hyperparameters", {}).get("num_factors")
+        if not self.layout.exists() or not isinstance(factors, int):
+            return None
+        return self.load_layout().feature_dim, factors
 
     def load_layout(self) -> DesignLayout:
         self.require("layout.json")
@@ -86,9 +98,33 @@ class RunDir:
         tmp.write_text(json.dumps(payload, indent=2, default=_plain), encoding="utf-8")
         tmp.replace(self.path / name)
 
-    def update_metrics(self, section: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``values`` under ``section`` of metrics.json and return the whole document."""
+    def save_derived(self, name: str, derived: Any) -> None:
+        """Save a file made from the run's model (an object with ``save(path, **lineage)``),
+        recording the model's digest in it (:mod:`batch.lineage`)."""
+        derived.save(self.path / name, **{lineage.KEY: lineage.model_digest(self.model)})
+
+    def load_derived(self, name: str, kind: Any, remedy: str) -> Any:
+        """``kind.load`` of a file saved by :meth:`save_derived`; :class:`StaleArtifactError`
+        (saying ``remedy``) when it was made from another model than the run's."""
+        self.require(name, "model.tar.gz")
+        lineage.check(self.model, lineage.recorded(self.path / name), str(self.path / name), remedy)
+        return kind.load(self.path / name)
+
+    def model_metrics(self, remedy: str) -> dict[str, Any]:
+        """metrics.json, refused (:class:`StaleArtifactError`) if a section computed from a model
+        records another model than the run's."""
         metrics = self.read_json("metrics.json")
+        if metrics:
+            self.require("model.tar.gz")
+            lineage.check_metrics(self.model, metrics, str(self.metrics), remedy)
+        return metrics
+
+    def update_metrics(self, section: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` under ``section`` of metrics.json and return the whole document; the
+        model's sections (``train``, ``evaluate``) record the model's digest."""
+        metrics = self.read_json("metrics.json")
+        if section in lineage.MODEL_SECTIONS:
+            values = lineage.stamped(self.model, values)
         metrics[section] = values
         self.write_json("metrics.json", metrics)
         return metrics

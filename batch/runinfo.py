@@ -15,14 +15,16 @@ if TYPE_CHECKING:
 
 
 def run_info(cfg: JobConfig, run: RunDir, run_id: str, dataset: Dataset) -> RunInfo:
-    """Settings, metrics (with the run's figures), counts and model location of the run in ``run``."""
+    """Settings, metrics (with the run's figures), counts and model location of the run in ``run``;
+    :class:`~batch.errors.StaleArtifactError` when its metrics were computed from another model."""
     from batch.metrics.figures import with_figures
     from batch.publish import RunInfo
 
     counts = {"users": dataset.n_users, "items": dataset.n_items, "train_interactions": len(dataset.train),
               "test_interactions": len(dataset.test)}
     return RunInfo(run_id=run_id, config=cfg.to_dict(), model_location=str(run.model.resolve()),
-                   started_at=started_at(run), metrics=with_figures(run.read_json("metrics.json")), counts=counts)
+                   started_at=started_at(run), counts=counts,
+                   metrics=with_figures(run.model_metrics(f"rerun topx evaluate --run {run.path}")))
 
 
 def started_at(run: RunDir) -> datetime:

@@ -49,7 +49,7 @@ class Stages:
         from batch.serve.repackage import repackage
 
         vectors = repackage(self.run.load_model(), self.run.load_dataset(), self.run.load_layout())
-        vectors.save(self.run.file("vectors.npz"))
+        self.run.save_derived("vectors.npz", vectors)
         return {"dim": int(vectors.users.shape[1]), "users_by_status": _counts(vectors.user_status),
                 "items_by_status": _counts(vectors.item_status)}
 
@@ -59,7 +59,7 @@ class Stages:
 
         found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, clients=self.clients))
         lists, report = found.lists, found.report
-        lists.save(self.run.file("lists.npz"))
+        self.run.save_derived("lists.npz", lists)
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
                 "short_lists": _short_lists(lists, self.cfg.search.top), **report}
@@ -74,7 +74,10 @@ class Stages:
         from batch.metrics.since import record_churn
         from batch.publish import publish_run
 
-        dataset, lists, url = self.run.load_dataset(), TopLists.load(self.run.file("lists.npz")), self.database_url()
+        remedy = f"rerun the search stage (topx recommend --run {self.run.path})"
+        dataset, url = self.run.load_dataset(), self.database_url()
+        lists = self.run.load_derived("lists.npz", TopLists, remedy)
+        self.run.model_metrics(f"rerun topx evaluate --run {self.run.path}")  # before touching the database
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,

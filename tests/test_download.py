@@ -49,6 +49,7 @@ class Server:
 
     def __init__(self):
         self.routes: dict[str, bytes] = {}
+        self.cut: int | None = None  # send only this many bytes of a body, then close
         self.hits: list[str] = []
         server = self
 
@@ -62,7 +63,8 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body[:server.cut])
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -203,3 +205,22 @@ def test_cli_download(server, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(dl.ARCHIVES, "ml-100k", Archive("ml-100k", "f" * 64))
     assert cli.main([*args, str(tmp_path / "x")]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_a_truncated_body_is_a_temporary_failure_saying_so(server, tmp_path, capsys, monkeypatch):
+    data = make_zip(FILES)
+    server.serve(data)
+    server.cut = len(data) // 2
+    monkeypatch.setitem(dl.ARCHIVES, "ml-100k", pinned(data))
+    code = cli.main(["data", "download", "ml-100k", "--url", server.url, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 75 and "ended early" in err and f"{len(data) // 2} of {len(data)} bytes" in err
+    assert "checksum" not in err and leftovers(tmp_path) == []
+
+
+def test_a_dns_failure_is_a_temporary_failure_saying_so(tmp_path, capsys):
+    code = cli.main(["data", "download", "ml-100k", "--url", "http://topx-no-such-host.invalid/movielens",
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 75 and "cannot reach http://topx-no-such-host.invalid/movielens/ml-100k.zip" in err
+    assert "Traceback" not in err

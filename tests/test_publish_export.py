@@ -139,9 +139,19 @@ def test_cli_schema_writes_schema_sql(tmp_path, cli):
 
 def test_cli_default_database_is_sqlite_in_the_workdir(tmp_path, cli, monkeypatch):
     monkeypatch.delenv("TOPX_DATABASE_URL", raising=False)
+    publish_two(f"sqlite:///{tmp_path / 'work' / 'topx.db'}")
     code, summary, _ = cli("runs", "--workdir", str(tmp_path / "work"))
-    assert code == 0 and summary["runs"] == []
+    assert code == 0 and [r["id"] for r in summary["runs"]] == ["new", "old"]
     assert summary["database"] == f"sqlite:///{tmp_path / 'work' / 'topx.db'}"
+
+
+@pytest.mark.parametrize("command", [("runs",), ("export", "--top", "1", "--out", "x.csv"),
+                                     ("cleanup", "--keep-runs", "1")])
+def test_read_only_commands_never_create_a_database(tmp_path, cli, command, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, summary, err = cli(*command, "--database-url", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert code == 2 and summary is None and "no database at" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_errors_hide_the_password(tmp_path, cli):

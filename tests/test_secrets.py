@@ -155,3 +155,61 @@ def test_dry_run_masks_the_environment(topx):
     env = {e["name"]: e["value"] for e in request["containerOverrides"]["environment"] if e["name"] != "TOPX_RUN_ID"}
     assert env == {"TOPX_DATABASE_URL": URL.replace(PASSWORD, "***"), "DB_PASSWORD": "***"}
     assert PASSWORD not in out + err + logs
+
+
+# Each form a password can take in a database URL, and the text that must not appear anywhere.
+FORMS = {
+    "query": ("postgresql://postgres@127.0.0.1:5432/{db}?password=Qu3ry-s3cret&sslmode=disable", "Qu3ry-s3cret"),
+    "space": ("postgresql://postgres:sp ace-s3cret@127.0.0.1:5432/{db}", "ace-s3cret"),
+    "encoded": ("postgresql://postgres:en%40c-s3cret@127.0.0.1:5432/{db}", "c-s3cret"),
+}
+MALFORMED = {
+    "no colon": ("postgresql//u:Typ0-s3cret@h/db", "Typ0-s3cret"),
+    "unencoded @": ("postgresql://u:at@Sign-s3cret@h/db", "Sign-s3cret"),
+    "no scheme": ("u:Bare-s3cret@h/db", "Bare-s3cret"),
+}
+
+
+@pytest.mark.parametrize("url, secret", [*FORMS.values(), *MALFORMED.values()])
+def test_every_form_is_redacted_in_text_and_trees(url, secret):
+    url = url.format(db="topx")
+    assert secret not in redact(f"cannot connect to {url}: refused")
+    assert secret not in json.dumps(redact_tree({"publish": {"database_url": url}, "argv": [url]}))
+
+
+@pytest.mark.parametrize("form", MALFORMED)
+def test_a_malformed_url_is_a_config_error_without_the_password(form, topx):
+    url, secret = MALFORMED[form]
+    code, out, err, logs = topx("--log-level", "DEBUG", "runs", "--database-url", url)
+    assert code == 2 and "database URL" in err
+    assert secret not in out + err + logs
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", FORMS)
+def test_summaries_files_and_runs_config_hide_each_form(form, topx, pg_url, tmp_path, monkeypatch):
+    url, secret = FORMS[form]
+    url = url.format(db=pg_url.rsplit("/", 1)[1])  # the test server trusts local connections
+    for name, value in {"TOPX_DATA_SYNTH_USERS": "30", "TOPX_DATA_SYNTH_ITEMS": "40",
+                        "TOPX_DATA_SYNTH_INTERACTIONS": "600", "TOPX_TRAIN_HYPERPARAMETERS_EPOCHS": "1",
+                        "TOPX_TRAIN_HYPERPARAMETERS_NUM_FACTORS": "4"}.items():
+        monkeypatch.setenv(name, value)
+    code, out, err, logs = topx("--log-level", "DEBUG", "run", "--workdir", str(tmp_path / "work"), "--top", "5",
+                                "--database-url", url)
+    assert code == 0, err
+    code2, out2, err2, logs2 = topx("runs", "--database-url", url)
+    assert code2 == 0 and "***" in out2
+    assert secret not in out + err + logs + out2 + err2 + logs2
+    leaked = [p.name for p in (tmp_path / "work").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        stored = [json.dumps(row[0]) for row in conn.execute(sqlalchemy.text("SELECT config FROM runs"))]
+    engine.dispose()
+    assert stored and not any(secret in text for text in stored)
+
+
+def test_postgres_scheme_is_postgresql():
+    engine = make_engine("postgres://u:pw@127.0.0.1:1/db")
+    assert engine.url.drivername == "postgresql+psycopg2"
+    engine.dispose()

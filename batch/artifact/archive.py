@@ -17,7 +17,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
-from batch.artifact.errors import CorruptArtifactError, ModelContentError, TruncatedArtifactError
+from batch.artifact.errors import (
+    ArtifactTooLargeError,
+    CorruptArtifactError,
+    ModelContentError,
+    TruncatedArtifactError,
+)
 from batch.artifact.ndarray import LIST_MAGIC
 
 MEMBER = "model_algo-1"
@@ -65,15 +70,16 @@ def _tar_gz(name: str, data: bytes) -> bytes:
     return gzip.compress(buf.getvalue(), mtime=0)
 
 
-def unpack_model(data: bytes) -> ModelFiles:
+def unpack_model(data: bytes, limit: int) -> ModelFiles:
     """The files inside ``model.tar.gz``, an uncompressed tar of it, or ``model_algo-1`` itself
-    (zip or bare NDArray list), told apart by their leading bytes."""
+    (zip or bare NDArray list), told apart by their leading bytes. ``limit``: the most bytes the
+    decompressed tar and each zip member may hold (:class:`ArtifactTooLargeError` beyond)."""
     if data[:2] == GZIP_MAGIC:
-        data = _tar_member(_gunzip(data), MEMBER)
+        data = _tar_member(_gunzip(data, limit), MEMBER)
     elif data[257:262] == b"ustar":  # the magic of a POSIX tar header
         data = _tar_member(data, MEMBER)
     if data[:4] == ZIP_MAGIC:
-        return _read_zip(data)
+        return _read_zip(data, limit)
     if data[:8] == LIST_MAGIC_BYTES:
         return ModelFiles(params=data)
     raise CorruptArtifactError(
@@ -82,13 +88,23 @@ def unpack_model(data: bytes) -> ModelFiles:
     )
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """The decompressed gzip members (CRC and length checked by zlib), never more than ``limit``
+    bytes: decompression stops as soon as the output would pass it."""
+    out, rest = bytearray(), data
     try:
-        return gzip.decompress(data)
-    except EOFError as exc:
-        raise TruncatedArtifactError(f"model.tar.gz is truncated: {exc}") from None
-    except (OSError, zlib.error) as exc:
+        while rest:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += inflater.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit:
+                raise ArtifactTooLargeError(f"model.tar.gz decompresses to more than {limit:,} bytes, more than a "
+                                            f"model of the expected shape holds (a decompression bomb?)")
+            if not inflater.eof:
+                raise TruncatedArtifactError("model.tar.gz is truncated: the gzip stream ends early")
+            rest = inflater.unused_data.lstrip(b"\0")  # members may follow; gzip pads with zeros
+    except zlib.error as exc:
         raise CorruptArtifactError(f"model.tar.gz is not a valid gzip stream: {exc}") from None
+    return bytes(out)
 
 
 def _tar_member(raw: bytes, name: str) -> bytes:
@@ -115,14 +131,20 @@ def _find_member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:
     return found[0]
 
 
-def _read_zip(data: bytes) -> ModelFiles:
-    """``params`` (required), ``symbol.json`` and ``meta.json`` of a zip; CRCs are verified."""
+def _read_zip(data: bytes, limit: int) -> ModelFiles:
+    """``params`` (required), ``symbol.json`` and ``meta.json`` of a zip; CRCs are verified and
+    no member is inflated past ``limit`` bytes (zipfile stops at the size a member declares)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
             if len(set(names)) != len(names):
                 raise CorruptArtifactError(f"{MEMBER} repeats a file name: {sorted(names)}")
-            files = {n: zf.read(n) for n in ("params", "symbol.json", "meta.json") if n in names}
+            wanted = [zf.getinfo(n) for n in ("params", "symbol.json", "meta.json") if n in names]
+            too_big = [f"{i.filename} ({i.file_size:,} bytes)" for i in wanted if i.file_size > limit]
+            if too_big:
+                raise ArtifactTooLargeError(f"{MEMBER} holds {', '.join(too_big)}, more than the {limit:,} bytes a "
+                                            f"model of the expected shape holds")
+            files = {i.filename: zf.read(i) for i in wanted}
     except _ZIP_ERRORS as exc:
         raise CorruptArtifactError(f"{MEMBER} is not a readable zip (corrupt or truncated): "
                                    f"{exc}") from None

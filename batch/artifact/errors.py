@@ -23,6 +23,12 @@ class UnsupportedArtifactError(ArtifactError):
     """The bytes are well formed but use a feature topx does not read (e.g. bfloat16 arrays)."""
 
 
+class ArtifactTooLargeError(ArtifactError):
+    """A member of the artifact decompresses, or an array densifies, to more bytes than a model of
+    the expected shape can take: a decompression bomb or a damaged header, refused before the
+    memory is spent."""
+
+
 class ModelContentError(ArtifactError):
     """The artifact parses but is not a usable factorization machine (a parameter is missing,
     shapes disagree, values are not finite, or meta.json contradicts the parameters)."""

@@ -25,6 +25,8 @@ from batch.errors import DataError
 from batch.log import log
 
 PREDICTOR_TYPES = ("binary_classifier", "regressor")
+_ARCHIVE_SLACK = 4 << 20  # meta.json, symbol.json, tar and zip headers
+_EXPANSION = 64
 # Parameter names in the NDArray list; MXNet's checkpoint loader strips the "arg:" prefix.
 KEY_V, KEY_W, KEY_B = "arg:v", "arg:w1_weight", "arg:w0_weight"
 
@@ -151,20 +153,38 @@ def write_model(model: FMModel, dest: str | os.PathLike | IO[bytes], *,
         storage.write_bytes(dest, blob)
 
 
-def read_model(src: str | os.PathLike | bytes | IO[bytes], *,
-               predictor_type: str | None = None) -> FMModel:
+def model_bytes_bound(feature_dim: int, num_factors: int) -> int:
+    """The most bytes any member of the artifact of an FM of this shape holds once decompressed:
+    V, w and b as float32, row indices should they be row_sparse, and room for the JSON files
+    and tar/zip headers."""
+    return 4 * (feature_dim * (num_factors + 1) + 1) + 8 * feature_dim + _ARCHIVE_SLACK
+
+
+def default_bound(compressed: int) -> int:
+    """The bound when the model's shape is not known: float32 parameters barely compress, so a
+    member far larger than its compressed bytes is not a model."""
+    return _ARCHIVE_SLACK + _EXPANSION * compressed
+
+
+def read_model(src: str | os.PathLike | bytes | IO[bytes], *, predictor_type: str | None = None,
+               shape: tuple[int, int] | None = None) -> FMModel:
     """Read an FM from ``model.tar.gz`` (or ``model_algo-1``: zip or bare NDArray list) given as
     a path, an ``s3://`` URI, bytes or a binary file object.
 
     The predictor type comes from meta.json or symbol.json; ``predictor_type`` supplies it for a
     bare NDArray list, which does not say, and must agree with the artifact otherwise. A corrupt,
     truncated or inconsistent artifact raises an :class:`~batch.errors.ArtifactError` subclass.
+    ``shape``: the expected (feature_dim, num_factors); no member may decompress to more than
+    such a model takes (:func:`model_bytes_bound`; without it, :func:`default_bound`), else
+    :class:`ArtifactTooLargeError`.
     """
-    files = unpack_model(_source_bytes(src))
+    data = _source_bytes(src)
+    limit = model_bytes_bound(*shape) if shape else default_bound(len(data))
+    files = unpack_model(data, limit)
     meta = _parse_json(files.meta, "meta.json")
     graph = _parse_json(files.symbol, "symbol.json")
     kind = _predictor_type(meta, graph, predictor_type)
-    model = model_from_params(read_ndarray_list(files.params), kind)
+    model = model_from_params(read_ndarray_list(files.params, limit), kind)
     _check_meta(meta, model)
     return model
 

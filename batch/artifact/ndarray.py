@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from batch.artifact.errors import (
+    ArtifactTooLargeError,
     CorruptArtifactError,
     TruncatedArtifactError,
     UnsupportedArtifactError,
@@ -52,9 +53,10 @@ _MAX_ELEMENTS = 2**62
 class _Cursor:
     """Reads fixed-size fields from a buffer; a short read raises TruncatedArtifactError."""
 
-    def __init__(self, data: bytes | memoryview):
+    def __init__(self, data: bytes | memoryview, limit: int | None = None):
         self.buf = memoryview(data).cast("B")
         self.pos = 0
+        self.limit = limit  # the most bytes one dense array may take
 
     def take(self, n: int, what: str) -> memoryview:
         if self.pos + n > len(self.buf):
@@ -81,9 +83,10 @@ class _Cursor:
         return CorruptArtifactError(f"NDArray list is corrupt near byte {self.pos}: {what}")
 
 
-def read_ndarrays(data: bytes | memoryview) -> tuple[list[str], list[np.ndarray]]:
-    """Names (empty if the list is unnamed) and dense arrays of an NDArray-list file, in order."""
-    cur = _Cursor(data)
+def read_ndarrays(data: bytes | memoryview, limit: int | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Names (empty if the list is unnamed) and dense arrays of an NDArray-list file, in order.
+    ``limit``: the most bytes a sparse array may densify to (:class:`ArtifactTooLargeError`)."""
+    cur = _Cursor(data, limit)
     magic, _reserved, count = cur.unpack("<QQQ", "list header")
     if magic != LIST_MAGIC:
         raise CorruptArtifactError(f"not an MXNet NDArray list: header is 0x{magic:X}, not 0x112")
@@ -96,13 +99,13 @@ def read_ndarrays(data: bytes | memoryview) -> tuple[list[str], list[np.ndarray]
     return names, arrays
 
 
-def read_ndarray_list(data: bytes | memoryview) -> dict[str, np.ndarray]:
+def read_ndarray_list(data: bytes | memoryview, limit: int | None = None) -> dict[str, np.ndarray]:
     """``{name: dense array}`` of an NDArray-list file, like ``mx.nd.load`` then ``.asnumpy()``.
 
     Arrays keep their stored dtype (float32 for model parameters) and shape; row_sparse and csr
     arrays come back dense. An unnamed list is keyed ``"0"``, ``"1"``, … in order.
     """
-    names, arrays = read_ndarrays(data)
+    names, arrays = read_ndarrays(data, limit)
     keys = names or [str(i) for i in range(len(arrays))]
     if len(set(keys)) != len(keys):
         raise CorruptArtifactError(f"NDArray list repeats a name: {sorted(keys)}")
@@ -157,6 +160,9 @@ def _read_v2(cur: _Cursor, index: int, *, numpy_shape: bool) -> np.ndarray:
     values = _read_values(cur, dtype, storage_shape if naux else shape, f"values of array {index}")
     aux = [_read_values(cur, t, s, f"aux data {i} of array {index}")
            for i, (t, s) in enumerate(aux_specs)]
+    if naux and cur.limit is not None and math.prod(shape) * dtype.itemsize > cur.limit:
+        raise ArtifactTooLargeError(f"sparse array {index} has dense shape {shape}, more than the {cur.limit:,} "
+                                    f"bytes a model of the expected shape holds")
     return densify(stype, shape, values, aux, f"array {index}") if naux else values
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import signal
 import sys
 import threading
@@ -18,11 +20,12 @@ from contextlib import contextmanager
 
 from batch import __version__
 from batch.errors import TEMPFAIL, TerminatedError, TopxError
-from batch.log import log, redact, setup_logging, summary
+from batch.log import log, redact, setup_logging, summary, when_safe
 from batch.transient import exit_code
 
 # Command-group modules, in the order their commands are listed in --help.
 GROUPS = ("data", "train", "tune", "serve", "run", "shard", "publish", "report", "aws", "aws_batch")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a factorization machine on interactions and publish top-x lists.",
     )
     parser.add_argument("--version", action="version", version=f"topx {__version__}")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                        help="DEBUG, INFO (default), WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         module = importlib.import_module(f"batch.cli.{group}")
@@ -42,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    level = args.log_level or (os.environ.get("TOPX_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        parser.print_usage(sys.stderr)
+        print(f"topx: error: TOPX_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}; got "
+              f"{os.environ.get('TOPX_LOG_LEVEL')!r}", file=sys.stderr)
+        return 2
+    setup_logging(level)
     try:
         with stop_on_sigterm():
             result = args.handler(args)
@@ -59,8 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("error details", exc_info=True)
         return code
     if result is not None:
-        summary(result)
+        try:
+            summary(result)
+        except BrokenPipeError:  # stdout's reader went away (`topx … | head -0`): nothing to say
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, what a shell reports for a command its pipe reader ended
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 @contextmanager
@@ -73,10 +96,15 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
         return
 
-    def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def terminate():
         raise TerminatedError("stopped by SIGTERM (AWS Batch stops a job's container this way, e.g. when its "
                               "host is drained or reclaimed)")
+
+    def stop(signum, frame):
+        # No logging here, and no raising inside a log handler (when_safe): either could
+        # deadlock on, or be swallowed under, the handler's lock.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        when_safe(terminate)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 from batch.cli.common import add_config_options, config_from_args
 from batch.config import JobConfig
 from batch.publish import cleanup, current_run, database_url, export_current, list_runs
-from batch.publish.connect import shown
+from batch.publish.connect import require_existing, shown
 from batch.publish.models import schema_sql
 
 # Columns of `topx runs`: enough to see what is live and what failed, and each run's key figures
@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> tuple[JobConfig, str]:
+    """The settings and the URL of an existing database (these commands never create one)."""
     config = config_from_args(args, **extra)
-    return config, database_url(config)
+    return config, require_existing(database_url(config))
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from batch.cli.common import add_config_options, config_from_args
-from batch.errors import ConfigError, StageError
+from batch.errors import ConfigError, NoRunError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,4 +52,4 @@ def _run_dir(name: str, workdir: str):
     store = RunStore(workdir)
     if name in store.run_ids():
         return store.pull(name)
-    raise StageError(f"no run directory {name} and no run {name!r} in {workdir}")
+    raise NoRunError(f"no run directory {name} and no run {name!r} in {workdir}")

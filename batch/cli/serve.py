@@ -52,6 +52,7 @@ def _run_config(args: argparse.Namespace):
     section is not reused: it is stored with credentials redacted), overridden by --config,
     TOPX_* variables and this command's options."""
     run = RunDir(args.run)
+    run.require()  # the directory exists
     saved = {k: v for k, v in run.read_json("config.json").items() if k != "publish"}
     return run, config_from_args(args, base=saved)
 
@@ -63,7 +64,7 @@ def _recommend(args: argparse.Namespace) -> dict[str, Any]:
     run, cfg = _run_config(args)
     found = search_run(cfg, run, make_searcher(cfg))
     lists = found.lists
-    lists.save(run.file("lists.npz"))
+    run.save_derived("lists.npz", lists)
     if args.out:
         dataset = run.load_dataset()
         write_csv(lists, dataset.users, dataset.items, args.out)
@@ -102,9 +103,10 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     from batch.runinfo import run_info
 
     run, cfg = _run_config(args)
-    run.require("lists.npz")
-    dataset, lists = run.load_dataset(), TopLists.load(run.file("lists.npz"))
+    dataset = run.load_dataset()
+    lists = run.load_derived("lists.npz", TopLists, f"run topx recommend --run {run.path} first")
     run_id = args.run_id or run.path.resolve().name
+    run.model_metrics(f"run topx evaluate --run {run.path} first")  # refused before touching the database
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate)

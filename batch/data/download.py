@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch import __version__
-from batch.errors import DownloadError
+from batch.errors import DownloadError, DownloadUnavailableError
 from batch.log import log, progress
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
@@ -136,11 +136,20 @@ def _fetch(url: str, dest: Path, spec: Archive, timeout: float) -> tuple[str, in
                 digest.update(block)
                 sink.write(block)
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"HTTP {exc.code} {exc.reason} fetching {url}") from None
-    except urllib.error.URLError as exc:
-        raise DownloadError(f"cannot fetch {url}: {exc.reason}") from None
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, short reads, disk
+        kind = DownloadUnavailableError if exc.code >= 500 or exc.code == 429 else DownloadError
+        raise kind(f"HTTP {exc.code} {exc.reason} fetching {url}") from None
+    except urllib.error.URLError as exc:  # DNS failure, refused, unreachable
+        raise DownloadUnavailableError(f"cannot reach {url}: {exc.reason}") from None
+    except http.client.IncompleteRead as exc:
+        raise DownloadUnavailableError(f"the connection ended early: {url} sent {size + len(exc.partial)} of "
+                                       f"{size + len(exc.partial) + (exc.expected or 0)} bytes") from None
+    except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:  # resets, timeouts
+        raise DownloadUnavailableError(f"download of {url} was interrupted after {size} bytes: {exc!r}") from None
+    except OSError as exc:  # the local disk
         raise DownloadError(f"download of {url} failed: {exc!r}") from None
+    expected = length or spec.size
+    if expected and size < expected:
+        raise DownloadUnavailableError(f"the connection ended early: {url} sent {size} of {expected} bytes")
     return digest.hexdigest(), size
 
 

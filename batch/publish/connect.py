@@ -19,27 +19,31 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from batch import storage
 from batch.config import JobConfig
-from batch.errors import ConfigError, PublishError
+from batch.errors import ConfigError, NoDatabaseError, PublishError
 from batch.log import redact
+from batch.redaction import redact_url, remember
 
 DEFAULT_DATABASE = "topx.db"
 
 
 def shown(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``, safe for logs and summaries."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return redact(str(url))
+    """The URL with its password (and secret query values) replaced by ``***``, safe for logs and
+    summaries, whether or not it parses."""
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    return redact_url(url)
 
 
 def database_url(config: JobConfig, *, secrets_client: Any = None) -> str:
     """The URL to publish to: ``publish.database_url``, else the URL in the Secrets Manager
     secret ``publish.database_secret_arn``, else the SQLite file ``<workdir>/topx.db``."""
     if config.publish.database_url:
+        remember(config.publish.database_url)
         return config.publish.database_url
     if config.publish.database_secret_arn:
-        return url_from_secret(config.publish.database_secret_arn, client=secrets_client)
+        url = url_from_secret(config.publish.database_secret_arn, client=secrets_client)
+        remember(url)
+        return url
     if storage.is_s3(config.workdir):
         raise ConfigError("the embedded SQLite database needs a local workdir; "
                           "set publish.database_url (TOPX_DATABASE_URL) for an s3:// workdir")
@@ -79,10 +83,8 @@ def url_from_secret(secret_id: str, *, client: Any = None) -> str:
 
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; a SQLite file's directory is created if missing."""
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        raise ConfigError(f"not a database URL: {shown(database_url)}") from None
+    remember(database_url)
+    url = parse_database_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {}
@@ -94,6 +96,34 @@ def make_engine(database_url: str) -> Engine:
         return create_engine(url, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {shown(url)}: {exc}") from None
+
+
+def require_existing(database_url: str) -> str:
+    """``database_url``, for a command that only reads: a SQLite file that does not exist raises
+    :class:`NoDatabaseError` (opening it would create an empty database and report nothing)."""
+    url = parse_database_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise NoDatabaseError(f"no database at {url.database}: nothing was ever published there (check "
+                              f"--database-url / --workdir; this command does not create one)")
+    return database_url
+
+
+def parse_database_url(database_url: str) -> URL:
+    """The URL parsed, ``postgres://`` taken as ``postgresql://`` (as libpq does); a
+    :class:`ConfigError` that shows no password when it does not parse or is ambiguous."""
+    try:
+        url = make_url(database_url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"not a database URL: {shown(database_url)} (expected "
+                          f"dialect[+driver]://user:password@host:port/database)") from None
+    if url.host and "@" in url.host:
+        raise ConfigError(f"database URL {shown(database_url)}: the user name or password holds an unencoded '@'; "
+                          f"write it as %40") from None
+    dialect, plus, driver = url.drivername.partition("+")
+    if dialect == "postgres":
+        url = url.set(drivername=f"postgresql{plus}{driver}")
+    return url
 
 
 @contextmanager

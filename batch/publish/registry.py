@@ -44,6 +44,7 @@ from batch.publish.models import (
     check_runs_table,
     runs,
 )
+from batch.redaction import redact_value
 
 STALE_REASON = "the publisher stopped during the load (process killed or connection lost)"
 _ERROR_CHARS = 4000
@@ -230,7 +231,7 @@ def _redacted(value: Any) -> Any:
         return {k: "***" if _SECRET_KEY.search(k) and v else _redacted(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redacted(v) for v in value]
-    return redact(value) if isinstance(value, str) else value
+    return redact_value(value) if isinstance(value, str) else value
 
 
 def _plain(mapping) -> dict[str, Any]:

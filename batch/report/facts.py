@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from batch.data.interactions import Dataset
-from batch.errors import StageError
+from batch.errors import NoRunError, StageError
 from batch.lists import TopLists
 from batch.rundir import RunDir
 
@@ -29,13 +29,14 @@ class RunFacts:
     @classmethod
     def load(cls, run: RunDir) -> RunFacts:
         if not run.path.is_dir():
-            raise StageError(f"{run.path} is not a run directory")
+            raise NoRunError(f"no run directory {run.path}")
         state, config, metrics = (run.read_json(n) for n in ("run.json", "config.json", "metrics.json"))
         if not (state or config or metrics):
             raise StageError(f"{run.path} holds no run.json, config.json or metrics.json: not a run directory "
                              f"(make one with topx run or topx train --out)")
         dataset = run.load_dataset() if run.file("train.npz").exists() else None
-        lists = TopLists.load(run.file("lists.npz")) if run.file("lists.npz").exists() else None
+        lists = (run.load_derived("lists.npz", TopLists, f"rerun topx recommend --run {run.path}")
+                 if run.file("lists.npz").exists() else None)
         return cls(state.get("run_id", run.path.name), state, config, metrics, dataset, lists)
 
     @property

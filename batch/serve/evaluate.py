@@ -13,12 +13,14 @@ and for the lists the search stage made for every user (``published``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from batch.config import JobConfig
 from batch.data.interactions import Dataset, Interactions
+from batch.errors import StaleArtifactError
 from batch.lists import TopLists
 from batch.metrics.accuracy import ranking_metrics
 from batch.metrics.beyond import Catalogue, beyond_accuracy
@@ -28,6 +30,8 @@ from batch.serve.repackage import vectors_for
 
 # Accuracy is reported at these k, and at the configured k and the published list length x.
 CUTOFFS = (1, 5, 10, 20, 50)
+
+log = logging.getLogger("topx.serve")
 
 
 def relevant_pairs(test: Interactions, threshold: float) -> Interactions:
@@ -82,7 +86,11 @@ def _published(run: RunDir, catalogue: Catalogue, x: int, max_users: int, seed: 
     searches in its shard jobs)."""
     if not run.file("lists.npz").exists():
         return {}
-    lists = TopLists.load(run.file("lists.npz"))
+    try:
+        lists = run.load_derived("lists.npz", TopLists, "not evaluated")
+    except StaleArtifactError as exc:
+        log.info("%s", exc)
+        return {}
     users = _sample(np.unique(lists.user).astype(np.int64), max_users, seed)
     return {"published": beyond_accuracy(as_matrix(lists, users, x), catalogue, (x,))}
 

@@ -19,6 +19,7 @@ knows nothing about it).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +28,13 @@ import scipy.sparse as sp
 
 from batch.artifact import FMModel
 from batch.data.interactions import Dataset
-from batch.errors import StageError
+from batch.errors import StageError, StaleArtifactError
 from batch.features.design import Design, DesignLayout, build_design
 from batch.rundir import RunDir
 
 TRAINED, FEATURES_ONLY, COLD = 0, 1, 2
+
+log = logging.getLogger("topx.serve")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ class Vectors:
         dots = np.einsum("nd,nd->n", self.users[users].astype(np.float64), self.items[items].astype(np.float64))
         return (dots + self.user_const[users]).astype(np.float32)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, **lineage: str) -> None:
+        """``lineage``: e.g. ``model_sha256``, stored as 0-d text arrays next to the vectors."""
         np.savez(path, users=self.users, user_const=self.user_const, items=self.items,
                  user_status=self.user_status, item_status=self.item_status, popularity=self.popularity,
-                 predictor_type=np.array(self.predictor_type))
+                 predictor_type=np.array(self.predictor_type), **{k: np.array(v) for k, v in lineage.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> Vectors:
@@ -92,13 +96,15 @@ def repackage(model: FMModel, dataset: Dataset, layout: DesignLayout) -> Vectors
 
 
 def vectors_for(run: RunDir) -> Vectors:
-    """The run's repackaged vectors: ``vectors.npz`` if the repackage stage wrote it, else made
-    now from the run's model, data and layout (and saved)."""
-    path = run.file("vectors.npz")
-    if path.exists():
-        return Vectors.load(path)
+    """The run's repackaged vectors: ``vectors.npz`` if the repackage stage wrote it from the
+    run's model, else made now from the run's model, data and layout (and saved)."""
+    if run.file("vectors.npz").exists():
+        try:
+            return run.load_derived("vectors.npz", Vectors, "")
+        except StaleArtifactError as exc:
+            log.info("repackaging again: %s", exc)
     vectors = repackage(run.load_model(), run.load_dataset(), run.load_layout())
-    vectors.save(path)
+    run.save_derived("vectors.npz", vectors)
     return vectors
 
 

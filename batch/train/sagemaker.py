@@ -103,7 +103,8 @@ class SageMakerFMTrainer:
     def _read_model(self, outcome: JobOutcome, design: Design, predictor_type: str):
         uri = outcome.description["ModelArtifacts"]["S3ModelArtifacts"]
         bucket, key = split_uri(uri)
-        model = read_model(S3Objects(self.session.s3, bucket).read(key), predictor_type=predictor_type)
+        model = read_model(S3Objects(self.session.s3, bucket).read(key), predictor_type=predictor_type,
+                           shape=(design.layout.feature_dim, self.cfg.train.hyperparameters.num_factors))
         if model.feature_dim != design.layout.feature_dim:
             raise ModelContentError(f"{uri}: the model has feature_dim {model.feature_dim}, the design "
                                     f"{design.layout.feature_dim}")

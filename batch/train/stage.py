@@ -42,6 +42,7 @@ def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer
     write_model(result.model, str(run.model),
                 hyperparameters=hp.to_sagemaker(design.layout.feature_dim, PREDICTOR_TYPES[t.mode]))
     test = held_out_metrics(result.model, design, held_out, t.mode)
+    run.write_json("metrics.json", {})  # a new model: every figure of an earlier one in this directory goes
     run.update_metrics("train", {"mode": t.mode, "test": test, "engine": result.details})
     return {
         "stage": "train", "run_dir": str(run.path), "mode": t.mode, "backend": t.backend,

@@ -1,0 +1,84 @@
+"""Files derived from a model record its digest: a reused run directory never publishes the lists,
+vectors or metrics of the model it held before."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from batch import lineage
+from batch.publish import make_engine
+from batch.rundir import RunDir
+
+
+@pytest.fixture
+def data(tmp_path, topx):
+    out = tmp_path / "data"
+    code, _, err = topx("data", "synth", "--out", str(out), "--users", "60", "--items", "80",
+                        "--interactions", "2000", "--seed", "1")
+    assert code == 0, err
+    return out
+
+
+def published(url):
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT run_id, COUNT(*) FROM current_recommendations GROUP BY run_id")).fetchall()
+    engine.dispose()
+    return rows
+
+
+def train(topx, data, run, seed):
+    code, _, err = topx("train", "--data", str(data), "--out", str(run), "--epochs", "1", "--num-factors", "4",
+                        "--seed", str(seed))
+    assert code == 0, err
+
+
+def test_publish_refuses_lists_of_the_model_a_run_directory_held_before(tmp_path, topx, data):
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
+    assert topx("publish", "--run", str(run), "--run-id", "first", "--database-url", url)[0] == 0
+    model = hashlib.sha256((run / "model.tar.gz").read_bytes()).hexdigest()
+    assert lineage.recorded(run / "lists.npz") == lineage.recorded(run / "vectors.npz") == model
+
+    train(topx, data, run, seed=2)  # the same directory: lists.npz and vectors.npz are the old model's
+    code, _, err = topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url)
+    assert code == 2 and "made from another model" in err and "topx recommend" in err
+    assert published(url) == [("first", 60 * 5)]
+
+    assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0  # repackages the new model
+    new_model = hashlib.sha256((run / "model.tar.gz").read_bytes()).hexdigest()
+    assert new_model != model and lineage.recorded(run / "vectors.npz") == new_model
+    assert topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url)[0] == 0
+    assert published(url) == [("second", 60 * 5)]
+
+
+def test_metrics_of_another_model_are_refused(tmp_path, topx, data):
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    assert topx("evaluate", "--run", str(run))[0] == 0
+    old_metrics = (run / "metrics.json").read_text()
+    assert json.loads(old_metrics)["evaluate"][lineage.KEY] == lineage.model_digest(run / "model.tar.gz")
+    train(topx, data, run, seed=2)
+    assert "evaluate" not in RunDir(run).read_json("metrics.json")  # a new model starts a new metrics.json
+    assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
+    (run / "metrics.json").write_text(old_metrics)
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url)
+    assert code == 2 and "section 'train' of" in err and "made from another model" in err
+    assert not (tmp_path / "topx.db").exists() or published(url) == []
+
+
+def test_lists_without_a_digest_are_refused(tmp_path, topx, data):
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
+    with np.load(run / "lists.npz") as z:
+        columns = {k: z[k] for k in z.files if k != lineage.KEY}
+    np.savez(run / "old.npz", **columns)
+    shutil.move(run / "old.npz", run / "lists.npz")
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url)
+    assert code == 2 and "does not say which model" in err
