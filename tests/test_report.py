@@ -88,7 +88,7 @@ def test_topx_report_rewrites_a_run_report_and_writes_the_trend(two_runs, topx, 
     assert code == 0 and "Across the last 1 published runs" in trend and second["run_id"] in trend
     assert first["run_id"] not in trend
     assert topx("report", "--workdir", work)[0] == 2
-    assert topx("report", "--run", "no-such-run", "--workdir", work)[0] == 1
+    assert topx("report", "--run", "no-such-run", "--workdir", work)[0] == 2  # no such run: an input error
 
 
 def test_a_run_directory_without_lists_reports_what_it_has(two_runs, tmp_path):
