@@ -6,8 +6,10 @@ Every leaf setting has an environment name made of its path, e.g. ``[train] mode
 ``TOPX_TRAIN_HYPERPARAMETERS_NUM_FACTORS``. A few common settings also have short aliases
 (``TOPX_DATABASE_URL``). Nothing is read at import time: call :func:`load_config`.
 
-*What to compute* (hyperparameters, top x) is kept apart from *where to run it* (``backend``,
-``device``, SageMaker instances), as separate fields.
+*What to compute* (hyperparameters, top x) is kept apart from *where and how to run it*
+(``device``, batch sizes of the search, SageMaker instances and polling, the work directory,
+the database): the latter are marked :func:`place` and left out of :func:`compute_settings`, the
+settings a run is resumed by, so changing one never stops a run from resuming.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from batch.errors import ConfigError
 
 MODES = ("implicit", "binary", "regression")
 BACKENDS = ("local", "sagemaker")
+
+
+def place(default: Any = None, *, factory: Any = None) -> Any:
+    """A field that says where or how to run, not what to compute (see the module docstring)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"place": True})
+    return field(default=default, metadata={"place": True})
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -188,7 +197,7 @@ class TrainConfig:
 
     mode: str = "implicit"
     backend: str = "local"
-    device: str = "auto"
+    device: str = place("auto")
     threshold: float = 4.0
     negatives: int = 4
     features: bool = True
@@ -231,9 +240,9 @@ class SearchConfig:
     exclude_seen: bool = True
     allow: str | None = None
     deny: str | None = None
-    batch_size: int = 2048
+    batch_size: int = place(2048)
     nprobe: int = 64
-    recall_sample: int = 1000
+    recall_sample: int = place(1000)
 
     def __post_init__(self):
         _positive("search.top", self.top)
@@ -298,25 +307,26 @@ class PublishConfig:
 
 @dataclass(frozen=True)
 class SageMakerConfig:
-    """Where SageMaker jobs run: region, role, S3 prefix, instances and limits."""
+    """Where SageMaker jobs run: region, role, S3 prefix, instances and limits. All of it says where
+    to run except ``knn_index_type`` (an IVF index finds approximate lists)."""
 
-    region: str | None = None
-    role_arn: str | None = None
-    s3_prefix: str | None = None
-    endpoint_url: str | None = None
-    train_instance_type: str = "ml.c5.xlarge"
-    train_instance_count: int = 1
-    knn_instance_type: str = "ml.c5.xlarge"
-    transform_instance_type: str = "ml.c5.xlarge"
-    transform_instance_count: int = 1
-    max_runtime_s: int = 86_400
-    use_spot: bool = False
-    max_wait_s: int = 172_800
-    channel_shards: int = 4
+    region: str | None = place(None)
+    role_arn: str | None = place(None)
+    s3_prefix: str | None = place(None)
+    endpoint_url: str | None = place(None)
+    train_instance_type: str = place("ml.c5.xlarge")
+    train_instance_count: int = place(1)
+    knn_instance_type: str = place("ml.c5.xlarge")
+    transform_instance_type: str = place("ml.c5.xlarge")
+    transform_instance_count: int = place(1)
+    max_runtime_s: int = place(86_400)
+    use_spot: bool = place(False)
+    max_wait_s: int = place(172_800)
+    channel_shards: int = place(4)
     knn_index_type: str = "faiss.Flat"
-    fm_image: str | None = None
-    knn_image: str | None = None
-    poll_s: float = 30.0
+    fm_image: str | None = place(None)
+    knn_image: str | None = place(None)
+    poll_s: float = place(30.0)
 
     def __post_init__(self):
         if self.knn_index_type == "faiss.IVFPQ":
@@ -350,19 +360,33 @@ class JobConfig:
     a folder in the system temp directory).
     """
 
-    workdir: str = "topx-work"
-    scratch: str | None = None
+    workdir: str = place("topx-work")
+    scratch: str | None = place(None)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    publish: PublishConfig = field(default_factory=PublishConfig)
+    publish: PublishConfig = place(factory=PublishConfig)
     sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    batch: BatchConfig = place(factory=BatchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML serialisable) of every setting."""
         return dataclasses.asdict(self)
+
+
+def compute_settings(tree: Mapping[str, Any], cls: type = JobConfig) -> dict[str, Any]:
+    """``tree`` (a :meth:`JobConfig.to_dict`, or a saved ``config.json``) less every setting
+    marked :func:`place`: what a run computes, whatever runs it where."""
+    hints = typing.get_type_hints(cls)
+    kept = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in tree or f.metadata.get("place"):
+            continue
+        value = tree[f.name]
+        kept[f.name] = compute_settings(value, hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) and \
+            isinstance(value, Mapping) else value
+    return kept
 
 
 # Short environment names for the settings people set most often.

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batch.aws.clients import NO_CLIENTS, AwsClients
-from batch.config import JobConfig
+from batch.config import JobConfig, compute_settings
 from batch.errors import ConfigError, TopxError
 from batch.log import redact
 from batch.rundir import RunDir
@@ -42,14 +42,10 @@ SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
 # Run ids name a directory, an S3 prefix and every published row: short and plain.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Settings that say where a run works and publishes, not what it computes.
-PLACE_SETTINGS = ("publish", "workdir", "scratch", "batch")
-
-
 def fingerprint(cfg: JobConfig) -> str:
-    """Hash of the settings that decide what a run computes (not where it publishes)."""
-    settings = cfg.to_dict()
-    for key in PLACE_SETTINGS:
-        settings.pop(key)
+    """Hash of the settings that decide what a run computes (not where or how it runs and
+    publishes: :func:`~batch.config.compute_settings`)."""
+    settings = compute_settings(cfg.to_dict())
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -23,10 +23,10 @@ import numpy as np
 
 from batch import storage
 from batch.aws.clients import NO_CLIENTS, AwsClients
-from batch.config import JobConfig
+from batch.config import JobConfig, compute_settings
 from batch.errors import ConfigError, PublishError, StageError
 from batch.lists import TopLists
-from batch.pipeline import PLACE_SETTINGS, RunState, check_run_id, fingerprint
+from batch.pipeline import RunState, check_run_id, fingerprint
 from batch.publish.collect import LOADED, IncompleteRunError, finalize_run, load_shard, shard_state
 from batch.publish.gate import GateRefusedError
 from batch.rundir import RunDir
@@ -45,7 +45,7 @@ def run_settings(cfg: JobConfig, run_id: str) -> dict[str, Any]:
     if not storage.exists(location):
         return {}
     saved = json.loads(storage.read_bytes(location).decode("utf-8"))
-    return {key: value for key, value in saved.items() if key not in PLACE_SETTINGS}
+    return compute_settings(saved)
 
 
 def shard_users(n_users: int, index: int, shards: int) -> np.ndarray:

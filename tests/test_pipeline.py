@@ -106,6 +106,26 @@ def test_a_failed_run_leaves_the_previous_lists_current_and_resumes(tmp_path, db
     assert max(r[1] for r in rows) == 10
 
 
+def test_changing_where_a_run_runs_still_resumes_it(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    monkeypatch.setattr(Stages, "evaluate", lambda self: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        run_job(config(tmp_path, db), run_id="r1")
+    monkeypatch.undo()
+    monkeypatch.setattr(Stages, "train", lambda self: pytest.fail("train ran again"))
+    # run-location settings inside compute sections are not part of what the run computes
+    moved = config(tmp_path, db, **{"train.device": "cpu", "search.batch_size": 64, "search.recall_sample": 10,
+                                    "sagemaker.poll_s": 1.0, "sagemaker.region": "eu-west-1"})
+    assert run_job(moved, run_id="r1")["resumed"] is True
+    monkeypatch.undo()
+    monkeypatch.setattr(Stages, "evaluate", lambda self: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):  # the automatic resume too (a failed run of the same settings)
+        run_job(config(tmp_path / "auto", db, **{"search.top": 7}))  # its own work directory: no r1
+    monkeypatch.undo()
+    monkeypatch.setattr(Stages, "train", lambda self: pytest.fail("train ran again"))
+    assert run_job(config(tmp_path / "auto", db, **{"search.top": 7, "train.device": "cpu"}))["resumed"] is True
+
+
 def test_rerunning_the_publish_stage_does_not_duplicate_rows(tmp_path, db_url):
     summary = run_job(config(tmp_path, db_url))
     run = RunDir(tmp_path / "work" / "runs" / summary["run_id"])
