@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -18,7 +19,7 @@ from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
 from batch.train.local import LocalFMTrainer
-from batch.train.sagemaker import SageMakerFMTrainer
+from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
 
 
@@ -61,7 +62,7 @@ def test_fit_trains_through_a_training_job_and_reads_back_its_artifact(aws, prob
     assert result.model.predictor_type == "binary_classifier" and result.model.num_factors == SMALL_HP.num_factors
     details = result.details
     assert details["job_name"] == "topx-run-1-fm" and details["reused"] is False
-    assert details["billable_seconds"] >= 1 and details["samples"] == len(source.epoch(0))
+    assert details["billable_seconds"] >= 1 and details["samples"] == SMALL_HP.epochs * len(source.epoch(0))
     assert set(details["final_metrics"]) == {"test:binary_classification_accuracy",
                                              "test:binary_classification_cross_entropy"}
     artifact = details["artifact"]
@@ -78,7 +79,8 @@ def test_the_request_is_valid_with_string_hyperparameters_and_sharded_channels(a
     hyper = request["HyperParameters"]
     assert all(isinstance(v, str) for v in hyper.values())
     assert hyper["feature_dim"] == str(problem[0].layout.feature_dim) and hyper["predictor_type"] == "binary_classifier"
-    assert hyper["epochs"] == "3" and hyper["factors_wd"] == str(SMALL_HP.factors_wd)
+    assert SMALL_HP.epochs == 3 and hyper["epochs"] == "1"  # implicit: one pass over 3 epochs' samples
+    assert hyper["factors_wd"] == str(SMALL_HP.factors_wd)
     train, test = request["InputDataConfig"]
     assert train["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
     assert train["ContentType"] == test["ContentType"] == "application/x-recordio-protobuf"
@@ -91,7 +93,7 @@ def test_the_request_is_valid_with_string_hyperparameters_and_sharded_channels(a
 def test_channels_hold_every_sample_in_three_shuffled_objects(aws, problem):
     design, source, test = problem
     fit(aws, problem)
-    samples = source.epoch(0)
+    samples = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")[0]
     parts = read_channel(aws, "train")
     assert len(parts) == 3 and len(channel_objects(aws, "test")) == 3
     X = np.vstack([p[0].toarray() for p in parts])
@@ -103,12 +105,26 @@ def test_channels_hold_every_sample_in_three_shuffled_objects(aws, problem):
     assert all(0 < p[1].mean() < 1 for p in parts)  # shuffled: positives and negatives in every shard
 
 
+def test_implicit_channels_hold_fresh_negatives_for_every_epoch(problem):
+    design, source, _ = problem
+    samples, hyper = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")
+    epochs = [source.epoch(e) for e in range(SMALL_HP.epochs)]
+    assert hyper["epochs"] == "1" and len(samples) == sum(len(e) for e in epochs)
+    negatives = [set(zip(e.user[e.label == 0].tolist(), e.item[e.label == 0].tolist(), strict=True)) for e in epochs]
+    assert negatives[0] != negatives[1] != negatives[2]  # redrawn, as the local engine redraws them
+    assert samples.label.sum() == SMALL_HP.epochs * epochs[0].label.sum()  # the positives once per epoch
+    regression = training_source(blocks_dataset(), "regression", threshold=4.0, negatives=2, seed=0)
+    rows, hyper = training_set(regression, SMALL_HP, design.layout.feature_dim, "regressor")
+    assert hyper["epochs"] == "3" and len(rows) == len(regression.epoch(0))
+
+
 def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, problem):
     result = fit(aws, problem)
     parts = read_channel(aws, "train")
     X = sp.vstack([p[0] for p in parts]).tocsr()
     y = np.concatenate([p[1] for p in parts])
-    direct = LocalFMTrainer("cpu").fit_rows(X, y, SMALL_HP, "binary_classifier").model
+    one_pass = dataclasses.replace(SMALL_HP, epochs=1)  # implicit: the channel holds every epoch
+    direct = LocalFMTrainer("cpu").fit_rows(X, y, one_pass, "binary_classifier").model
     np.testing.assert_array_equal(direct.V, result.model.V)
     np.testing.assert_array_equal(direct.w, result.model.w)
 

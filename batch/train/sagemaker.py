@@ -3,8 +3,10 @@
 The design rows of the training samples (and of the held-out samples, as the ``test`` channel)
 are written as recordIO-protobuf in ``channel_shards`` objects each, the training job is created
 (or found: see :mod:`batch.aws.sagemaker_jobs`), and its ``model.tar.gz`` is read with the same
-code that reads the local engine's. Implicit negatives are drawn once (epoch 0): the job reads
-a fixed data set. Rows are shuffled before they are cut into objects, since each instance of a
+code that reads the local engine's. The job reads a fixed data set, so in implicit mode the
+channel holds ``epochs`` copies of the positives, each with its own freshly drawn negatives, and
+the job makes one pass over it: negatives are redrawn every epoch as on the local engine's
+sampled objective. Rows are shuffled before they are cut into objects, since each instance of a
 ``ShardedByS3Key`` job trains on its own objects only and samples come positives first.
 """
 
@@ -51,8 +53,7 @@ class SageMakerFMTrainer:
         """Train on ``source.epoch(0)`` (``test`` becomes the job's test channel when not empty)
         and return the model read from the job's ``model.tar.gz``."""
         self._check_settings()
-        train = source.epoch(0)
-        hyper = hp.to_sagemaker(design.layout.feature_dim, predictor_type)
+        train, hyper = training_set(source, hp, design.layout.feature_dim, predictor_type)
         inputs = fingerprint(hyper, vars(hp), design.users, design.items, train.user, train.item, train.label,
                              test.user, test.item, test.label)
 
@@ -122,6 +123,19 @@ class SageMakerFMTrainer:
             "final_metrics": {m["MetricName"]: m["Value"] for m in found.get("FinalMetricDataList", [])},
             "samples": samples,
         }
+
+
+def training_set(source: SampleSource, hp: FMHyperparameters, feature_dim: int,
+                 predictor_type: str) -> tuple[Samples, dict[str, str]]:
+    """The channel's samples and the job's hyperparameters. Implicit mode: ``hp.epochs`` epochs
+    of samples (fresh negatives each) trained in one pass; other modes: the samples once,
+    ``hp.epochs`` passes."""
+    hyper = hp.to_sagemaker(feature_dim, predictor_type)
+    if source.mode != "implicit":
+        return source.epoch(0), hyper
+    epochs = [source.epoch(e) for e in range(hp.epochs)]
+    train = Samples(*(np.concatenate([getattr(e, f) for e in epochs]) for f in ("user", "item", "label")))
+    return train, {**hyper, "epochs": "1"}
 
 
 def _rows_writer(design: Design, samples: Samples, order: np.ndarray):
