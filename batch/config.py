@@ -22,19 +22,42 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from batch.errors import ConfigError
 
-MODES = ("implicit", "binary", "regression")
-BACKENDS = ("local", "sagemaker")
+Mode = Literal["implicit", "binary", "regression"]
+Backend = Literal["local", "sagemaker"]
+MODES = typing.get_args(Mode)
+BACKENDS = typing.get_args(Backend)
 
 
-def place(default: Any = None, *, factory: Any = None) -> Any:
-    """A field that says where or how to run, not what to compute (see the module docstring)."""
+def setting(default: Any = None, doc: str = "", *, place: bool = False, factory: Any = None) -> Any:
+    """A field with its one description (``doc``: what ``--help`` shows), and ``place`` when it
+    says where or how to run rather than what to compute (see the module docstring)."""
+    metadata = {"doc": doc, "place": place}
     if factory is not None:
-        return field(default_factory=factory, metadata={"place": True})
-    return field(default=default, metadata={"place": True})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def place(default: Any = None, doc: str = "", *, factory: Any = None) -> Any:
+    """A :func:`setting` that says where or how to run."""
+    return setting(default, doc, place=True, factory=factory)
+
+
+def choices(cls: type, name: str) -> tuple | None:
+    """The values a ``Literal``-typed field of ``cls`` allows, or None for any other field."""
+    hint = typing.get_type_hints(cls)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def _check_choices(obj: Any, section: str) -> None:
+    """Every ``Literal``-typed field of ``obj`` holds one of its values."""
+    for f in dataclasses.fields(obj):
+        allowed = choices(type(obj), f.name)
+        if allowed is not None:
+            _choice(f"{section}.{f.name}", getattr(obj, f.name), allowed)
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -83,8 +106,9 @@ class DataConfig:
     out each user's ``holdout`` latest by timestamp; ``none`` trains on everything.
     """
 
-    path: str | None = None
-    format: str = "auto"
+    path: str | None = setting(None, "data set: MovieLens directory, interactions file, or s3:// URI of either; "
+                                     "none: the embedded synthetic data set")
+    format: Literal["auto", "movielens", "csv", "parquet"] = setting("auto", "file format (auto: from the name)")
     test_path: str | None = None
     delimiter: str | None = None
     header: bool = True
@@ -93,14 +117,15 @@ class DataConfig:
     rating_max: float = 5.0
     user_features: str | None = None
     item_features: str | None = None
-    split: str = "auto"
-    holdout: int = 10
+    split: Literal["auto", "given", "random", "last", "none"] = setting(
+        "auto", "train/test split: auto (ua.base/ua.test if present, else random), given, random, last (latest by "
+                "timestamp) or none")
+    holdout: int = setting(10, "held-out interactions per user (random and last splits)")
     seed: int = 0
     synth: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self):
-        _choice("data.format", self.format, ("auto", "movielens", "csv", "parquet"))
-        _choice("data.split", self.split, ("auto", "given", "random", "last", "none"))
+        _check_choices(self, "data")
         _positive("data.holdout", self.holdout)
         if self.rating_min > self.rating_max:
             raise ConfigError("data.rating_min must not exceed data.rating_max")
@@ -121,17 +146,17 @@ class FMHyperparameters:
     towards popularity; 0.005-0.01 is the plateau.
     """
 
-    num_factors: int = 64
-    epochs: int = 10
-    mini_batch_size: int = 1024
-    bias_lr: float = 0.01
-    linear_lr: float = 0.005
-    factors_lr: float = 0.005
-    bias_wd: float = 0.0
-    linear_wd: float = 1e-5
-    factors_wd: float = 0.01
-    factors_init_sigma: float = 0.01
-    seed: int = 0
+    num_factors: int = setting(64, "factors per feature (k)")
+    epochs: int = setting(10, "passes over the training data")
+    mini_batch_size: int = setting(1024, "samples per gradient step")
+    bias_lr: float = setting(0.01, "learning rate of the global bias")
+    linear_lr: float = setting(0.005, "learning rate of the linear weights w")
+    factors_lr: float = setting(0.005, "learning rate of the factors V")
+    bias_wd: float = setting(0.0, "weight decay of the global bias")
+    linear_wd: float = setting(1e-5, "weight decay of the linear weights, per example")
+    factors_wd: float = setting(0.01, "weight decay of the factors, per example")
+    factors_init_sigma: float = setting(0.01, "standard deviation of the factors' normal initialisation")
+    seed: int = setting(0, "random seed of training (topx's own: SageMaker's FM has none)")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -195,13 +220,15 @@ class TrainConfig:
     SageMaker's FM does; ``auto`` is ``ials`` on the local backend and ``sampled`` on SageMaker.
     """
 
-    mode: str = "implicit"
-    backend: str = "local"
-    device: str = place("auto")
-    threshold: float = 4.0
-    negatives: int = 4
+    mode: Mode = setting("implicit", "implicit (every interaction a positive), binary (label = rating ≥ threshold) "
+                                     "or regression (label = rating)")
+    backend: Backend = setting("local", "where training runs: local (PyTorch) or sagemaker (built-in FM); "
+                                        "sagemaker also moves the search unless --search-backend says otherwise")
+    device: Literal["auto", "cpu", "cuda"] = place("auto", "local training's device (auto: cuda when usable)")
+    threshold: float = setting(4.0, "binary mode: label = rating ≥ threshold")
+    negatives: int = setting(4, "implicit mode, sampled objective: sampled negatives per positive")
     features: bool = True
-    objective: str = "auto"
+    objective: Literal["auto", "ials", "sampled"] = "auto"
     hyperparameters: FMHyperparameters = field(default_factory=FMHyperparameters)
     ials: IALSConfig = field(default_factory=IALSConfig)
 
@@ -211,13 +238,10 @@ class TrainConfig:
         return self.mode == "implicit" and self.backend == "local" and self.objective in ("auto", "ials")
 
     def __post_init__(self):
-        _choice("train.mode", self.mode, MODES)
-        _choice("train.backend", self.backend, BACKENDS)
-        _choice("train.objective", self.objective, ("auto", "ials", "sampled"))
+        _check_choices(self, "train")
         if self.objective == "ials" and self.backend == "sagemaker":
             raise ConfigError("train.objective ials runs on the local backend only: SageMaker's FM trains "
                               "on sampled negatives (use train.objective auto or sampled)")
-        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _positive("train.negatives", self.negatives)
 
 
@@ -234,9 +258,9 @@ class SearchConfig:
     the exact engine caps it at 128).
     """
 
-    top: int = 100
-    backend: str = "local"
-    method: str = "exact"
+    top: int = setting(100, "list length x")
+    backend: Backend = setting("local", "where the top-x search runs: local or sagemaker (k-NN)")
+    method: Literal["exact", "ivf", "hnsw"] = setting("exact", "local search: exact, or approximate ivf or hnsw")
     exclude_seen: bool = True
     allow: str | None = None
     deny: str | None = None
@@ -246,8 +270,7 @@ class SearchConfig:
 
     def __post_init__(self):
         _positive("search.top", self.top)
-        _choice("search.backend", self.backend, BACKENDS)
-        _choice("search.method", self.method, ("exact", "ivf", "hnsw"))
+        _check_choices(self, "search")
         _positive("search.batch_size", self.batch_size)
 
 
@@ -256,7 +279,7 @@ class EvaluateConfig:
     """Offline evaluation on the held-out split: metrics at ``k`` over at most ``max_users``
     users (a seeded sample when there are more)."""
 
-    k: int = 10
+    k: int = setting(10, "cutoff of the offline metrics (NDCG@k, precision@k, ...)")
     max_users: int = 100_000
 
     def __post_init__(self):
@@ -274,7 +297,8 @@ class GateConfig:
 
     metric: str = "ndcg@10"
     tolerance: float = 0.05
-    allow_regression: bool = False
+    allow_regression: bool = setting(False, "publish even if the run's metric is below the popularity list's or the "
+                                            "current run's (recorded with the run)")
 
     def __post_init__(self):
         if not 0 <= self.tolerance < 1:
@@ -296,7 +320,8 @@ class PublishConfig:
     secret holding the URL instead. ``keep_runs``: published runs kept, older ones deleted;
     ``gate``: what a run must pass to become current."""
 
-    database_url: str | None = None
+    database_url: str | None = setting(None, "SQLAlchemy URL of the database; none: a SQLite file in the work "
+                                             "directory")
     database_secret_arn: str | None = None
     keep_runs: int = 5
     gate: GateConfig = field(default_factory=GateConfig)
@@ -323,7 +348,7 @@ class SageMakerConfig:
     use_spot: bool = place(False)
     max_wait_s: int = place(172_800)
     channel_shards: int = place(4)
-    knn_index_type: str = "faiss.Flat"
+    knn_index_type: Literal["faiss.Flat", "faiss.IVFFlat"] = "faiss.Flat"
     fm_image: str | None = place(None)
     knn_image: str | None = place(None)
     poll_s: float = place(30.0)
@@ -332,7 +357,7 @@ class SageMakerConfig:
         if self.knn_index_type == "faiss.IVFPQ":
             raise ConfigError("sagemaker.knn_index_type faiss.IVFPQ does not support the INNER_PRODUCT metric "
                               "topx ranks by; use faiss.Flat (exact) or faiss.IVFFlat")
-        _choice("sagemaker.knn_index_type", self.knn_index_type, ("faiss.Flat", "faiss.IVFFlat"))
+        _check_choices(self, "sagemaker")
         for name in ("train_instance_count", "transform_instance_count", "channel_shards"):
             _positive(f"sagemaker.{name}", getattr(self, name))
 
@@ -360,7 +385,7 @@ class JobConfig:
     a folder in the system temp directory).
     """
 
-    workdir: str = place("topx-work")
+    workdir: str = place("topx-work", "work directory of runs: a local directory or an s3:// prefix")
     scratch: str | None = place(None)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -373,6 +398,18 @@ class JobConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML serialisable) of every setting."""
         return dataclasses.asdict(self)
+
+
+def describe(key: str) -> tuple[str, Any, tuple | None]:
+    """The one description of setting ``key`` (dotted, e.g. ``train.mode``), its default and
+    its allowed values (None where any value of its type goes)."""
+    *parents, name = key.split(".")
+    cls = JobConfig
+    for part in parents:
+        cls = typing.get_type_hints(cls)[part]
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return f.metadata.get("doc", ""), default, choices(cls, name)
 
 
 def compute_settings(tree: Mapping[str, Any], cls: type = JobConfig) -> dict[str, Any]:
@@ -499,6 +536,9 @@ def _build(cls, tree: Mapping[str, Any], path: tuple[str, ...]):
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
+    if typing.get_origin(hint) is Literal:
+        _choice(name, value, typing.get_args(hint))
+        return value
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):

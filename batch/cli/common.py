@@ -6,33 +6,32 @@ import argparse
 import os
 from typing import Any
 
-from batch.config import JobConfig, load_config
+from batch.config import JobConfig, describe, load_config
 
-# option name → (config key, argparse keyword arguments)
+# option name → (config key, argparse keyword arguments beyond what the setting's type and
+# description give: help, choices, metavar and the shown default come from batch.config)
 OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--data": ("data.path", {"metavar": "PATH", "help": "data set: MovieLens directory, file, or s3:// URI "
-                              "(default: the embedded synthetic data set)"}),
-    "--format": ("data.format", {"choices": ["auto", "movielens", "csv", "parquet"]}),
-    "--split": ("data.split", {"choices": ["auto", "given", "random", "last", "none"]}),
-    "--holdout": ("data.holdout", {"type": int, "metavar": "N", "help": "held-out interactions per user"}),
-    "--mode": ("train.mode", {"choices": ["implicit", "binary", "regression"]}),
-    "--backend": ("train.backend", {"choices": ["local", "sagemaker"]}),
-    "--device": ("train.device", {"choices": ["auto", "cpu", "cuda"]}),
-    "--threshold": ("train.threshold", {"type": float, "help": "binary mode: label = rating ≥ threshold"}),
-    "--negatives": ("train.negatives", {"type": int, "metavar": "N",
-                                        "help": "implicit mode: sampled negatives per positive"}),
-    "--top": ("search.top", {"type": int, "metavar": "X", "help": "list length"}),
-    "--database-url": ("publish.database_url", {"metavar": "URL", "help": "SQLAlchemy URL (default: SQLite "
-                                                  "file in the work directory)"}),
+    "--data": ("data.path", {"metavar": "PATH"}),
+    "--format": ("data.format", {}),
+    "--split": ("data.split", {}),
+    "--holdout": ("data.holdout", {}),
+    "--mode": ("train.mode", {}),
+    "--backend": ("train.backend", {}),
+    "--device": ("train.device", {}),
+    "--threshold": ("train.threshold", {"metavar": "RATING"}),
+    "--negatives": ("train.negatives", {}),
+    "--top": ("search.top", {"metavar": "X"}),
+    "--search-backend": ("search.backend", {}),
+    "--method": ("search.method", {}),
+    "--database-url": ("publish.database_url", {"metavar": "URL"}),
     "--workdir": ("workdir", {"metavar": "DIR"}),
-    "--k": ("evaluate.k", {"type": int, "help": "metrics at k"}),
-    "--allow-regression": ("publish.gate.allow_regression", {
-        "action": "store_true", "help": "publish even if the run's metric is below the popularity list's or the "
-        "current run's (publish.gate.allow_regression; recorded with the run)"}),
+    "--k": ("evaluate.k", {"metavar": "K"}),
+    "--allow-regression": ("publish.gate.allow_regression", {"action": "store_true"}),
 }
 
 HYPERPARAMETERS = ("num_factors", "epochs", "mini_batch_size", "bias_lr", "linear_lr", "factors_lr",
                    "bias_wd", "linear_wd", "factors_wd", "factors_init_sigma", "seed")
+_METAVARS = {int: "N", float: "VALUE", str: "TEXT"}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *names: str, hyperparameters: bool = False) -> None:
@@ -41,13 +40,27 @@ def add_config_options(parser: argparse.ArgumentParser, *names: str, hyperparame
                         help="TOML job file (local path or s3:// URI); TOPX_* variables override it")
     for name in names:
         key, kwargs = OPTIONS[name]
-        parser.add_argument(name, dest=_dest(key), default=None, **kwargs)
+        add_setting(parser, name, key, **kwargs)
     if hyperparameters:
         group = parser.add_argument_group("FM hyperparameters (SageMaker names)")
         for hp in HYPERPARAMETERS:
-            kind = int if hp in ("num_factors", "epochs", "mini_batch_size", "seed") else float
-            group.add_argument(f"--{hp.replace('_', '-')}", dest=_dest(f"train.hyperparameters.{hp}"),
-                               type=kind, default=None)
+            add_setting(group, f"--{hp.replace('_', '-')}", f"train.hyperparameters.{hp}")
+
+
+def add_setting(parser: Any, name: str, key: str, **kwargs: Any) -> None:
+    """Option ``name`` for setting ``key``: its description, choices, type and default from
+    :mod:`batch.config` (the environment variable and ``--config`` file set it too)."""
+    doc, default, allowed = describe(key)
+    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else default
+    kwargs.setdefault("help", f"{doc} (default: {shown}; setting {key})")
+    if allowed is not None:
+        kwargs.setdefault("choices", list(allowed))
+    elif kwargs.get("action") is None:
+        kind = type(default) if default is not None else str
+        kwargs.setdefault("metavar", _METAVARS.get(kind, "VALUE"))
+        if kind in (int, float):
+            kwargs.setdefault("type", kind)
+    parser.add_argument(name, dest=_dest(key), default=None, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, *, base: dict | None = None, **extra: Any) -> JobConfig:

@@ -29,20 +29,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
     p.set_defaults(handler=_export)
 
-    p = subparsers.add_parser("runs", help="list recent runs: current, superseded, failed")
+    p = subparsers.add_parser("runs", help="list recent runs: current, superseded, failed",
+                              description="List the newest runs the database records, newest first: id, status "
+                                          "(loading, collecting, current, superseded, failed, rejected), when it "
+                                          "started and was published, its users and rows, its error if it failed, "
+                                          "and its key figures.")
     add_config_options(p, "--database-url", "--workdir")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs (default 20)")
     p.set_defaults(handler=_runs)
 
-    p = subparsers.add_parser("cleanup", help="fail runs a crashed publisher left loading; prune old runs")
+    p = subparsers.add_parser("cleanup", help="fail runs a crashed publisher left loading; prune old runs",
+                              description="Mark failed the runs a crashed publisher left loading (their rows go) "
+                                          "and the sharded runs still collecting long after they began, and prune "
+                                          "published runs beyond the newest --keep-runs: what every publish does, "
+                                          "alone.")
     add_config_options(p, "--database-url", "--workdir")
     p.add_argument("--keep-runs", type=int, metavar="N", help="published runs to keep (default: config)")
     p.set_defaults(handler=_cleanup)
 
     p = subparsers.add_parser("schema", help="write the database DDL generated from the models",
                               description="Regenerate sql/schema.sql: topx schema --out sql/schema.sql")
-    p.add_argument("--out", required=True, metavar="FILE.sql")
-    p.add_argument("--dialect", choices=["postgresql", "sqlite"], default="postgresql")
+    p.add_argument("--out", required=True, metavar="FILE.sql", help="file to write")
+    p.add_argument("--dialect", choices=["postgresql", "sqlite"], default="postgresql",
+                   help="SQL dialect (default: postgresql)")
     p.set_defaults(handler=_schema)
 
 

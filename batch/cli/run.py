@@ -23,11 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the same settings.")
     add_config_options(p, "--data", "--format", "--split", "--holdout", "--mode", "--backend", "--device",
                        "--threshold", "--negatives", "--top", "--k", "--database-url", "--workdir",
-                       "--allow-regression", hyperparameters=True)
-    p.add_argument("--search-backend", dest="cfg_search__backend", choices=["local", "sagemaker"], default=None,
-                   help="where the top-x search runs (default: search.backend, local)")
-    p.add_argument("--method", dest="cfg_search__method", choices=["exact", "ivf", "hnsw"], default=None,
-                   help="local search: exact or approximate")
+                       "--allow-regression", "--search-backend", "--method", hyperparameters=True)
     p.add_argument("--fresh", action="store_true", help="start a new run even if the last one failed")
     p.add_argument("--resume", metavar="RUN_ID", help="resume this run")
     p.add_argument("--run-id", metavar="R", help=f"work on run R: resumed if it exists, created if not "

@@ -16,30 +16,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Search every user's best X items; writes RUNDIR/lists.npz "
                                           "(and --out CSV with external ids).")
     _run_dir(p)
-    add_config_options(p, "--top")
+    add_config_options(p, "--top", "--method")
     p.add_argument("--allow", dest="cfg_search__allow", metavar="FILE", help="only these item ids (one per line)")
     p.add_argument("--deny", dest="cfg_search__deny", metavar="FILE", help="never these item ids (one per line)")
-    p.add_argument("--method", dest="cfg_search__method", choices=["exact", "ivf", "hnsw"])
     p.add_argument("--include-seen", dest="cfg_search__exclude_seen", action="store_const", const=False,
                    help="also list items the user already interacted with")
     p.add_argument("--out", metavar="FILE.csv", help="also write the lists as CSV")
     p.set_defaults(handler=_recommend)
 
-    p = subparsers.add_parser("score", help="the FM prediction for user-item pairs (offline endpoint predict)")
+    p = subparsers.add_parser("score", help="the FM prediction for user-item pairs (offline endpoint predict)",
+                              description="Print the trained FM's score (and, for a binary classifier, the "
+                                          "probability) of one user with each given item, as SageMaker's endpoint "
+                                          "would predict them; the scores equal those the lists are ranked by.")
     _run_dir(p)
     p.add_argument("--user", required=True, help="external user id")
     p.add_argument("--item", required=True, action="append", help="external item id (repeatable)")
     p.set_defaults(handler=_score)
 
-    p = subparsers.add_parser("evaluate", help="ranking metrics on the held-out split, next to popularity")
+    p = subparsers.add_parser("evaluate", help="ranking metrics on the held-out split, next to popularity",
+                              description="Rank every test user's unseen items with the run's model (training "
+                                          "items excluded) and report precision, recall, NDCG, MAP and hit rate at "
+                                          "--k and beyond-accuracy figures, next to the popularity list; stored in "
+                                          "RUNDIR/metrics.json.")
     _run_dir(p)
     add_config_options(p, "--k")
     p.set_defaults(handler=_evaluate)
 
-    p = subparsers.add_parser("publish", help="publish a run directory's lists to the database")
+    p = subparsers.add_parser("publish", help="publish a run directory's lists to the database",
+                              description="Load RUNDIR/lists.npz (topx recommend) into the database as one run and "
+                                          "make it current in one transaction, if it passes the publish gate; "
+                                          "the previous run stays current otherwise.")
     _run_dir(p)
     add_config_options(p, "--database-url", "--workdir", "--allow-regression")
-    p.add_argument("--run-id", help="run id to publish as (default: the run directory's name)")
+    p.add_argument("--run-id", metavar="R", help="run id to publish as (default: the run directory's name)")
     p.set_defaults(handler=_publish)
 
 
