@@ -131,3 +131,16 @@ def test_an_unterminated_quote_is_reported_at_its_line(tmp_path):
     table = TextTable(str(path), delimiter=",", header=True, quotechar='"')
     with pytest.raises(MalformedLineError, match="line 3"):
         list(table.read([Field("user", "str"), Field("item", "int")], with_lines=True))
+
+
+def test_a_parquet_id_ending_in_nul_is_refused_not_merged(tmp_path):
+    from batch.data import load_dataset
+    from batch.data.default import resolve_data
+    from batch.errors import InvalidValueError
+
+    rows = [*interactions(), ("u1\0", "i1", 3, 99999)]
+    data = write_parquet(tmp_path / "i.parquet", rows)
+    cfg = load_config(base={"data": {"path": str(data), "split": "none"}}, env={})
+    with pytest.raises(InvalidValueError, match="NUL") as caught:
+        load_dataset(resolve_data(cfg.data, tmp_path))
+    assert caught.value.line == len(rows) and caught.value.column == "user_id"

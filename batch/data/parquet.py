@@ -112,13 +112,17 @@ def _ids(array, vocab: Vocabulary, name: str, offset: int, location: str) -> np.
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         raise InvalidValueError(f"ids must be integers or text, not {array.type}", file=location,
                                 column=name)
+    _, pc, _ = _pyarrow()
     encoded = array.dictionary_encode()
     words = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
-    empty = np.flatnonzero(blank(words))
     indices = encoded.indices.to_numpy()
-    if len(empty):
-        row = int(np.flatnonzero(np.isin(indices, empty))[0])
-        raise InvalidValueError("empty id", file=location, line=offset + row + 1, column=name)
+    # numpy's unicode arrays drop trailing NUL characters: "a\0" would silently become "a".
+    cut = np.flatnonzero(pc.utf8_length(encoded.dictionary).to_numpy() != np.char.str_len(words))
+    for bad, reason in ((np.flatnonzero(blank(words)), "empty id"),
+                        (cut, "id ends in a NUL character, which cannot be told from the id without it")):
+        if len(bad):
+            row = int(np.flatnonzero(np.isin(indices, bad))[0])
+            raise InvalidValueError(reason, file=location, line=offset + row + 1, column=name)
     return vocab.encode(words)[indices]
 
 
