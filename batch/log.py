@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -99,14 +100,53 @@ def setup_logging(level: str | None = None) -> None:
     log.propagate = False
 
 
+PROGRESS_MODES = ("bar", "log", "off")
+LOG_EVERY_S = 10.0  # without a terminal: one progress log line this often
+
+
+def progress_mode() -> str:
+    """``TOPX_PROGRESS``: ``bar`` (a progress bar; also ``1``), ``log`` (a log line every
+    ~10 s with rate and ETA) or ``off`` (also ``0``); unset, a bar on a terminal and log lines
+    otherwise (AWS Batch, CI, a redirected stderr)."""
+    given = os.environ.get("TOPX_PROGRESS", "").strip().lower()
+    mode = {"1": "bar", "0": "off", "": "bar" if sys.stderr.isatty() else "log"}.get(given, given)
+    if mode not in PROGRESS_MODES:
+        from batch.errors import ConfigError
+
+        raise ConfigError(f"TOPX_PROGRESS must be one of {', '.join(PROGRESS_MODES)}, 1 or 0; got {given!r}")
+    return mode
+
+
 def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: str = "it") -> Iterator[T]:
-    """Wrap an iterable in a progress bar on stderr (hidden when stderr is not a terminal
-    unless ``TOPX_PROGRESS=1``), so batch logs stay readable."""
+    """Wrap an iterable in progress reports on stderr, as :func:`progress_mode` says."""
+    mode = progress_mode()
+    if mode == "log":
+        return _logged(items, total, desc, unit)
     from tqdm.auto import tqdm
 
-    disable = not (sys.stderr.isatty() or os.environ.get("TOPX_PROGRESS") == "1")
-    return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, file=sys.stderr,
+    return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=mode == "off", file=sys.stderr,
                      dynamic_ncols=True, leave=False))
+
+
+def _logged(items: Iterable[T], total: int | None, desc: str, unit: str) -> Iterator[T]:
+    """``items``, logging every :data:`LOG_EVERY_S` seconds how many are done, the rate and
+    (with a ``total``) the time left."""
+    started = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_S:
+            last, rate = now, done / max(now - started, 1e-9)
+            eta = f", about {_duration((total - done) / rate)} left" if total else ""
+            log.info("%s: %d%s %s, %.3g %s/s%s", desc, done, f"/{total}" if total else "", unit, rate, unit, eta)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def summary(payload: dict[str, Any]) -> str:

@@ -56,3 +56,10 @@ def test_every_command_has_a_description(command):
     text = help_of(command)
     usage, _, rest = text.partition("\n\n")
     assert not rest.startswith("options:"), f"topx {command} --help has no description"
+
+
+def test_an_unknown_option_shows_the_commands_own_usage():
+    out = subprocess.run([sys.executable, "-m", "batch", "runs", "--frobnicate"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("usage: topx runs ") and "topx runs: error: unrecognized arguments: --frobnicate" \
+        in out.stderr

@@ -62,7 +62,7 @@ def test_tsv_with_a_column_mapping_and_no_rating_is_implicit(tmp_path):
     ds = load(path, columns=mapping, split="none")
     assert np.isnan(ds.train.rating).all() and ds.train.rating.dtype == np.float32
     assert ds.train.timestamp.tolist() == [10, 11, 12]
-    assert ds.report["implicit"] is True
+    assert ds.report["has_ratings"] is False
 
 
 def test_headerless_file_with_configured_delimiter_and_no_timestamp(tmp_path):

@@ -3,6 +3,8 @@
 import io
 import sys
 
+import pytest
+
 from batch.log import log, setup_logging
 
 
@@ -41,3 +43,31 @@ def test_sigterm_while_a_line_is_written_stops_the_work(monkeypatch):
     with pytest.raises(TerminatedError):
         log.info("a line")
     assert "Logging error" not in stream.getvalue()
+
+
+def test_progress_without_a_terminal_logs_rate_and_time_left_every_ten_seconds(monkeypatch, caplog):
+    from batch import log as log_module
+
+    clock = iter(float(t) for t in range(0, 1000, 4))  # each item takes 4 s
+    monkeypatch.setattr(log_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setenv("TOPX_PROGRESS", "log")
+    with caplog.at_level("INFO", logger="topx"):
+        assert list(log_module.progress(range(10), total=10, desc="epoch 1", unit="batch")) == list(range(10))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1")]
+    assert lines[0] == "epoch 1: 3/10 batch, 0.25 batch/s, about 28s left"
+    assert len(lines) == 3  # at 12 s, 24 s and 36 s of 40
+
+
+def test_progress_mode_follows_topx_progress_and_refuses_others(monkeypatch):
+    from batch.errors import ConfigError
+    from batch.log import progress_mode
+
+    for given, mode in (("1", "bar"), ("bar", "bar"), ("0", "off"), ("LOG", "log")):
+        monkeypatch.setenv("TOPX_PROGRESS", given)
+        assert progress_mode() == mode
+    monkeypatch.delenv("TOPX_PROGRESS")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    assert progress_mode() == "log"
+    monkeypatch.setenv("TOPX_PROGRESS", "sometimes")
+    with pytest.raises(ConfigError, match="TOPX_PROGRESS"):
+        progress_mode()

@@ -181,3 +181,37 @@ def test_database_url_comes_from_config_secret_or_workdir(tmp_path):
         assert database_url(config, secrets_client=client) == "postgresql://u:pw@h/db"
         with pytest.raises(ConfigError, match="neither a database URL"):
             database_url(load_config(env={"TOPX_DATABASE_SECRET_ARN": bad}), secrets_client=client)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runs_is_a_table_on_a_terminal_and_json_otherwise(db_url, monkeypatch):
+    from batch.cli import main
+
+    publish_two(db_url)
+    for argv, table in ((["runs", "--database-url", db_url], True), (["runs", "--json", "--database-url", db_url],
+                                                                      False)):
+        out = Terminal()
+        monkeypatch.setattr("sys.stdout", out)
+        assert main(argv) == 0
+        lines = out.getvalue().splitlines()
+        summary = json.loads(lines[-1])  # the JSON summary line stays
+        assert [r["id"] for r in summary["runs"]] == ["new", "old"]
+        assert (lines[0].split() == ["RUN", "STATUS", "MODE", "ROWS", "NDCG@10", "(POPULARITY)", "AGE"]) is table
+        if table:
+            assert lines[1].split()[:2] == ["new", "current"] and lines[1].endswith("ago")
+
+
+def test_runs_table_shows_mode_rows_ndcg_next_to_popularity_and_age():
+    from datetime import UTC, datetime
+
+    from batch.cli.publish import runs_table
+
+    run = {"id": "r1", "status": "current", "n_rows": 12000, "started_at": "2026-01-01T10:00:00+00:00",
+           "config": {"train": {"mode": "implicit"}},
+           "metrics": {"evaluate": {"model": {"ndcg@10": 0.0731}, "popularity": {"ndcg@10": 0.0472}}}}
+    text = runs_table([run], now=datetime(2026, 1, 1, 13, 30, tzinfo=UTC))
+    assert text.splitlines()[1].split() == ["r1", "current", "implicit", "12,000", "0.0731", "(0.0472)", "3h", "ago"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import re
 import time
 import urllib.request
@@ -170,10 +171,12 @@ def test_the_cli_command_serves_until_interrupted(monkeypatch):
     args = parser.parse_args(["sagemaker-emulator", "--port", "0", "--bucket", "topx-cli", "--region", REGION])
     assert (args.host, args.port, args.bucket) == ("127.0.0.1", 0, ["topx-cli"])
 
-    def interrupt(seconds):
+    def interrupt_and_check_quiet(seconds):
+        # request logs ("POST / 400" from a client's probe) are quiet unless --request-log
+        assert logging.getLogger("werkzeug").getEffectiveLevel() == logging.WARNING
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(aws_cli.time, "sleep", interrupt)
+    monkeypatch.setattr(aws_cli.time, "sleep", interrupt_and_check_quiet)
     summary = args.handler(args)
     assert summary["stopped"] is True and summary["endpoint_url"].startswith("http://127.0.0.1:")
     assert FAKE_CREDENTIALS["aws_access_key_id"]

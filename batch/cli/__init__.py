@@ -40,12 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     for group in GROUPS:
         module = importlib.import_module(f"batch.cli.{group}")
         module.register(sub)
+    parser.commands = sub.choices  # each command's own parser, by name
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # say so with the command's own usage, not topx's
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     level = args.log_level or (os.environ.get("TOPX_LOG_LEVEL") or "INFO").strip().upper()
     if level not in LOG_LEVELS:
         parser.print_usage(sys.stderr)

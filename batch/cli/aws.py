@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bucket", action="append", default=[], metavar="NAME",
                    help="create this S3 bucket at start (repeatable)")
     p.add_argument("--region", default="us-east-1", help="region of the created buckets (default us-east-1)")
+    p.add_argument("--request-log", action="store_true",
+                   help="log every HTTP request (off by default: clients' probes that fail by design read like "
+                        "errors)")
     p.set_defaults(handler=_serve)
 
 
@@ -28,7 +31,8 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     from batch.emulator.local import local_engines
     from batch.emulator.server import emulator_server
 
-    with emulator_server(local_engines(), args.host, args.port, buckets=args.bucket, region=args.region) as endpoint:
+    with emulator_server(local_engines(), args.host, args.port, buckets=args.bucket, region=args.region,
+                         request_log=args.request_log) as endpoint:
         log.info("SageMaker emulator at %s (buckets: %s); set TOPX_SAGEMAKER_ENDPOINT_URL=%s and fake AWS "
                  "credentials; Ctrl-C stops it", endpoint.url, ", ".join(args.bucket) or "none", endpoint.url)
         try:

@@ -7,6 +7,8 @@ the config file, else the SQLite file in the work directory).
 from __future__ import annotations
 
 import argparse
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "and its key figures.")
     add_config_options(p, "--database-url", "--workdir")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs (default 20)")
+    p.add_argument("--json", action="store_true", help="no table on a terminal: only the JSON summary line "
+                                                       "(what a pipe or a file gets anyway)")
     p.set_defaults(handler=_runs)
 
     p = subparsers.add_parser("cleanup", help="fail runs a crashed publisher left loading; prune old runs",
@@ -71,9 +75,38 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 
 def _runs(args: argparse.Namespace) -> dict[str, Any]:
     _, url = _config(args)
+    found = list_runs(url, limit=args.limit)
+    if not args.json and sys.stdout.isatty():
+        print(runs_table(found), flush=True)
     runs = [{**{k: run[k] for k in RUN_FIELDS}, "figures": (run["metrics"] or {}).get("figures", {})}
-            for run in list_runs(url, limit=args.limit)]
+            for run in found]
     return {"command": "runs", "runs": runs, "database": shown(url)}
+
+
+def runs_table(runs: list[dict[str, Any]], now: datetime | None = None) -> str:
+    """The runs as an aligned text table: run, status, mode, rows, NDCG@10 next to the popularity
+    list's, age."""
+    now = now or datetime.now(UTC)
+    rows = [("RUN", "STATUS", "MODE", "ROWS", "NDCG@10 (POPULARITY)", "AGE")]
+    for run in runs:
+        evaluate = (run.get("metrics") or {}).get("evaluate") or {}
+        model, popular = (evaluate.get(side, {}).get("ndcg@10") for side in ("model", "popularity"))
+        ndcg = "-" if model is None else f"{model:.4f}" + ("" if popular is None else f" ({popular:.4f})")
+        mode = ((run.get("config") or {}).get("train") or {}).get("mode", "-")
+        started = run.get("started_at")
+        age = _age(now - datetime.fromisoformat(started)) if started else "-"
+        rows.append((run["id"], run["status"], mode, "-" if run.get("n_rows") is None else f"{run['n_rows']:,}",
+                     ndcg, age))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _cleanup(args: argparse.Namespace) -> dict[str, Any]:

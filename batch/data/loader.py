@@ -38,7 +38,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     inter, from_test, report["duplicates_resolved"] = _deduplicate(inter, from_test, len(items))
     train, test, report["split"] = _split(cfg, source, inter, from_test, len(users))
     report.update(users=len(users), items=len(items), interactions=len(inter),
-                  implicit=bool(np.isnan(inter.rating).all()))
+                  # whether the data carries ratings at all (not the training mode, which the config sets)
+                  has_ratings=not bool(np.isnan(inter.rating).all()))
     return Dataset(
         train=train, test=test, users=users, items=items,
         user_features=user_table.features(users) if user_table else None,

@@ -6,6 +6,7 @@ alike. moto accepts any credentials, but boto3 wants some, so set fake ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ class EmulatorEndpoint:
 
 @contextmanager
 def emulator_server(engines: Engines, host: str = "127.0.0.1", port: int = 5000, *, buckets: Sequence[str] = (),
-                    region: str = "us-east-1") -> Iterator[EmulatorEndpoint]:
+                    region: str = "us-east-1", request_log: bool = False) -> Iterator[EmulatorEndpoint]:
     """Serve moto with the emulator, its jobs run by ``engines``, on ``host:port`` (port 0: any
-    free port) until the block ends; ``buckets`` are created first, in ``region``."""
+    free port) until the block ends; ``buckets`` are created first, in ``region``.
+    ``request_log``: log every HTTP request. Off by default: clients probe with requests that
+    fail by design (a 400 or 404 while a job runs fine), which read like errors."""
     try:
         from moto.server import ThreadedMotoServer
 
@@ -40,6 +43,7 @@ def emulator_server(engines: Engines, host: str = "127.0.0.1", port: int = 5000,
     except ImportError as exc:
         raise MissingDependencyError(exc.name or "moto", "emulator", "The SageMaker emulator") from None
 
+    logging.getLogger("werkzeug").setLevel(logging.INFO if request_log else logging.WARNING)
     with SageMakerEmulator(engines) as emulator:
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
