@@ -72,6 +72,25 @@ def test_top_unseen_matches_a_python_reference():
         assert got[u].tolist() == want + [-1] * (7 - len(want))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_top_unseen_with_candidates_repeated_users_and_long_histories(seed):
+    rng = np.random.default_rng(seed)
+    n_users, n_items, k = 40, 25, int(rng.integers(1, 30))
+    exclude = sp.random(n_users, n_items, density=rng.uniform(0.05, 0.95), format="csr", random_state=rng)
+    exclude = exclude.astype(bool)
+    order = rng.permutation(n_items)[: int(rng.integers(1, n_items + 1))]  # the candidates, best first
+    users = rng.integers(0, n_users, 30)
+    got = top_unseen(order, users, k, exclude)
+    for row, u in enumerate(users):
+        seen = set(exclude[u].indices)
+        want = [i for i in order if i not in seen][:k]
+        assert got[row].tolist() == want + [-1] * (k - len(want))
+    nothing_seen = sp.csr_matrix((n_users, n_items), dtype=bool)
+    assert top_unseen(order, users, k, nothing_seen).tolist() == top_unseen(order, users, k, None).tolist()
+    assert top_unseen(order, users, k, None).tolist() == [
+        (order[:k].tolist() + [-1] * max(0, k - len(order)))] * len(users)
+
+
 def test_allow_and_deny_files(tmp_path):
     items = IdMap(np.array([10, 20, 30, 40, 50, 60]))
     (tmp_path / "allow.txt").write_text("# spring campaign\n10\n20\n30\n999\n\n")
