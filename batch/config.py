@@ -275,6 +275,36 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class SimilarConfig:
+    """Similar items published with each run: every item's ``top`` nearest items by its factors
+    (``metric`` ``cosine`` or ``inner_product``); ``top = 0`` publishes none. ``batch_size``:
+    items the exact engine scores at a time."""
+
+    top: int = setting(10, "similar items per item, published with the run (0: none)")
+    metric: Literal["cosine", "inner_product"] = setting("cosine", "similarity of item factors: cosine or "
+                                                                   "inner_product")
+    batch_size: int = place(2048)
+
+    def __post_init__(self):
+        _positive("similar.top", self.top, zero_ok=True)
+        _check_choices(self, "similar")
+        _positive("similar.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class AudienceConfig:
+    """Audiences published with each run: for each item id listed in the file ``items`` (one per
+    line; ``*`` for every item), the ``size`` users with the highest predicted score who have not
+    interacted with it. ``items`` unset: no audiences."""
+
+    items: str | None = setting(None, "file of item ids (one per line, '*': every item) to find audiences for")
+    size: int = setting(1000, "users per item audience")
+
+    def __post_init__(self):
+        _positive("audience.size", self.size)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Offline evaluation on the held-out split: metrics at ``k`` over at most ``max_users``
     users (a seeded sample when there are more)."""
@@ -390,6 +420,8 @@ class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    similar: SimilarConfig = field(default_factory=SimilarConfig)
+    audience: AudienceConfig = field(default_factory=AudienceConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     publish: PublishConfig = place(factory=PublishConfig)
     sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)

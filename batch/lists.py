@@ -73,3 +73,53 @@ class TopLists:
     def load(cls, path: str | Path) -> TopLists:
         with np.load(path) as z:
             return cls(z["user"], z["rank"], z["item"], z["score"], z["probability"], z["source"])
+
+
+@dataclass(frozen=True)
+class KeyedLists:
+    """Rows ``(key, rank, value, score)`` grouped by key, best first.
+
+    ``key``: int32 (n,) internal index of the item the list belongs to; ``rank``: int32 (n,),
+    1 = best; ``value``: int32 (n,) internal index of the listed item (similar items) or user
+    (audiences); ``score``: float32 (n,), the cosine or inner product (similar items) or the FM
+    prediction ŷ (audiences).
+    """
+
+    key: np.ndarray
+    rank: np.ndarray
+    value: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return self.key, self.rank, self.value, self.score
+
+    def take(self, index) -> KeyedLists:
+        return KeyedLists(*(c[index] for c in self.columns()))
+
+    def chunks(self, rows: int) -> Iterator[KeyedLists]:
+        for start in range(0, len(self), rows):
+            yield self.take(slice(start, start + rows))
+
+    def of(self, key: int) -> KeyedLists:
+        """The rows of one key."""
+        return self.take(self.key == key)
+
+    @classmethod
+    def from_slots(cls, keys: np.ndarray, value: np.ndarray, score: np.ndarray) -> KeyedLists:
+        """Rows of the filled slots of search output ``value`` int (n, k) (-1 = empty) and
+        ``score`` (n, k), row r belonging to ``keys[r]``."""
+        filled = value >= 0
+        return cls(np.repeat(np.asarray(keys, np.int32), filled.sum(1)),
+                   (np.nonzero(filled)[1] + 1).astype(np.int32), value[filled].astype(np.int32),
+                   score[filled].astype(np.float32))
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, key=self.key, rank=self.rank, value=self.value, score=self.score)
+
+    @classmethod
+    def load(cls, path: str | Path) -> KeyedLists:
+        with np.load(path) as z:
+            return cls(z["key"], z["rank"], z["value"], z["score"])

@@ -62,7 +62,23 @@ class Stages:
         self.run.save_derived("lists.npz", lists)
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
-                "short_lists": _short_lists(lists, self.cfg.search.top), **report}
+                "short_lists": _short_lists(lists, self.cfg.search.top), **report, **self.keyed_lists()}
+
+    def keyed_lists(self) -> dict[str, Any]:
+        """Similar items (``[similar] top`` > 0) and audiences (``[audience] items`` set), saved
+        as ``similar.npz`` / ``audiences.npz`` for the publish stage."""
+        from batch.serve.similar import audiences_for_run, similar_for_run
+
+        summary: dict[str, Any] = {}
+        for name, wanted, make in (("similar", self.cfg.similar.top > 0, similar_for_run),
+                                   ("audiences", self.cfg.audience.items is not None, audiences_for_run)):
+            path = self.run.file(f"{name}.npz")
+            path.unlink(missing_ok=True)  # a resumed run with other settings keeps no stale file
+            if wanted:
+                found = make(self.cfg, self.run)
+                found.save(path)
+                summary[f"{name}_rows"] = len(found)
+        return summary
 
     def evaluate(self) -> dict[str, Any]:
         from batch.serve.evaluate import evaluate_run
@@ -81,7 +97,8 @@ class Stages:
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
-                           keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate)
+                           keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate,
+                           **keyed_lists(self.run))
 
     def report(self) -> dict[str, Any]:
         """The run's HTML report, with the trend of the last published runs from the database."""
@@ -101,6 +118,14 @@ class Stages:
         from batch.publish import database_url
 
         return database_url(self.cfg, secrets_client=self.clients.secrets)
+
+
+def keyed_lists(run: RunDir) -> dict[str, Any]:
+    """``similar`` / ``audiences`` arguments of ``publish_run`` from the run directory's files."""
+    from batch.lists import KeyedLists
+
+    found = {name: run.file(f"{name}.npz") for name in ("similar", "audiences")}
+    return {name: KeyedLists.load(path) for name, path in found.items() if path.exists()}
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS publish_lock (
 	PRIMARY KEY (id)
 );
 
-REVOKE ALL ON runs, items, recommendations, current_recommendations, publish_lock FROM PUBLIC;
+REVOKE ALL ON runs, items, recommendations, current_recommendations, publish_lock, similar_items, audiences,
+    current_similar_items, current_audiences FROM PUBLIC;
 
 GRANT USAGE, CREATE ON SCHEMA public TO topx_writer;
 ALTER TABLE recommendations OWNER TO topx_writer;
@@ -51,6 +52,8 @@ BEGIN
     END LOOP;
 END $$;
 GRANT SELECT, INSERT, UPDATE ON runs, items TO topx_writer;
+-- Item-keyed lists (similar items, audiences): rows are inserted with a run and deleted with it.
+GRANT SELECT, INSERT, DELETE ON similar_items, audiences TO topx_writer;
 
 GRANT USAGE ON SCHEMA public TO topx_dashboard;
-GRANT SELECT ON current_recommendations, runs, items TO topx_dashboard;
+GRANT SELECT ON current_recommendations, current_similar_items, current_audiences, runs, items TO topx_dashboard;

@@ -49,8 +49,38 @@ CREATE TABLE publish_lock (
 	PRIMARY KEY (id)
 );
 
+CREATE TABLE similar_items (
+	run_id TEXT COLLATE "C" NOT NULL,
+	item_id TEXT COLLATE "C" NOT NULL,
+	rank INTEGER NOT NULL,
+	similar_item_id TEXT COLLATE "C" NOT NULL,
+	score REAL NOT NULL,
+	CONSTRAINT pk_similar_items PRIMARY KEY (run_id, item_id, rank)
+);
+
+CREATE TABLE audiences (
+	run_id TEXT COLLATE "C" NOT NULL,
+	item_id TEXT COLLATE "C" NOT NULL,
+	rank INTEGER NOT NULL,
+	user_id TEXT COLLATE "C" NOT NULL,
+	score REAL NOT NULL,
+	CONSTRAINT pk_audiences PRIMARY KEY (run_id, item_id, rank)
+);
+
 CREATE VIEW current_recommendations AS SELECT recommendations.user_id, recommendations.rank, recommendations.item_id, recommendations.score, recommendations.probability, recommendations.source, items.title, recommendations.run_id
 FROM recommendations LEFT OUTER JOIN items ON items.item_id = recommendations.item_id
 WHERE recommendations.run_id = (SELECT runs.id
+FROM runs
+WHERE runs.status = 'current');
+
+CREATE VIEW current_similar_items AS SELECT similar_items.item_id, items.title, similar_items.rank, similar_items.similar_item_id, "similar".title AS similar_title, similar_items.score, similar_items.run_id
+FROM similar_items LEFT OUTER JOIN items ON items.item_id = similar_items.item_id LEFT OUTER JOIN items AS "similar" ON "similar".item_id = similar_items.similar_item_id
+WHERE similar_items.run_id = (SELECT runs.id
+FROM runs
+WHERE runs.status = 'current');
+
+CREATE VIEW current_audiences AS SELECT audiences.item_id, items.title, audiences.rank, audiences.user_id, audiences.score, audiences.run_id
+FROM audiences LEFT OUTER JOIN items ON items.item_id = audiences.item_id
+WHERE audiences.run_id = (SELECT runs.id
 FROM runs
 WHERE runs.status = 'current');

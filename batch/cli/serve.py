@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from batch.cli.common import add_config_options, config_from_args
+from batch.errors import ConfigError
 from batch.rundir import RunDir
 
 
@@ -41,6 +42,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _run_dir(p)
     add_config_options(p, "--k")
     p.set_defaults(handler=_evaluate)
+
+    p = subparsers.add_parser("similar", help="each item's most similar items, from a run directory's item factors",
+                              description="Every item's top X most similar items (cosine of the item factors by "
+                                          "default); writes RUNDIR/similar.npz, which topx publish publishes with "
+                                          "the run, and --out CSV. --item prints one item's list.")
+    _run_dir(p)
+    p.add_argument("--top", dest="cfg_similar__top", type=int, metavar="X", help="similar items per item (default 10)")
+    p.add_argument("--metric", dest="cfg_similar__metric", choices=["cosine", "inner_product"])
+    p.add_argument("--item", help="external item id whose list to print")
+    p.add_argument("--out", metavar="FILE.csv", help="also write every list as CSV")
+    add_config_options(p)
+    p.set_defaults(handler=_similar)
+
+    p = subparsers.add_parser("audience", help="for each given item, the users most likely to want it",
+                              description="For each item id in FILE (one per line; '*' for every item), the N "
+                                          "users with the highest predicted score who have not interacted with "
+                                          "it; writes RUNDIR/audiences.npz, which topx publish publishes with the "
+                                          "run, and --out CSV for email tools.")
+    _run_dir(p)
+    p.add_argument("--items", dest="cfg_audience__items", metavar="FILE", help="item ids, one per line ('*': all)")
+    p.add_argument("--size", dest="cfg_audience__size", type=int, metavar="N", help="users per item (default 1000)")
+    p.add_argument("--out", metavar="FILE.csv", help="also write the audiences as CSV")
+    add_config_options(p)
+    p.set_defaults(handler=_audience)
 
     p = subparsers.add_parser("publish", help="publish a run directory's lists to the database",
                               description="Load RUNDIR/lists.npz (topx recommend) into the database as one run and "
@@ -81,6 +106,45 @@ def _recommend(args: argparse.Namespace) -> dict[str, Any]:
             "out": args.out, **found.report}
 
 
+def _similar(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.similar import similar_for_run, write_csv
+
+    run, cfg = _run_config(args)
+    if cfg.similar.top < 1:
+        raise ConfigError("similar.top must be > 0 for topx similar")
+    found = similar_for_run(cfg, run)
+    found.save(run.file("similar.npz"))
+    dataset = run.load_dataset()
+    if args.out:
+        write_csv(found, dataset.items, dataset.items, ("item_id", "similar_item_id"), args.out,
+                  titles=dataset.item_titles)
+    summary = {"run_dir": str(run.path), "items": int(len(np.unique(found.key))), "rows": len(found),
+               "top": cfg.similar.top, "metric": cfg.similar.metric, "out": args.out}
+    if args.item is not None:
+        item = int(dataset.items.index([args.item], what="item")[0])
+        mine = found.of(item)
+        titles = dataset.item_titles
+        summary["similar"] = [{"item": str(dataset.items.ids[j]), "score": float(s),
+                               **({"title": titles[j]} if titles is not None else {})}
+                              for j, s in zip(mine.value.tolist(), mine.score.tolist(), strict=True)]
+    return summary
+
+
+def _audience(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.similar import audiences_for_run, write_csv
+
+    run, cfg = _run_config(args)
+    if cfg.audience.items is None:
+        raise ConfigError("topx audience needs --items FILE (or [audience] items in the job file)")
+    found = audiences_for_run(cfg, run)
+    found.save(run.file("audiences.npz"))
+    if args.out:
+        dataset = run.load_dataset()
+        write_csv(found, dataset.items, dataset.users, ("item_id", "user_id"), args.out)
+    return {"run_dir": str(run.path), "items": int(len(np.unique(found.key))), "rows": len(found),
+            "size": cfg.audience.size, "out": args.out}
+
+
 def _score(args: argparse.Namespace) -> dict[str, Any]:
     from batch.serve.repackage import entity_design
 
@@ -110,6 +174,7 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     from batch.metrics.since import record_churn
     from batch.publish import database_url, publish_run
     from batch.runinfo import run_info
+    from batch.stages import keyed_lists
 
     run, cfg = _run_config(args)
     dataset = run.load_dataset()
@@ -118,4 +183,5 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     run.model_metrics(f"run topx evaluate --run {run.path} first")  # refused before touching the database
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
-                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate)
+                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
+                       **keyed_lists(run))

@@ -1,5 +1,6 @@
-"""The published database: tables ``runs``, ``recommendations``, ``items`` and the view
-``current_recommendations``, as SQLAlchemy Core models.
+"""The published database: tables ``runs``, ``recommendations``, ``items``, ``similar_items``,
+``audiences`` and the views ``current_recommendations``, ``current_similar_items`` and
+``current_audiences``, as SQLAlchemy Core models.
 
 ``sql/schema.sql`` is generated from these models, never edited by hand::
 
@@ -147,6 +148,53 @@ _view = CreateView(
     metadata=metadata,
 )
 current_recommendations = _view.table
+
+# Item-keyed lists published with a run (batch.serve.similar): similar items per item and each
+# listed item's audience. They are items × x rows, not users × x, so a plain table per kind serves
+# them on both databases: rows are inserted in the switch transaction and deleted with their run
+# (readers never wait for a DELETE: SQLite in WAL mode and PostgreSQL's MVCC both keep the old
+# rows visible to them).
+similar_items = Table(
+    "similar_items", metadata,
+    Column("run_id", Id, nullable=False),
+    Column("item_id", Id, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("similar_item_id", Id, nullable=False),
+    Column("score", REAL, nullable=False),
+    PrimaryKeyConstraint("run_id", "item_id", "rank", name="pk_similar_items"),
+    sqlite_with_rowid=False,
+)
+audiences = Table(
+    "audiences", metadata,
+    Column("run_id", Id, nullable=False),
+    Column("item_id", Id, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("user_id", Id, nullable=False),
+    Column("score", REAL, nullable=False),
+    PrimaryKeyConstraint("run_id", "item_id", "rank", name="pk_audiences"),
+    sqlite_with_rowid=False,
+)
+# The item-keyed tables by the name their rows are handed over under.
+KEYED_TABLES = {"similar_items": similar_items, "audiences": audiences}
+
+_similar = items.alias("similar")
+current_similar_items = CreateView(
+    select(similar_items.c.item_id, items.c.title, similar_items.c.rank, similar_items.c.similar_item_id,
+           _similar.c.title.label("similar_title"), similar_items.c.score, similar_items.c.run_id)
+    .select_from(similar_items.outerjoin(items, items.c.item_id == similar_items.c.item_id)
+                 .outerjoin(_similar, _similar.c.item_id == similar_items.c.similar_item_id))
+    .where(similar_items.c.run_id == _current_id),
+    "current_similar_items",
+    metadata=metadata,
+).table
+current_audiences = CreateView(
+    select(audiences.c.item_id, items.c.title, audiences.c.rank, audiences.c.user_id, audiences.c.score,
+           audiences.c.run_id)
+    .select_from(audiences.outerjoin(items, items.c.item_id == audiences.c.item_id))
+    .where(audiences.c.run_id == _current_id),
+    "current_audiences",
+    metadata=metadata,
+).table
 
 # One slot per expected shard of a collecting run; ``loaded_at`` (with the shard's counts) is set
 # in the transaction that loads the shard's rows, so a slot is loaded exactly when its rows are.

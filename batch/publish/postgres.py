@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from batch.errors import PublishError
 from batch.log import log
+from batch.publish import keyed
 from batch.publish.base import PublishLockedError, stats_of
 from batch.publish.models import BRIN_PAGES_PER_RANGE, ROW_COLUMNS, publish_lock
 from batch.publish.pgcopy import Number, PrefetchReader, TextFields, copy_stream
@@ -218,6 +219,7 @@ class PostgresSink:
         # then fail (a lock timeout, a temporary failure) rather than queue dashboards behind us.
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
         conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{partition_names(run_id)[1]}"')
+        keyed.drop(conn, run_id)
 
     @contextmanager
     def writing(self, conn: Connection) -> Iterator[None]:

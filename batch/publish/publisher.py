@@ -20,12 +20,13 @@ from sqlalchemy.exc import IntegrityError
 from batch.config import GateConfig
 from batch.data.interactions import IdMap
 from batch.errors import PublishError, SchemaError
-from batch.lists import TopLists
+from batch.lists import KeyedLists, TopLists
 from batch.log import log, redact
 from batch.publish import gate as gates
-from batch.publish import registry, upkeep
+from batch.publish import keyed, registry, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
+from batch.publish.keyed import KeyedRows
 from batch.publish.models import REJECTED, create_schema, status_check_fix
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows
@@ -35,13 +36,15 @@ DEFAULT_CHUNK_ROWS = 200_000
 
 def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: IdMap, items: IdMap, *,
                 item_titles=None, keep_runs: int = 5, engine: Engine | None = None,
-                chunk_rows: int = DEFAULT_CHUNK_ROWS, gate: GateConfig | None = None) -> dict[str, Any]:
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, gate: GateConfig | None = None,
+                similar: KeyedLists | None = None, audiences: KeyedLists | None = None) -> dict[str, Any]:
     """Publish ``lists`` as run ``run.run_id`` and make it the current run, if it passes the
     publish ``gate`` (default settings when None; see :mod:`.gate`): otherwise the run is
     recorded as ``rejected`` and :class:`~.gate.GateRefusedError` raised, nothing loaded.
 
     ``users`` / ``items`` map the lists' internal indices to external ids; ``item_titles``: an
-    optional sequence aligned with ``items`` (None for no title). Keeps the ``keep_runs`` most
+    optional sequence aligned with ``items`` (None for no title). ``similar`` / ``audiences``:
+    the run's similar items and audiences (:mod:`batch.serve.similar`), published with it. Keeps the ``keep_runs`` most
     recently published runs. Re-publishing a run id replaces its rows. On failure raises
     :class:`PublishError`; the previous current run stays current and complete.
     Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned,
@@ -51,6 +54,9 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     rows = RunRows.build(run.run_id, lists, users, items, item_titles=item_titles, chunk_rows=chunk_rows)
+    side = [KeyedRows.build(name, found, items, values)
+            for name, found, values in (("similar_items", similar, items), ("audiences", audiences, users))
+            if found is not None]
     stats = rows.stats()
     start = perf_counter()
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
@@ -61,14 +67,14 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
             verdict = gate_verdict(conn, gate or GateConfig(), run, candidate)
             with conn.begin():
                 registry.register(conn, run, registry.now())
-            phases, superseded = _load_and_switch(conn, sink, run, rows, stats, verdict)
+            phases, superseded, counts = _load_and_switch(conn, sink, run, rows, stats, verdict, side)
             prune_start = perf_counter()
             pruning = upkeep.prune(conn, sink, keep_runs)
             phases["prune_s"] = perf_counter() - prune_start
         seconds = perf_counter() - start
         summary = {"run_id": run.run_id, "rows": len(rows), "users": stats["n_users"],
                    "seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9)),
-                   "superseded": superseded, **pruning, "recovered": recovered,
+                   "superseded": superseded, **counts, **pruning, "recovered": recovered,
                    "phases": {k: round(v, 3) for k, v in phases.items()},
                    "database": shown(eng.url), "sink": sink.name, "gate": verdict}
     log.info("published run %s: %d rows in %.1f s", run.run_id, len(rows), seconds)
@@ -100,18 +106,19 @@ def reject(conn: Connection, run: RunInfo, verdict: dict[str, Any]) -> bool:
                           f"allow '{REJECTED}'. {status_check_fix(conn.dialect.name)}") from None
 
 
-def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows,
-                     stats: dict[str, int], verdict: dict[str, Any]) -> tuple[dict, str | None]:
+def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows, stats: dict[str, int],
+                     verdict: dict[str, Any], side: list[KeyedRows]) -> tuple[dict, str | None, dict[str, int]]:
     try:
         with conn.begin():
             phases = sink.load(conn, rows)
             start = perf_counter()
             sink.attach(conn, run.run_id)
+            counts = keyed.load(conn, run.run_id, side)  # after attach: a re-run's attach drops the old rows
             superseded = registry.switch(conn, run, stats, registry.now(), verdict)
             if rows.titles is not None:
                 sink.upsert_titles(conn, *rows.titles)
             phases["switch_s"] = perf_counter() - start
-        return phases, superseded
+        return phases, superseded, counts
     except BaseException as exc:
         _record_failure(conn, run.run_id, exc)
         if isinstance(exc, PublishError) or not isinstance(exc, Exception):

@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection, Engine
 
+from batch.publish import keyed
 from batch.publish.base import PublishLockedError, stats_of
 from batch.publish.models import ROW_COLUMNS, recommendations
 from batch.publish.rows import RunRows
@@ -112,6 +113,7 @@ class SqliteSink:
 
     def drop_run(self, conn: Connection, run_id: str) -> None:
         conn.execute(delete(recommendations).where(recommendations.c.run_id == run_id))
+        keyed.drop(conn, run_id)
 
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
         cursor = conn.connection.driver_connection.cursor()

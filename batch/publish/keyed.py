@@ -1,0 +1,82 @@
+"""Item-keyed lists published with a run: ``similar_items`` and ``audiences`` (see
+:mod:`batch.serve.similar`). Their rows are checked and given external ids before the database
+is touched, inserted in the run's switch transaction (after the sink has loaded and attached
+the users' lists) and deleted whenever the sink deletes the run's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection
+
+from batch.data.interactions import IdMap
+from batch.errors import PublishError
+from batch.lists import KeyedLists
+from batch.publish.models import KEYED_TABLES
+from batch.publish.rows import id_text
+
+CHUNK_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class KeyedRows:
+    """One table's rows of one run: ``lists`` with the external id text of keys and values."""
+
+    table: str
+    lists: KeyedLists
+    key_text: np.ndarray
+    value_text: np.ndarray
+
+    @classmethod
+    def build(cls, table: str, lists: KeyedLists, keys: IdMap, values: IdMap) -> KeyedRows:
+        """Check the lists (indices in range, finite scores, increasing ranks per key) and map
+        ids. Raises :class:`PublishError`."""
+        if table not in KEYED_TABLES:
+            raise PublishError(f"no item-keyed table {table!r}; there are {', '.join(KEYED_TABLES)}")
+        _check(table, lists, len(keys), len(values))
+        return cls(table, lists, id_text(keys, "item"), id_text(values, "item" if table == "similar_items" else "user"))
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def records(self, run_id: str) -> Iterator[list[dict]]:
+        """Row dicts for the table's insert, :data:`CHUNK_ROWS` at a time."""
+        value_column = list(KEYED_TABLES[self.table].c)[3].name
+        for part in self.lists.chunks(CHUNK_ROWS):
+            yield [{"run_id": run_id, "item_id": k, "rank": r, value_column: v, "score": s}
+                   for k, r, v, s in zip(self.key_text[part.key].tolist(), part.rank.tolist(),
+                                         self.value_text[part.value].tolist(), part.score.tolist(), strict=True)]
+
+
+def _check(table: str, lists: KeyedLists, n_keys: int, n_values: int) -> None:
+    if not len(lists):
+        return
+    if lists.key.min() < 0 or lists.key.max() >= n_keys or lists.value.min() < 0 or lists.value.max() >= n_values:
+        raise PublishError(f"{table}: rows name indices outside the id maps")
+    if not np.all(np.isfinite(lists.score)):
+        raise PublishError(f"{table}: rows hold non-finite scores (NaN or infinity)")
+    same = lists.key[1:] == lists.key[:-1]
+    if np.any(lists.rank[1:][same] <= lists.rank[:-1][same]):
+        raise PublishError(f"{table}: ranks must increase within each item's list")
+
+
+def load(conn: Connection, run_id: str, rows: list[KeyedRows]) -> dict[str, int]:
+    """Replace the run's rows of each table in ``rows`` (in the caller's transaction). Returns
+    the rows inserted per table."""
+    counts = {}
+    for part in rows:
+        table = KEYED_TABLES[part.table]
+        conn.execute(delete(table).where(table.c.run_id == run_id))
+        for records in part.records(run_id):
+            conn.execute(table.insert(), records)
+        counts[part.table] = len(part)
+    return counts
+
+
+def drop(conn: Connection, run_id: str) -> None:
+    """Delete every item-keyed row of ``run_id`` (in the caller's transaction)."""
+    for table in KEYED_TABLES.values():
+        conn.execute(delete(table).where(table.c.run_id == run_id))

@@ -1,0 +1,235 @@
+"""Similar items and audiences: the exact answers on small vectors, publishing with the run on
+SQLite and PostgreSQL (views, dashboard SQL, replace, prune), the CLI, and neighbours a film fan
+recognises on MovieLens latest-small."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_publish_support import id_maps, make_lists, query, run_info, titles_for
+
+from batch.config import SimilarConfig
+from batch.data.interactions import IdMap
+from batch.errors import DataError
+from batch.lists import KeyedLists
+from batch.publish import publish_run
+from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors
+from batch.serve.similar import audience_items, audiences, item_factors, similar_items
+
+SQL = Path(__file__).resolve().parents[1] / "sql"
+MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+
+
+def make_vectors(seed: int = 0, n_users: int = 30, n_items: int = 40, k: int = 6) -> Vectors:
+    rng = np.random.default_rng(seed)
+    item_status = np.full(n_items, TRAINED, np.uint8)
+    item_status[[3, 17]] = FEATURES_ONLY  # features, no interactions: listed and searched
+    item_status[[5, 21]] = COLD
+    user_status = np.full(n_users, TRAINED, np.uint8)
+    user_status[[2, 9]] = COLD
+    return Vectors(users=np.hstack([rng.normal(size=(n_users, k)), np.ones((n_users, 1))]).astype(np.float32),
+                   user_const=rng.normal(size=n_users).astype(np.float32),
+                   items=rng.normal(size=(n_items, k + 1)).astype(np.float32), user_status=user_status,
+                   item_status=item_status, popularity=np.arange(n_items, dtype=np.int64),
+                   predictor_type="binary_classifier")
+
+
+def brute_force(scores: np.ndarray, allowed: np.ndarray, top: int) -> list[list[int]]:
+    """Per row, the ``top`` allowed columns by score desc, ties to the smaller column."""
+    out = []
+    for row, ok in zip(scores, allowed, strict=True):
+        order = sorted(np.flatnonzero(ok).tolist(), key=lambda j: (-row[j], j))
+        out.append(order[:top])
+    return out
+
+
+@pytest.mark.parametrize("metric", ["cosine", "inner_product"])
+def test_similar_items_are_the_nearest_known_items_but_the_item_itself(metric):
+    vectors = make_vectors()
+    found = similar_items(vectors, SimilarConfig(top=5, metric=metric))
+    p = vectors.items[:, :-1].astype(np.float64)
+    if metric == "cosine":
+        p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    known = vectors.item_status != COLD
+    queries = np.flatnonzero(known)
+    allowed = np.tile(known, (len(queries), 1))
+    allowed[np.arange(len(queries)), queries] = False
+    expected = brute_force(p[queries] @ p.T, allowed, 5)
+    assert sorted(set(found.key.tolist())) == queries.tolist()  # features-only items 3 and 17 included
+    for q, want in zip(queries, expected, strict=True):
+        mine = found.of(q)
+        assert mine.value.tolist() == want and mine.rank.tolist() == [1, 2, 3, 4, 5]
+        assert np.allclose(mine.score, (p[q] @ p[want].T), atol=1e-5)
+    assert not np.isin(found.value, [5, 21]).any()
+
+
+def test_similar_items_ties_go_to_the_smaller_index_and_repeat_exactly():
+    vectors = make_vectors()
+    items = vectors.items.copy()
+    items[[30, 12, 25]] = items[7]  # three copies of item 7: equal cosine 1 with it
+    vectors = Vectors(vectors.users, vectors.user_const, items, vectors.user_status, vectors.item_status,
+                      vectors.popularity, vectors.predictor_type)
+    first = similar_items(vectors, SimilarConfig(top=3))
+    assert first.of(7).value.tolist() == [12, 25, 30]
+    again = similar_items(vectors, SimilarConfig(top=3, batch_size=1))
+    assert all(np.array_equal(a, b) for a, b in zip(first.columns(), again.columns(), strict=True))
+
+
+def test_item_factors_drop_the_linear_column_and_keep_zero_vectors_zero():
+    vectors = make_vectors()
+    vectors.items[4, :-1] = 0
+    factors = item_factors(vectors, "cosine")
+    assert factors.shape == (40, 6) and not factors[4].any()
+    assert np.allclose(np.linalg.norm(np.delete(factors, 4, 0), axis=1), 1, atol=1e-6)
+
+
+def test_audiences_are_the_users_with_the_highest_prediction_who_have_not_seen_the_item():
+    vectors = make_vectors()
+    rng = np.random.default_rng(3)
+    seen = sp.csr_matrix(rng.random((30, 40)) < 0.2)
+    items = np.array([0, 3, 11, 39])
+    found = audiences(vectors, items, 7, seen)
+    scores = vectors.users.astype(np.float64) @ vectors.items[items].astype(np.float64).T + vectors.user_const[:, None]
+    allowed = (~seen.toarray()[:, items].T) & (vectors.user_status != COLD)
+    expected = brute_force(scores.T, allowed, 7)
+    for item, want in zip(items, expected, strict=True):
+        mine = found.of(item)
+        assert mine.value.tolist() == want
+        assert np.allclose(mine.score, vectors.scores(np.array(want), np.full(7, item)), atol=1e-4)
+
+
+def test_audience_items_name_unknown_ids_by_file_and_line(tmp_path):
+    items = IdMap(np.array([10, 20, 30], dtype=np.int64))
+    path = tmp_path / "campaign.txt"
+    path.write_text("# spring campaign\n20\n\n99\n10\nabc\n")
+    with pytest.raises(DataError) as err:
+        audience_items(str(path), items)
+    assert f"{path}:4: '99'" in str(err.value) and f"{path}:6: 'abc'" in str(err.value)
+    path.write_text("30\n10\n")
+    assert audience_items(str(path), items).tolist() == [0, 2]
+    assert audience_items("*", items).tolist() == [0, 1, 2]
+
+
+def keyed(shift: float = 0.0) -> tuple[KeyedLists, KeyedLists]:
+    """Similar items: item i → i+1, i+2 (of 10); audiences of items 0 and 4: users 5, 3."""
+    key = np.repeat(np.arange(10, dtype=np.int32), 2)
+    similar = KeyedLists(key, np.tile(np.array([1, 2], np.int32), 10), ((key + np.tile([1, 2], 10)) % 10)
+                         .astype(np.int32), np.tile(np.array([0.9, 0.8], np.float32), 10) + np.float32(shift))
+    audience = KeyedLists(np.array([0, 0, 4, 4], np.int32), np.array([1, 2, 1, 2], np.int32),
+                          np.array([5, 3, 5, 3], np.int32), np.array([2.5, 1.5, 0.5, 0.25], np.float32))
+    return similar, audience
+
+
+def test_similar_items_and_audiences_are_published_with_the_run(db_url):
+    users, items = id_maps()
+    similar, audience = keyed()
+    summary = publish_run(db_url, run_info("r1"), make_lists(), users, items, item_titles=titles_for(items),
+                          similar=similar, audiences=audience)
+    assert summary["similar_items"] == 20 and summary["audiences"] == 4
+    rows = query(db_url, (SQL / "dashboard_similar_items.sql").read_text(), item_id="103")
+    assert [(r, i, t, run) for r, i, t, _, run in rows] == [
+        (1, "106", "Title of 106, \"quoted\"", "r1"), (2, "109", "Title of 109, \"quoted\"", "r1")]
+    assert rows[0][3] == pytest.approx(0.9)
+    rows = query(db_url, (SQL / "export_audience.sql").read_text(), item_id="112")
+    assert [(r, u, s, t) for r, u, s, t, _ in rows] == [(1, "12", 0.5, "Title of 112, \"quoted\""),
+                                                        (2, "10", 0.25, "Title of 112, \"quoted\"")]
+
+    # a second run without audiences: the view shows its similar items only, r1's rows stay stored
+    publish_run(db_url, run_info("r2"), make_lists(shift=1), users, items, similar=keyed(shift=0.05)[0])
+    assert query(db_url, "SELECT COUNT(*), MIN(run_id), MAX(score) FROM current_similar_items")[0][:2] == (20, "r2")
+    assert query(db_url, "SELECT COUNT(*) FROM current_audiences") == [(0,)]
+    assert query(db_url, "SELECT COUNT(*) FROM audiences WHERE run_id = 'r1'") == [(4,)]
+
+    # re-publishing r2 replaces its rows; pruning r1 deletes its rows
+    publish_run(db_url, run_info("r2"), make_lists(shift=1), users, items, similar=similar, keep_runs=1)
+    assert query(db_url, "SELECT run_id, COUNT(*) FROM similar_items GROUP BY run_id") == [("r2", 20)]
+    assert query(db_url, "SELECT COUNT(*) FROM audiences") == [(0,)]
+
+
+def test_a_run_whose_keyed_lists_are_broken_publishes_nothing(db_url):
+    from batch.errors import PublishError
+
+    users, items = id_maps()
+    similar, _ = keyed()
+    publish_run(db_url, run_info("r1"), make_lists(), users, items, similar=similar)
+    broken = KeyedLists(similar.key, similar.rank, similar.value, similar.score.copy())
+    broken.score[3] = np.nan
+    with pytest.raises(PublishError, match="similar_items"):
+        publish_run(db_url, run_info("r2"), make_lists(shift=1), users, items, similar=broken)
+    assert query(db_url, "SELECT run_id, COUNT(*) FROM current_similar_items GROUP BY run_id") == [("r1", 20)]
+    assert query(db_url, "SELECT id FROM runs") == [("r1",)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> str:
+    from batch.cli import main
+
+    root = tmp_path_factory.mktemp("similar")
+    assert main(["data", "synth", "--out", str(root / "synth"), "--users", "60", "--items", "90",
+                 "--interactions", "2400", "--seed", "2"]) == 0
+    assert main(["train", "--data", str(root / "synth"), "--out", str(root / "run"), "--epochs", "3",
+                 "--num-factors", "8"]) == 0
+    return str(root / "run")
+
+
+def test_cli_similar_and_audience_write_csv_and_publish_with_the_run(run_dir, tmp_path, topx, sqlite_url):
+    code, summary, err = topx("similar", "--run", run_dir, "--top", "4", "--out", str(tmp_path / "similar.csv"))
+    assert code == 0, err
+    assert summary["rows"] == 4 * summary["items"] and summary["metric"] == "cosine"
+    with open(tmp_path / "similar.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["rows"] and not [r for r in rows if r["item_id"] == r["similar_item_id"]]
+    first = rows[0]["item_id"]
+    code, one, _ = topx("similar", "--run", run_dir, "--top", "4", "--item", first)
+    assert [s["item"] for s in one["similar"]] == [r["similar_item_id"] for r in rows if r["item_id"] == first]
+
+    campaign = tmp_path / "campaign.txt"
+    campaign.write_text(f"{first}\n")
+    code, summary, err = topx("audience", "--run", run_dir, "--items", str(campaign), "--size", "5",
+                              "--out", str(tmp_path / "audience.csv"))
+    assert code == 0, err
+    with open(tmp_path / "audience.csv", newline="") as f:
+        audience = list(csv.DictReader(f))
+    assert [r["rank"] for r in audience] == ["1", "2", "3", "4", "5"] and {r["item_id"] for r in audience} == {first}
+
+    campaign.write_text(f"{first}\nno-such-item\n")
+    code, _, err = topx("audience", "--run", run_dir, "--items", str(campaign))
+    assert code == 2 and f"{campaign}:2: 'no-such-item'" in err
+
+    code, summary, err = topx("recommend", "--run", run_dir, "--top", "5")
+    code, summary, err = topx("publish", "--run", run_dir, "--database-url", sqlite_url, "--allow-regression")
+    assert code == 0, err
+    assert summary["similar_items"] == len(rows) and summary["audiences"] == 5
+    assert query(sqlite_url, "SELECT COUNT(*) FROM current_audiences") == [(5,)]
+
+
+def test_topx_run_publishes_similar_items_and_the_configured_audiences(tmp_path, topx):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    campaign = tmp_path / "campaign.txt"
+    campaign.write_text("1\n2\n")
+    job = tmp_path / "job.toml"
+    job.write_text(f'workdir = "{tmp_path / "work"}"\n[data.synth]\nusers = 80\nitems = 120\ninteractions = 2000\n'
+                   f'[train.hyperparameters]\nepochs = 3\nnum_factors = 8\n[search]\ntop = 5\n'
+                   f'[similar]\ntop = 3\n[audience]\nitems = "{campaign}"\nsize = 4\n'
+                   f'[publish]\ndatabase_url = "{db}"\n[publish.gate]\nallow_regression = true\n')
+    code, summary, err = topx("run", "--config", str(job))
+    assert code == 0, err
+    n_similar = query(db, "SELECT COUNT(*), COUNT(DISTINCT item_id), MAX(rank) FROM current_similar_items")[0]
+    assert n_similar[0] == 3 * n_similar[1] and n_similar[2] == 3
+    assert query(db, "SELECT item_id, COUNT(*) FROM current_audiences GROUP BY item_id ORDER BY item_id") == [
+        ("1", 4), ("2", 4)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MOVIELENS.is_dir(), reason="needs ../shared/data/ml-latest-small")
+def test_toy_storys_nearest_neighbour_on_movielens_is_its_sequel(tmp_path, topx):
+    code, _, err = topx("train", "--data", str(MOVIELENS), "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    code, summary, err = topx("similar", "--run", str(tmp_path / "run"), "--item", "1")  # Toy Story (1995)
+    assert code == 0, err
+    titles = [s["title"] for s in summary["similar"]]
+    assert "Toy Story 2 (1999)" in titles[:3], titles
