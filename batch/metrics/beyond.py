@@ -28,7 +28,6 @@ import scipy.sparse as sp
 from batch.data.interactions import Dataset
 
 GENRE_PREFIX = "genre="  # item feature columns that name a genre (MovieLens: genre=Comedy)
-_CHUNK_USERS = 4096  # lists whose vectors are gathered at once: chunk × k × d floats
 
 
 @dataclass(frozen=True)
@@ -115,21 +114,18 @@ def intra_list_diversity(top: np.ndarray, vectors: np.ndarray, *, skip_empty: bo
     (n_items, d)) of each list's items. A zero vector is at distance 1 from every other, unless
     ``skip_empty``, which leaves it out of its list. Lists with fewer than two items are skipped.
 
-    Uses Σ_{i≠j} u_i·u_j = ‖Σ u_i‖² − Σ ‖u_i‖² for unit vectors u: O(n k d), no k × k matrix."""
+    Uses Σ_{i≠j} u_i·u_j = ‖Σ u_i‖² − Σ ‖u_i‖² for unit vectors u, with Σ u_i as one sparse
+    (lists × items) by dense (items × d) product: O(n k d), no n × k × d gather."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float64), where=norms > 0)
     present = (norms[:, 0] > 0) if skip_empty else np.ones(len(vectors), bool)
-    per_list = []
-    for start in range(0, len(top), _CHUNK_USERS):
-        part = top[start:start + _CHUNK_USERS]
-        member = (part >= 0) & present[np.maximum(part, 0)]
-        u = unit[np.maximum(part, 0)] * member[..., None]
-        m = member.sum(1)
-        pairs = m * (m - 1.0)
-        cos_sum = (u.sum(1) ** 2).sum(1) - (u ** 2).sum((1, 2))
-        ok = m >= 2
-        per_list.append(1.0 - cos_sum[ok] / pairs[ok])
-    values = np.concatenate(per_list) if per_list else np.empty(0)
+    member = (top >= 0) & present[np.maximum(top, 0)]
+    m = member.sum(1)
+    lists = sp.csr_matrix((np.ones(int(m.sum())), top[member], np.r_[0, np.cumsum(m)]),
+                          shape=(len(top), len(vectors)))
+    cos_sum = ((lists @ unit) ** 2).sum(1) - lists @ (unit ** 2).sum(1)
+    ok = m >= 2
+    values = 1.0 - cos_sum[ok] / (m[ok] * (m[ok] - 1.0))
     return float(values.mean()) if len(values) else float("nan")
 
 
