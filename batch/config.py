@@ -253,7 +253,9 @@ class SearchConfig:
     catalogues; these report their recall@x against exact search on ``recall_sample`` users.
     ``nprobe``: IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81).
     ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or exclude
-    candidates. ``exclude_seen`` drops items the user already interacted with. ``batch_size``:
+    candidates. ``suppress``: an optional CSV of ``user_id,item_id[,until]`` pairs never to
+    recommend (:mod:`batch.serve.suppress`). ``exclude_seen`` drops items the user already
+    interacted with. ``batch_size``:
     queries one search thread scores at a time (memory ≈ threads × batch × items × 4 bytes;
     the exact engine caps it at 128).
     """
@@ -264,6 +266,7 @@ class SearchConfig:
     exclude_seen: bool = True
     allow: str | None = None
     deny: str | None = None
+    suppress: str | None = setting(None, "CSV of user_id,item_id[,until] pairs never to recommend")
     batch_size: int = place(2048)
     nprobe: int = 64
     recall_sample: int = place(1000)

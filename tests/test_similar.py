@@ -233,3 +233,55 @@ def test_toy_storys_nearest_neighbour_on_movielens_is_its_sequel(tmp_path, topx)
     assert code == 0, err
     titles = [s["title"] for s in summary["similar"]]
     assert "Toy Story 2 (1999)" in titles[:3], titles
+
+
+def test_suppression_pairs_in_force_are_read_and_unknown_ids_reported_by_line(tmp_path):
+    from datetime import UTC, datetime
+
+    from batch.serve.suppress import read_suppression
+
+    users, items = IdMap(np.array([1, 2, 3], np.int64)), IdMap(np.array([10, 20], np.int64))
+    path = tmp_path / "suppress.csv"
+    path.write_text("# emailed last week\n1,10\n2,20,2030-01-01\n3,10,2020-01-01\n9,10\n1,99,2030-01-01T00:00Z\n")
+    pairs, report = read_suppression(str(path), users, items, now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert sorted(zip(*pairs.nonzero(), strict=True)) == [(0, 0), (1, 1)]
+    assert report == {"suppress_pairs": 2, "suppress_expired": 1, "suppress_unknown": 2,
+                      "suppress_unknown_lines": [5, 6]}
+    for bad, where in (("1,10\n2\n", (2, None)), ("1,10,next week\n", (1, 3))):
+        path.write_text(bad)
+        with pytest.raises(DataError) as err:
+            read_suppression(str(path), users, items)
+        assert (err.value.line, err.value.column) == where and err.value.file == str(path)
+
+
+def test_recommend_and_audience_never_list_a_suppressed_pair_and_lists_stay_full(run_dir, tmp_path, topx):
+    out = tmp_path / "plain.csv"
+    code, _, err = topx("recommend", "--run", run_dir, "--top", "5", "--out", str(out))
+    assert code == 0, err
+    with open(out, newline="") as f:
+        plain = list(csv.DictReader(f))
+    firsts = [(r["user_id"], r["item_id"]) for r in plain if r["rank"] == "1"][:10]
+    suppress = tmp_path / "suppress.csv"
+    suppress.write_text("".join(f"{u},{i}\n" for u, i in firsts) + "no-such-user,1\n")
+    code, summary, err = topx("recommend", "--run", run_dir, "--top", "5", "--suppress", str(suppress),
+                              "--out", str(out))
+    assert code == 0, err
+    assert summary["suppress_pairs"] == 10 and summary["suppress_unknown_lines"] == [11]
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(plain) and not {(r["user_id"], r["item_id"]) for r in rows} & set(firsts)
+
+    user, item = firsts[0]
+    campaign = tmp_path / "campaign.txt"
+    campaign.write_text(f"{item}\n")
+    code, _, err = topx("audience", "--run", run_dir, "--items", str(campaign), "--size", "60",
+                        "--out", str(tmp_path / "audience.csv"))
+    with open(tmp_path / "audience.csv", newline="") as f:
+        assert user in {r["user_id"] for r in csv.DictReader(f)}
+    job = tmp_path / "job.toml"
+    job.write_text(f'[search]\nsuppress = "{suppress}"\n')
+    code, _, err = topx("audience", "--run", run_dir, "--items", str(campaign), "--size", "60",
+                        "--config", str(job), "--out", str(tmp_path / "audience.csv"))
+    assert code == 0, err
+    with open(tmp_path / "audience.csv", newline="") as f:
+        assert user not in {r["user_id"] for r in csv.DictReader(f)}

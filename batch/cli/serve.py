@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_options(p, "--top", "--method")
     p.add_argument("--allow", dest="cfg_search__allow", metavar="FILE", help="only these item ids (one per line)")
     p.add_argument("--deny", dest="cfg_search__deny", metavar="FILE", help="never these item ids (one per line)")
+    p.add_argument("--suppress", dest="cfg_search__suppress", metavar="FILE",
+                   help="never these user_id,item_id[,until] pairs (CSV)")
     p.add_argument("--include-seen", dest="cfg_search__exclude_seen", action="store_const", const=False,
                    help="also list items the user already interacted with")
     p.add_argument("--out", metavar="FILE.csv", help="also write the lists as CSV")

@@ -43,8 +43,22 @@ def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarra
     dataset, vectors = run.load_dataset(), vectors_for(run)
     allowed, report = candidates(vectors, dataset.items, cfg.search)
     exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
+    exclude, suppressed = suppressed_pairs(cfg.search, dataset, exclude)
+    report.update(suppressed)
     found = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
     return RunSearch(found.lists, {**report, **found.report})
+
+
+def suppressed_pairs(search: SearchConfig, dataset: Dataset, exclude: sp.csr_matrix | None
+                     ) -> tuple[sp.csr_matrix | None, dict]:
+    """``exclude`` with the pairs of the ``search.suppress`` file in force now added, and the
+    file's report (:func:`~batch.serve.suppress.read_suppression`); unchanged without a file."""
+    if search.suppress is None:
+        return exclude, {}
+    from batch.serve.suppress import read_suppression
+
+    pairs, report = read_suppression(search.suppress, dataset.users, dataset.items)
+    return (pairs if exclude is None else sp.csr_matrix(exclude + pairs, dtype=bool)), report
 
 
 def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, str]]]:

@@ -103,13 +103,15 @@ def audience_items(location: str, items: IdMap) -> np.ndarray:
 def audiences_for_run(cfg: JobConfig, run: RunDir, location: str | None = None, size: int | None = None) -> KeyedLists:
     """The audiences of the items listed in ``location`` (default ``cfg.audience.items``), of
     ``size`` users (default ``cfg.audience.size``); every interaction (train and held-out)
-    excludes its user from that item's audience. Items unknown to the model get no audience."""
-    from batch.serve.recommend import exclusion
+    excludes its user from that item's audience, as does a pair of the ``[search] suppress``
+    file. Items unknown to the model get no audience."""
+    from batch.serve.recommend import exclusion, suppressed_pairs
 
     dataset, vectors = run.load_dataset(), vectors_for(run)
     chosen = audience_items(location or cfg.audience.items, dataset.items)
     chosen = chosen[vectors.item_status[chosen] != COLD]
-    return audiences(vectors, chosen, size or cfg.audience.size, exclusion(dataset, include_held_out=True))
+    exclude, _ = suppressed_pairs(cfg.search, dataset, exclusion(dataset, include_held_out=True))
+    return audiences(vectors, chosen, size or cfg.audience.size, exclude)
 
 
 def write_csv(lists: KeyedLists, keys: IdMap, values: IdMap, header: tuple[str, str], path: str | Path,
