@@ -46,6 +46,20 @@ def test_export_writes_the_current_runs_top_n_with_titles(db_url, tmp_path):
     assert not list(tmp_path.glob("emails/*.part"))
 
 
+def test_export_jsonl_is_one_user_a_line_in_personalizes_batch_output_shape(db_url, tmp_path):
+    publish_two(db_url)
+    out = tmp_path / "batch-output.jsonl"
+    # batch_rows=5: users' rows straddle the fetched partitions (4 rows a user)
+    assert export_current(db_url, out, top=4, format="jsonl", batch_rows=5) == 24
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["input"]["userId"] for line in lines] == ["10", "11", "12", "7", "8", "9"]
+    assert lines[0] == {"input": {"userId": "10"}, "error": None,
+                        "output": {"recommendedItems": ["109", "112", "115", "118"],
+                                   "scores": [9.03, 8.03, 7.03, 6.03]}}
+    with pytest.raises(ConfigError, match="format"):
+        export_current(db_url, out, top=4, format="xml")
+
+
 def test_export_to_an_open_file_and_the_whole_list(db_url):
     publish_two(db_url)
     buffer = io.StringIO()
@@ -133,7 +147,7 @@ def test_cli_export_runs_and_cleanup(db_url, tmp_path, cli):
 
 def test_cli_schema_writes_schema_sql(tmp_path, cli):
     code, summary, _ = cli("schema", "--out", str(tmp_path / "schema.sql"))
-    assert code == 0 and summary["statements"] == 7
+    assert code == 0 and summary["statements"] == 11  # 6 tables, 2 indexes, 3 views
     assert (tmp_path / "schema.sql").read_text() == schema_sql()
 
 

@@ -24,11 +24,14 @@ RUN_FIELDS = ("id", "status", "started_at", "published_at", "n_users", "n_rows",
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="write the current top-N lists with titles as CSV",
+    p = subparsers.add_parser("export", help="write the current top-N lists as CSV (with titles) or JSON lines",
                               description="Stream the current run's lists, cut to --top items per "
                               "user, with item titles, to a CSV file for email tools.")
     add_config_options(p, "--top", "--database-url", "--workdir")
-    p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--format", choices=["csv", "jsonl"], default="csv",
+                   help="csv (user_id, rank, item_id, title, score rows; default) or jsonl (one user a line, as "
+                        "Amazon Personalize batch inference writes)")
     p.set_defaults(handler=_export)
 
     p = subparsers.add_parser("runs", help="list recent runs: current, superseded, failed",
@@ -68,8 +71,8 @@ def _config(args: argparse.Namespace, **extra: Any) -> tuple[JobConfig, str]:
 def _export(args: argparse.Namespace) -> dict[str, Any]:
     config, url = _config(args)
     run = current_run(url)
-    rows = export_current(url, args.out, top=config.search.top)
-    return {"command": "export", "rows": rows, "top": config.search.top, "out": str(args.out),
+    rows = export_current(url, args.out, top=config.search.top, format=args.format)
+    return {"command": "export", "rows": rows, "top": config.search.top, "out": str(args.out), "format": args.format,
             "run_id": run and run["id"], "database": shown(url)}
 
 

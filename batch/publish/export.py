@@ -1,4 +1,5 @@
-"""The email-marketing export: the current run's top N items per user, with titles, as CSV.
+"""The email-marketing export: the current run's top N items per user, with titles, as CSV, or
+as JSON lines in the shape of an Amazon Personalize batch inference output (one user a line).
 
 Rows are streamed from the database (a server-side cursor on PostgreSQL) and written as they
 arrive, so memory stays flat for any number of users. A file is written under a temporary name
@@ -9,6 +10,7 @@ This is the query of ``sql/export.sql``; a test keeps the two in agreement.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +35,15 @@ def export_query(top: int) -> Select:
 
 
 def export_current(database_url: str | None, out: str | os.PathLike | IO[str], *, top: int,
-                   engine: Engine | None = None, batch_rows: int = 10_000) -> int:
+                   engine: Engine | None = None, batch_rows: int = 10_000, format: str = "csv") -> int:
     """Write the current run's lists, cut to ``top`` per user, as CSV with a header
     (``COLUMNS``) to ``out`` (a path, or an open text file). Returns the rows written.
     Raises :class:`PublishError` when no run is published, :class:`EmptyRunError` (before
     writing anything) when the current run has no rows."""
     if top < 1:
         raise ConfigError(f"--top must be ≥ 1; got {top}")
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         current = registry.current(conn)
         if current is None:
@@ -49,7 +53,7 @@ def export_current(database_url: str | None, out: str | os.PathLike | IO[str], *
                                 f"no lists; no file written")
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(export_query(top))
         with _text_out(out) as stream:
-            return _write_csv(result, stream)
+            return FORMATS[format](result, stream)
 
 
 def _write_csv(result, stream: IO[str]) -> int:
@@ -61,6 +65,35 @@ def _write_csv(result, stream: IO[str]) -> int:
         writer.writerows((u, r, i, t, format(s, ".7g")) for u, r, i, t, s in part)
         written += len(part)
     return written
+
+
+def _write_jsonl(result, stream: IO[str]) -> int:
+    """One JSON object a user, in the shape of an Amazon Personalize batch inference output:
+    ``{"input": {"userId": …}, "output": {"recommendedItems": [...], "scores": [...]}, "error":
+    null}``, items best first. A user's rows may straddle two fetched partitions: its line is
+    written when the next user's first row (or the end) arrives. Returns the rows written."""
+    user, items, scores, written = None, [], [], 0
+
+    def flush() -> None:
+        if user is not None:
+            stream.write(json.dumps({"input": {"userId": user}, "output": {"recommendedItems": items,
+                                                                           "scores": scores}, "error": None},
+                                    ensure_ascii=False) + "\n")
+
+    for part in result.partitions():
+        for u, _, i, _, s in part:
+            if u != user:
+                flush()
+                user, items, scores = u, [], []
+            items.append(i)
+            scores.append(float(format(s, ".7g")))
+        written += len(part)
+    flush()
+    return written
+
+
+# How each --format writes the streamed rows.
+FORMATS = {"csv": _write_csv, "jsonl": _write_jsonl}
 
 
 @contextmanager
