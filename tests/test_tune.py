@@ -12,7 +12,7 @@ import pytest
 from batch.config import JobConfig, load_config
 from batch.data.synth import generate
 from batch.errors import ConfigError
-from batch.tune import parse_budget, space
+from batch.tune import next_trial_fits, parse_budget, space
 from batch.tune.jobfile import to_toml
 
 
@@ -61,6 +61,12 @@ def test_job_file_reads_back_as_the_same_settings():
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400)])
 def test_budget(text, seconds):
     assert parse_budget(text) == seconds
+
+
+def test_no_trial_starts_that_would_likely_overrun_the_budget():
+    assert next_trial_fits(5.0, [])
+    assert next_trial_fits(30.0, [20.0, 40.0, 25.0])
+    assert not next_trial_fits(24.0, [20.0, 40.0, 25.0])
 
 
 @pytest.mark.parametrize("text", ["", "m", "-5m", "0", "ten minutes"])

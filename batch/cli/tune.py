@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "for `topx run --config`, and OUT/trials.csv.")
     add_config_options(p, "--data", "--format", "--split", "--holdout", "--mode", "--k", "--workdir")
     p.add_argument("--budget", default="10m", help="time budget: 90s, 10m, 1h (default 10m); no trial starts "
-                                                   "after it")
+                                                   "when less is left than the median trial took")
     p.add_argument("--trials", type=int, metavar="N", help="stop after N trials (default: when the budget ends)")
     p.add_argument("--protocol", choices=["random", "last"],
                    help="how the validation split is carved (default: data.split when it is random or last, "

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from batch.config import JobConfig, load_config
 from batch.data.interactions import Dataset
 from batch.errors import ConfigError, MissingDependencyError
@@ -39,8 +41,8 @@ class TuneResult:
 
 def tune(cfg: JobConfig, dataset: Dataset, out: str | Path, *, budget_s: float, trials: int | None = None,
          protocol: str = "random") -> TuneResult:
-    """Search on ``dataset``'s training part for at most ``budget_s`` seconds (no trial starts
-    after it; the running one finishes) or ``trials`` trials; write the files into ``out``."""
+    """Search on ``dataset``'s training part within ``budget_s`` seconds (no trial starts when
+    less than the median trial's time is left) or ``trials`` trials; write the files into ``out``."""
     optuna = require_optuna()
     validation = validation_split(dataset, protocol, cfg.data.holdout, cfg.data.seed)
     if not len(validation.test):
@@ -84,6 +86,10 @@ class _Objective:
         seconds = time.perf_counter() - started
         self.rows.append({"trial": trial.number, **_short(settings), **metrics, "seconds": round(seconds, 2)})
         self._progress(trial.number, metrics[f"ndcg@{k}"], k, seconds)
+        left = self.deadline - time.monotonic()
+        if left > 0 and not next_trial_fits(left, [row["seconds"] for row in self.rows]):
+            log.info("stopping: %.0f s of the budget left, less than the median trial's time", left)
+            trial.study.stop()
         return metrics[f"ndcg@{k}"]
 
     def _progress(self, number: int, value: float, k: int, seconds: float) -> None:
@@ -92,6 +98,12 @@ class _Objective:
         of = f"/{self.trials}" if self.trials else ""
         log.info("trial %d%s: validation ndcg@%d %.4f (best %.4f) in %.1f s; %.0f s of the budget left",
                  number + 1, of, k, value, best, seconds, left)
+
+
+def next_trial_fits(left_s: float, durations: list[float]) -> bool:
+    """Whether another trial is likely to end within the ``left_s`` seconds left, judged by the
+    median of the trials so far (trial times vary with the drawn factors and epochs)."""
+    return not durations or left_s >= float(np.median(durations))
 
 
 def _short(settings: dict[str, Any]) -> dict[str, Any]:
