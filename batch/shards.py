@@ -33,7 +33,7 @@ from batch.rundir import RunDir
 from batch.runinfo import run_info
 from batch.runstore import RunStore
 from batch.shardplan import check_sharded
-from batch.stages import Stages
+from batch.stages import Stages, keyed_lists
 
 log = logging.getLogger("topx.run")
 
@@ -93,10 +93,11 @@ def finalize(cfg: JobConfig, run_id: str, *, clients: AwsClients = NO_CLIENTS) -
     state = _pull(cfg, run_id, store)
     stages = Stages(cfg, state.run, run_id, clients)
     dataset = state.run.load_dataset()
+    stages.keyed_lists()  # similar items and audiences: item-keyed, computed once here, not per shard
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,
                               item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs,
-                              gate=cfg.publish.gate)
+                              gate=cfg.publish.gate, users=dataset.users, **keyed_lists(state.run))
     except PublishError as exc:
         # A new `topx run --shards N --run-id R` then collects again: afresh if the run failed,
         # as a no-op if it is still collecting.

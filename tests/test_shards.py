@@ -161,6 +161,11 @@ def test_a_sharded_run_publishes_exactly_what_an_unsharded_run_publishes(tmp_pat
     before, after = runs_row(db_url, plain["run_id"]), runs_row(db_url, "sharded")
     assert {k: after[k] for k in counts} == {k: before[k] for k in counts}
     assert after["n_fallback_users"] == COLD  # both the model's and the popularity lists were sharded
+    stored = query(db_url, "SELECT COUNT(*) FROM similar_items WHERE run_id = 'sharded'")[0][0]
+    assert summary["similar_items"] == stored > 0
+    similar = "SELECT item_id, rank, similar_item_id, score FROM {} WHERE run_id = '{}' ORDER BY item_id, rank"
+    assert query(db_url, similar.format("current_similar_items", "sharded")) == \
+        query(db_url, similar.format("similar_items", plain["run_id"]))  # the same as the unsharded run's
     assert RunDir(tmp_path / "work" / "runs" / "sharded").read_json("run.json")["status"] == "published"
 
 

@@ -27,10 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from batch.config import GateConfig
 from batch.data.interactions import IdMap
 from batch.errors import ConfigError, PublishError
-from batch.lists import TopLists
+from batch.lists import KeyedLists, TopLists
 from batch.log import log
 from batch.publish import gate as gates
-from batch.publish import registry, slots, upkeep
+from batch.publish import keyed, registry, slots, upkeep
 from batch.publish.base import CollectingSink, Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import (
@@ -167,11 +167,13 @@ def _still_collecting(conn: Connection, run_id: str, shard: int) -> None:
 
 def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_titles=None, keep_runs: int = 5,
                  engine: Engine | None = None, collect_timeout_s: float = upkeep.COLLECT_TIMEOUT_S,
-                 gate: GateConfig | None = None) -> dict[str, Any]:
+                 gate: GateConfig | None = None, users: IdMap | None = None, similar: KeyedLists | None = None,
+                 audiences: KeyedLists | None = None) -> dict[str, Any]:
     """Make collecting run ``run.run_id`` current if every shard loaded: its storage is finished
     and attached, titles upserted and the previous run superseded, in one transaction; then, as
     ``topx cleanup`` does, other runs collecting for over ``collect_timeout_s`` seconds are failed
-    and old runs pruned. A run already published is left as it is.
+    and old runs pruned. A run already published is left as it is. ``similar`` / ``audiences``
+    (the latter with ``users``): the run's item-keyed lists, inserted in the switch transaction.
 
     Raises :class:`IncompleteRunError` when a shard is missing, after failing the run and
     deleting its rows (the previous run stays current and complete);
@@ -182,13 +184,14 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     titles = titled_items(items, item_titles)
+    side = keyed.rows_for(items, users, similar, audiences)
     start = perf_counter()
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink = sink_for(eng)
         with sink.locked(conn):
             recovered = upkeep.recover(conn, sink)
             with sink.writing(conn):
-                outcome = _switch_or_fail(conn, sink, run, len(items), titles, gate or GateConfig())
+                outcome = _switch_or_fail(conn, sink, run, len(items), titles, gate or GateConfig(), side)
             # After the switch: this run, however long it collected, is no longer collecting.
             expired = upkeep.expire_collections(conn, sink, collect_timeout_s)
             pruning = upkeep.prune(conn, sink, keep_runs)
@@ -199,7 +202,7 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
 
 
 def _switch_or_fail(conn: Connection, sink: CollectingSink, run: RunInfo, n_items: int, titles,
-                    gate: GateConfig) -> dict[str, Any]:
+                    gate: GateConfig, side: list[keyed.KeyedRows]) -> dict[str, Any]:
     with conn.begin():
         status = registry.hold(conn, run.run_id)
         if status in PUBLISHED:
@@ -214,7 +217,7 @@ def _switch_or_fail(conn: Connection, sink: CollectingSink, run: RunInfo, n_item
                                         run.counts.get("users"))
             verdict = gates.judge(gate, candidate, registry.current(conn))
             if verdict["passed"]:
-                return _switch(conn, sink, run, {**stats, "n_items": n_items}, titles, verdict)
+                return _switch(conn, sink, run, {**stats, "n_items": n_items}, titles, verdict, side)
             sink.discard_collection(conn, run.run_id)
             reject(conn, run, verdict)
         else:
@@ -239,14 +242,16 @@ def _incomplete(found: list[slots.Slot], stats: dict[str, int]) -> str | None:
 
 
 def _switch(conn: Connection, sink: CollectingSink, run: RunInfo, stats: dict[str, int], titles,
-            verdict: dict[str, Any]) -> dict[str, Any]:
+            verdict: dict[str, Any], side: list[keyed.KeyedRows]) -> dict[str, Any]:
     phases = sink.seal(conn, run.run_id)
     start = perf_counter()
     sink.attach(conn, run.run_id)
+    counts = keyed.load(conn, run.run_id, side)
     superseded = registry.switch(conn, run, stats, registry.now(), verdict)
     if titles is not None:
         sink.upsert_titles(conn, *titles)
     phases["switch_s"] = perf_counter() - start
     return {"status": "current", "already_published": False, "rows": stats["n_rows"], "users": stats["n_users"],
-            "superseded": superseded, "phases": {k: round(v, 3) for k, v in phases.items()}, "gate": verdict}
+            "superseded": superseded, **counts, "phases": {k: round(v, 3) for k, v in phases.items()},
+            "gate": verdict}
 

@@ -63,6 +63,18 @@ def _check(table: str, lists: KeyedLists, n_keys: int, n_values: int) -> None:
         raise PublishError(f"{table}: ranks must increase within each item's list")
 
 
+def rows_for(items: IdMap, users: IdMap | None, similar: KeyedLists | None,
+             audiences: KeyedLists | None) -> list[KeyedRows]:
+    """The checked rows of a run's similar items and audiences (each optional); ``users`` is
+    needed only with audiences."""
+    rows = [KeyedRows.build("similar_items", similar, items, items)] if similar is not None else []
+    if audiences is not None:
+        if users is None:
+            raise PublishError("audiences need the user id map")
+        rows.append(KeyedRows.build("audiences", audiences, items, users))
+    return rows
+
+
 def load(conn: Connection, run_id: str, rows: list[KeyedRows]) -> dict[str, int]:
     """Replace the run's rows of each table in ``rows`` (in the caller's transaction). Returns
     the rows inserted per table."""

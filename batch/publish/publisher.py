@@ -54,9 +54,7 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     rows = RunRows.build(run.run_id, lists, users, items, item_titles=item_titles, chunk_rows=chunk_rows)
-    side = [KeyedRows.build(name, found, items, values)
-            for name, found, values in (("similar_items", similar, items), ("audiences", audiences, users))
-            if found is not None]
+    side = keyed.rows_for(items, users, similar, audiences)
     stats = rows.stats()
     start = perf_counter()
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
