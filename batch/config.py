@@ -254,7 +254,10 @@ class SearchConfig:
     ``nprobe``: IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81).
     ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or exclude
     candidates. ``suppress``: an optional CSV of ``user_id,item_id[,until]`` pairs never to
-    recommend (:mod:`batch.serve.suppress`). ``exclude_seen`` drops items the user already
+    recommend (:mod:`batch.serve.suppress`). ``include_attributes`` / ``exclude_attributes``:
+    comma-separated item feature columns (``genre=Horror``): only items with one of the first,
+    never items with one of the second, in users' lists, similar items and audiences.
+    ``exclude_seen`` drops items the user already
     interacted with. ``batch_size``:
     queries one search thread scores at a time (memory ≈ threads × batch × items × 4 bytes;
     the exact engine caps it at 128).
@@ -267,6 +270,9 @@ class SearchConfig:
     allow: str | None = None
     deny: str | None = None
     suppress: str | None = setting(None, "CSV of user_id,item_id[,until] pairs never to recommend")
+    include_attributes: str | None = setting(None, "only items with one of these item features, comma-separated "
+                                                   "(e.g. genre=Comedy,genre=Drama)")
+    exclude_attributes: str | None = setting(None, "never items with one of these item features, comma-separated")
     batch_size: int = place(2048)
     nprobe: int = 64
     recall_sample: int = place(1000)

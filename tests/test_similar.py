@@ -285,3 +285,55 @@ def test_recommend_and_audience_never_list_a_suppressed_pair_and_lists_stay_full
     assert code == 0, err
     with open(tmp_path / "audience.csv", newline="") as f:
         assert user not in {r["user_id"] for r in csv.DictReader(f)}
+
+
+def with_feature(run_dir: str, column: str) -> set[str]:
+    from batch.rundir import RunDir
+
+    dataset = RunDir(run_dir).load_dataset()
+    j = dataset.item_features.columns.index(column)
+    return set(dataset.items.ids[dataset.item_features.matrix[:, j].toarray().ravel() != 0].astype(str).tolist())
+
+
+def test_attribute_rules_keep_lists_full_in_recommend_similar_and_audience(run_dir, tmp_path, topx):
+    from batch.rundir import RunDir
+
+    features = RunDir(run_dir).load_dataset().item_features
+    counts = np.asarray((features.matrix != 0).sum(axis=0)).ravel()
+    common = features.columns[int(np.argmax(counts))]  # the most frequent genre: it is in many lists
+    job = tmp_path / "job.toml"
+    job.write_text(f'[search]\nexclude_attributes = "{common}"\n')
+    out = tmp_path / "lists.csv"
+    code, summary, err = topx("recommend", "--run", run_dir, "--top", "5", "--config", str(job), "--out", str(out))
+    assert code == 0, err
+    assert summary["exclude_attributes_items"] == counts.max()
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60 * 5 and not {r["item_id"] for r in rows} & with_feature(run_dir, common)
+
+    code, summary, err = topx("similar", "--run", run_dir, "--top", "3", "--config", str(job),
+                              "--out", str(tmp_path / "similar.csv"))
+    assert code == 0, err
+    with open(tmp_path / "similar.csv", newline="") as f:
+        assert not {r["similar_item_id"] for r in csv.DictReader(f)} & with_feature(run_dir, common)
+
+    job.write_text(f'[search]\ninclude_attributes = "{common}"\n')
+    code, summary, err = topx("recommend", "--run", run_dir, "--top", "5", "--config", str(job), "--out", str(out))
+    with open(out, newline="") as f:
+        assert {r["item_id"] for r in csv.DictReader(f)} <= with_feature(run_dir, common)
+    campaign = tmp_path / "campaign.txt"
+    outside = sorted(set(RunDir(run_dir).load_dataset().items.ids.astype(str).tolist()) - with_feature(run_dir, common))
+    campaign.write_text(f"{outside[0]}\n{sorted(with_feature(run_dir, common))[0]}\n")
+    code, summary, err = topx("audience", "--run", run_dir, "--items", str(campaign), "--size", "3",
+                              "--config", str(job))
+    assert code == 0 and summary["items"] == 1 and "1 listed item(s) get no audience" in err
+
+
+def test_attribute_rules_that_name_no_feature_or_leave_no_item_stop_with_a_named_error(run_dir, tmp_path, topx):
+    job = tmp_path / "job.toml"
+    job.write_text('[search]\ninclude_attributes = "genre=Polka"\n')
+    code, _, err = topx("recommend", "--run", run_dir, "--config", str(job))
+    assert code == 2 and "search.include_attributes: no item feature 'genre=Polka'" in err
+    job.write_text('[search]\ninclude_attributes = "genre=Action"\nexclude_attributes = "genre=Action"\n')
+    code, _, err = topx("recommend", "--run", run_dir, "--config", str(job))
+    assert code == 2 and "no item is left to recommend" in err and "genre=Action removed" in err

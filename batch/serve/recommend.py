@@ -16,8 +16,8 @@ import scipy.sparse as sp
 
 from batch import storage
 from batch.config import JobConfig, SearchConfig
-from batch.data.interactions import Dataset, IdMap, Interactions
-from batch.errors import DataError, NoCandidatesError
+from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
+from batch.errors import ConfigError, DataError, NoCandidatesError
 from batch.lists import SOURCE_POPULARITY, TopLists
 from batch.serve.repackage import COLD, Vectors, vectors_for
 from batch.serve.search import Searcher, SearchRequest, SearchResult, probabilities
@@ -41,7 +41,7 @@ def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarra
     vectors, the allowed candidates, seen items (train and held-out) excluded unless
     ``exclude_seen`` is off. The one search path of ``topx run``, ``topx shard`` and ``topx recommend``."""
     dataset, vectors = run.load_dataset(), vectors_for(run)
-    allowed, report = candidates(vectors, dataset.items, cfg.search)
+    allowed, report = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
     exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
     exclude, suppressed = suppressed_pairs(cfg.search, dataset, exclude)
     report.update(suppressed)
@@ -79,10 +79,13 @@ def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, 
     return mask, [pair for pair, ok in zip(listed, known.tolist(), strict=True) if not ok]
 
 
-def candidates(vectors: Vectors, items: IdMap, search: SearchConfig) -> tuple[np.ndarray, dict]:
+def candidates(vectors: Vectors, items: IdMap, search: SearchConfig,
+               features: FeatureTable | None = None) -> tuple[np.ndarray, dict]:
     """Items that may be recommended: known to the model, in the allow list (if any), not in the
-    deny list (if any). Returns the mask and a report of what each list did; raises
-    :class:`NoCandidatesError` when no item is left (lists would all be empty)."""
+    deny list (if any), with one of the ``include_attributes`` item features and none of the
+    ``exclude_attributes`` (``features``: the data set's item features). Returns the mask and a
+    report of what each list and rule did; raises :class:`NoCandidatesError` when no item is
+    left (lists would all be empty)."""
     mask = vectors.recommendable.copy()
     report = {"not_recommendable": int((~mask).sum())}
     for name, location in (("allow", search.allow), ("deny", search.deny)):
@@ -96,10 +99,30 @@ def candidates(vectors: Vectors, items: IdMap, search: SearchConfig) -> tuple[np
         mask &= listed if name == "allow" else ~listed
         report[f"{name}_listed"], report[f"{name}_unknown"] = int(listed.sum()), len(unknown)
         report[f"{name}_unknown_lines"] = [line for line, _ in unknown[:10]]
+    for name, names in (("include", search.include_attributes), ("exclude", search.exclude_attributes)):
+        if names is not None:
+            having = items_with(features, names, f"search.{name}_attributes")
+            mask &= having if name == "include" else ~having
+            report[f"{name}_attributes_items"] = int(having.sum())
     report["candidates"] = int(mask.sum())
     if not mask.any():
         raise NoCandidatesError(_no_candidates(report, search))
     return mask, report
+
+
+def items_with(features: FeatureTable | None, names: str, setting: str) -> np.ndarray:
+    """Boolean per item: does it have a non-zero value in one of the comma-separated item
+    feature columns ``names`` (e.g. ``genre=Comedy,genre=Drama``). :class:`ConfigError` naming
+    ``setting`` for a column the data does not have."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    columns = {name: j for j, name in enumerate(features.columns)} if features is not None else {}
+    unknown = [name for name in wanted if name not in columns]
+    if unknown or not wanted:
+        known = ", ".join(sorted(columns)[:20]) or "none: the data has no item features"
+        raise ConfigError(f"{setting}: no item feature {', '.join(map(repr, unknown)) or 'named'}; the item "
+                          f"features are {known}{' …' if len(columns) > 20 else ''}")
+    picked = features.matrix[:, [columns[name] for name in wanted]]
+    return np.asarray((picked != 0).sum(axis=1)).ravel() > 0
 
 
 def _no_candidates(report: dict, search: SearchConfig) -> str:
@@ -109,6 +132,10 @@ def _no_candidates(report: dict, search: SearchConfig) -> str:
                    f" ({report['allow_unknown']} id(s) not in the catalogue)")
     if search.deny is not None:
         why.append(f"the deny list {search.deny} removes {report['deny_listed']}")
+    if search.include_attributes is not None:
+        why.append(f"{report['include_attributes_items']} item(s) have one of {search.include_attributes}")
+    if search.exclude_attributes is not None:
+        why.append(f"{report['exclude_attributes_items']} item(s) with one of {search.exclude_attributes} removed")
     return "no item is left to recommend: " + "; ".join(why)
 
 

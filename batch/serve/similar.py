@@ -17,6 +17,7 @@ queries; ties to the smaller index, so lists are deterministic).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from batch.lists import KeyedLists
 from batch.rundir import RunDir
 from batch.serve.repackage import COLD, Vectors, vectors_for
 from batch.serve.search.exact import exact_topk
+
+log = logging.getLogger("topx.serve")
 
 METRICS = ("cosine", "inner_product")
 
@@ -79,8 +82,8 @@ def similar_for_run(cfg: JobConfig, run: RunDir) -> KeyedLists:
     may hold (known to the model, allow list, deny list: :func:`~batch.serve.recommend.candidates`)."""
     from batch.serve.recommend import candidates
 
-    vectors = vectors_for(run)
-    allowed, _ = candidates(vectors, run.load_dataset().items, cfg.search)
+    vectors, dataset = vectors_for(run), run.load_dataset()
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
     return similar_items(vectors, cfg.similar, allowed)
 
 
@@ -104,12 +107,17 @@ def audiences_for_run(cfg: JobConfig, run: RunDir, location: str | None = None, 
     """The audiences of the items listed in ``location`` (default ``cfg.audience.items``), of
     ``size`` users (default ``cfg.audience.size``); every interaction (train and held-out)
     excludes its user from that item's audience, as does a pair of the ``[search] suppress``
-    file. Items unknown to the model get no audience."""
-    from batch.serve.recommend import exclusion, suppressed_pairs
+    file. Items that may not be recommended (unknown to the model, allow/deny lists, attribute
+    rules: :func:`~batch.serve.recommend.candidates`) get no audience."""
+    from batch.serve.recommend import candidates, exclusion, suppressed_pairs
 
     dataset, vectors = run.load_dataset(), vectors_for(run)
     chosen = audience_items(location or cfg.audience.items, dataset.items)
-    chosen = chosen[vectors.item_status[chosen] != COLD]
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    if not allowed[chosen].all():
+        log.warning("%d listed item(s) get no audience: unknown to the model, or left out by the allow/deny lists "
+                    "or the attribute rules", int((~allowed[chosen]).sum()))
+    chosen = chosen[allowed[chosen]]
     exclude, _ = suppressed_pairs(cfg.search, dataset, exclusion(dataset, include_held_out=True))
     return audiences(vectors, chosen, size or cfg.audience.size, exclude)
 
