@@ -33,9 +33,14 @@ CREATE TABLE IF NOT EXISTS publish_lock (
 	id SMALLINT NOT NULL,
 	PRIMARY KEY (id)
 );
+-- The schema's revision (topx db upgrade, run as the schema's owner, writes it; publishers read it).
+CREATE TABLE IF NOT EXISTS alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
 
 REVOKE ALL ON runs, items, recommendations, current_recommendations, publish_lock, similar_items, audiences,
-    current_similar_items, current_audiences FROM PUBLIC;
+    current_similar_items, current_audiences, alembic_version FROM PUBLIC;
 
 GRANT USAGE, CREATE ON SCHEMA public TO topx_writer;
 ALTER TABLE recommendations OWNER TO topx_writer;
@@ -54,6 +59,7 @@ END $$;
 GRANT SELECT, INSERT, UPDATE ON runs, items TO topx_writer;
 -- Item-keyed lists (similar items, audiences): rows are inserted with a run and deleted with it.
 GRANT SELECT, INSERT, DELETE ON similar_items, audiences TO topx_writer;
+GRANT SELECT ON alembic_version TO topx_writer;
 
 GRANT USAGE ON SCHEMA public TO topx_dashboard;
 GRANT SELECT ON current_recommendations, current_similar_items, current_audiences, runs, items TO topx_dashboard;

@@ -49,6 +49,11 @@ CREATE TABLE publish_lock (
 	PRIMARY KEY (id)
 );
 
+CREATE TABLE alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
 CREATE TABLE similar_items (
 	run_id TEXT COLLATE "C" NOT NULL,
 	item_id TEXT COLLATE "C" NOT NULL,
@@ -84,3 +89,5 @@ FROM audiences LEFT OUTER JOIN items ON items.item_id = audiences.item_id
 WHERE audiences.run_id = (SELECT runs.id
 FROM runs
 WHERE runs.status = 'current');
+
+INSERT INTO alembic_version (version_num) VALUES ('0001');

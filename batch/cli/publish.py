@@ -1,4 +1,4 @@
-"""Commands around the published database: ``export``, ``runs``, ``cleanup``, ``schema``.
+"""Commands around the published database: ``export``, ``runs``, ``cleanup``, ``db upgrade``, ``schema``.
 
 Each finds the database the way ``topx run`` does (``--database-url``, ``TOPX_DATABASE_URL``,
 the config file, else the SQLite file in the work directory).
@@ -53,6 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_options(p, "--database-url", "--workdir")
     p.add_argument("--keep-runs", type=int, metavar="N", help="published runs to keep (default: config)")
     p.set_defaults(handler=_cleanup)
+
+    p = subparsers.add_parser("db", help="database maintenance: topx db upgrade",
+                              description="Database maintenance. upgrade: bring the database's schema to the "
+                                          "revision this topx writes (Alembic migrations), in one transaction; "
+                                          "every publish checks the revision and says when to run it.")
+    actions = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = actions.add_parser("upgrade", help="migrate the database's schema to this topx's revision",
+                                 description="Apply every migration the database lacks, in one transaction; a "
+                                             "database made before topx used migrations is adopted first.")
+    add_config_options(upgrade, "--database-url", "--workdir")
+    upgrade.set_defaults(handler=_db_upgrade)
 
     p = subparsers.add_parser("schema", help="write the database DDL generated from the models",
                               description="Regenerate sql/schema.sql: topx schema --out sql/schema.sql")
@@ -115,6 +126,18 @@ def _age(delta: timedelta) -> str:
 def _cleanup(args: argparse.Namespace) -> dict[str, Any]:
     config, url = _config(args, **{"publish.keep_runs": args.keep_runs})
     return {"command": "cleanup", **cleanup(url, keep_runs=config.publish.keep_runs)}
+
+
+def _db_upgrade(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.publish import make_engine
+    from batch.publish.migrate import upgrade
+
+    _, url = _config(args)
+    engine = make_engine(url)
+    try:
+        return {"command": "db upgrade", **upgrade(engine), "database": shown(url)}
+    finally:
+        engine.dispose()
 
 
 def _schema(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,13 +33,13 @@ from batch.publish import gate as gates
 from batch.publish import keyed, registry, slots, upkeep
 from batch.publish.base import CollectingSink, Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
+from batch.publish.migrate import ensure_schema
 from batch.publish.models import (
     COLLECTING,
     FAILED,
     PUBLISHED,
     REJECTED,
     STATUSES,
-    create_schema,
     create_shard_schema,
 )
 from batch.publish.publisher import DEFAULT_CHUNK_ROWS, reject
@@ -79,7 +79,7 @@ def open_collection(database_url: str | None, run: RunInfo, shards: int, *,
 def _schema(conn: Connection, sink: Sink) -> None:
     sink.prepare(conn)
     with conn.begin():
-        create_schema(conn)
+        ensure_schema(conn)
         create_shard_schema(conn)
 
 

@@ -26,6 +26,8 @@ Design, and why:
 * There is no foreign key from ``recommendations`` to ``runs``: attaching a partition would
   re-check every row against ``runs``. The publisher is the only writer and keeps them paired.
 * ``publish_lock`` holds no rows: PostgreSQL publishers lock it to work one at a time.
+* ``alembic_version`` records the schema's revision (:data:`SCHEMA_REVISION`; migrations in
+  :mod:`batch.publish.migrate`): ``schema.sql`` stamps it, every publish checks it.
 * At most one run is ``current`` (a unique partial index enforces it); the view shows that
   run's rows, so switching runs is one ``UPDATE runs`` committed together with the new rows.
 * A sharded run (``topx run --shards N``) is ``collecting`` while its N shard jobs load their
@@ -49,6 +51,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
+    String,
     Table,
     Text,
     create_mock_engine,
@@ -127,6 +130,14 @@ recommendations = Table(
 publish_lock = Table(
     "publish_lock", metadata,
     Column("id", SmallInteger, primary_key=True, autoincrement=False),
+)
+
+# Alembic's own table, as Alembic makes it, so that schema.sql can record the revision it builds.
+SCHEMA_REVISION = "0001"  # the newest migration's revision (a test checks they agree)
+alembic_version = Table(
+    "alembic_version", metadata,
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 # Heap pages per BRIN range: ~120 rows a page, so a user lookup reads about 2,000 rows.
@@ -269,7 +280,8 @@ SHARD_SCHEMA_HEADER = (
 def schema_sql(dialect: str = "postgresql") -> str:
     """The DDL :func:`create_schema` runs on an empty database of ``dialect``, as a script."""
     name, ddl = _ddl(metadata, dialect)
-    return SCHEMA_HEADER.format(dialect=name) + ddl
+    stamp = f"\nINSERT INTO alembic_version (version_num) VALUES ('{SCHEMA_REVISION}');\n"
+    return SCHEMA_HEADER.format(dialect=name) + ddl + stamp
 
 
 def shard_schema_sql(dialect: str = "postgresql") -> str:

@@ -27,7 +27,8 @@ from batch.publish import keyed, registry, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.keyed import KeyedRows
-from batch.publish.models import REJECTED, create_schema, status_check_fix
+from batch.publish.migrate import ensure_schema
+from batch.publish.models import REJECTED, status_check_fix
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows
 
@@ -140,7 +141,7 @@ def mark_failed(database_url: str | None, run_id: str, reason: str, *, engine: E
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink_for(eng).prepare(conn)
         with conn.begin():
-            create_schema(conn)
+            ensure_schema(conn)
             registry.fail(conn, run_id, reason, registry.now())
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 from batch.log import log, redact
 from batch.publish import registry, slots
 from batch.publish.base import Sink
-from batch.publish.models import COLLECTING, create_schema
+from batch.publish.migrate import ensure_schema
+from batch.publish.models import COLLECTING
 
 # How long a sharded run may wait for its shards and `topx finalize` before cleanup fails it.
 COLLECT_TIMEOUT_S = 24 * 3600.0
@@ -23,7 +24,7 @@ def recover(conn: Connection, sink: Sink) -> list[str]:
     ``collecting`` run is not among them: its shard jobs, not a publisher, are loading it."""
     sink.prepare(conn)
     with conn.begin():
-        create_schema(conn)
+        ensure_schema(conn)
         stale = registry.stale_loads(conn)
         for run_id in stale:
             log.warning("run %s was left loading by a publisher that stopped; marking it failed", run_id)
