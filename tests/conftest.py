@@ -10,6 +10,15 @@ import pytest
 PG_ADMIN_URL = os.environ.get("TOPX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that needs PostgreSQL carries the ``postgres`` marker, whichever way it gets
+    the server: the ``pg_url`` fixture, or the postgres variant of ``db_url``."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_url" in getattr(item, "fixturenames", ()) or params.get("db_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
+
 def _pg_admin():
     import psycopg2
 

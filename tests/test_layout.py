@@ -57,3 +57,14 @@ def test_the_emulator_command_names_its_extra_when_moto_is_missing(monkeypatch):
     args = parser.parse_args(["sagemaker-emulator", "--port", "0"])
     with pytest.raises(MissingDependencyError, match=r"pip install 'topx\[emulator\]'"):
         args.handler(args)
+
+
+def test_every_test_that_needs_postgresql_is_marked_postgres():
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "postgres",
+                          "tests/test_publish_migrations.py", "tests/test_publish_schema.py"],
+                         capture_output=True, text=True, cwd=ROOT.parent)
+    selected = [line for line in out.stdout.splitlines() if "::" in line]
+    assert selected and all("[postgres]" in line or "pg_url" in line or "test_publish_schema.py" in line
+                            for line in selected), out.stdout
+    assert not [line for line in selected if "[sqlite]" in line]
+    assert any("test_schema_sql_builds_the_database_the_models_build" in line for line in selected)  # pg_url
