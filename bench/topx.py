@@ -6,7 +6,8 @@
 2. Publish: 20k users × 100 = 2M rows into PostgreSQL (target ≥ 1M rows/s).
 3. Similar items (top 10 of 50k items) and audiences (1,000 items × 20k users, 1,000 each) on
    the search's synthetic vectors, per query next to the users' lists (top 100, seen items
-   excluded) on the same engine (target: ≤ 1.5× the users' time per query).
+   excluded) on the same engine (target: ≤ 1.5× the users' time per query); audiences of 100
+   users too, the users' list length.
 4. The whole ``topx run`` on the embedded default (943 × 1682, 100k interactions), as a fresh
    process in an empty work directory: synthetic data, train, search, evaluate, publish to
    SQLite (target ≤ 30 s).
@@ -60,7 +61,8 @@ def bench_keyed(n_users: int = 20_000, n_items: int = 50_000, factors: int = 64,
     parts = {"user_lists": (n_users, lambda: LocalSearcher("exact").search(
                  SearchRequest(vectors, 100, seen, np.ones(n_items, bool)))),
              "similar_items": (n_items, lambda: similar_items(vectors, SimilarConfig(top=10))),
-             "audiences": (audience_items, lambda: audiences(vectors, items, size, seen))}
+             "audiences": (audience_items, lambda: audiences(vectors, items, size, seen)),
+             "audiences_100": (audience_items, lambda: audiences(vectors, items, 100, seen))}
     report: dict = {"users": n_users, "items": n_items, "dim": factors + 1, "user_top": 100, "similar_top": 10,
                     "audience_items": audience_items, "audience_size": size}
     for name, (queries, run) in parts.items():
@@ -74,7 +76,7 @@ def bench_keyed(n_users: int = 20_000, n_items: int = 50_000, factors: int = 64,
                         "ms_per_query": round(1000 * seconds / queries, 4)}
     per_user = report["user_lists"]["ms_per_query"]
     report["per_query_ratio"] = {name: round(report[name]["ms_per_query"] / per_user, 3)
-                                 for name in ("similar_items", "audiences")}
+                                 for name in ("similar_items", "audiences", "audiences_100")}
     return report
 
 
