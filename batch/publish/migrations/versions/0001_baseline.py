@@ -1,6 +1,7 @@
 """The schema as it stood when topx adopted migrations: runs (with the publish gate's verdict),
-recommendations, items, publish_lock and the current_recommendations view (run_shards is
-created by the first sharded run, outside migrations).
+recommendations, items, similar_items, audiences, publish_lock and the views
+current_recommendations, current_similar_items and current_audiences (run_shards is created by
+the first sharded run, outside migrations).
 
 Revision ID: 0001
 Revises:
