@@ -257,6 +257,8 @@ class SearchConfig:
     recommend (:mod:`batch.serve.suppress`). ``include_attributes`` / ``exclude_attributes``:
     comma-separated item feature columns (``genre=Horror``): only items with one of the first,
     never items with one of the second, in users' lists, similar items and audiences.
+    ``max_per_category``: at most this many items of one ``category`` (the item feature columns
+    ``<category>=…``) in each user's list and similar-items list (:mod:`batch.serve.capped`).
     ``exclude_seen`` drops items the user already
     interacted with. ``batch_size``:
     queries one search thread scores at a time (memory ≈ threads × batch × items × 4 bytes;
@@ -273,12 +275,15 @@ class SearchConfig:
     include_attributes: str | None = setting(None, "only items with one of these item features, comma-separated "
                                                    "(e.g. genre=Comedy,genre=Drama)")
     exclude_attributes: str | None = setting(None, "never items with one of these item features, comma-separated")
+    max_per_category: int = setting(0, "at most this many items of one category in a list (0: no cap)")
+    category: str = setting("genre", "item feature prefix the category cap counts by (genre: genre=… columns)")
     batch_size: int = place(2048)
     nprobe: int = 64
     recall_sample: int = place(1000)
 
     def __post_init__(self):
         _positive("search.top", self.top)
+        _positive("search.max_per_category", self.max_per_category, zero_ok=True)
         _check_choices(self, "search")
         _positive("search.batch_size", self.batch_size)
 

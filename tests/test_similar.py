@@ -337,3 +337,73 @@ def test_attribute_rules_that_name_no_feature_or_leave_no_item_stop_with_a_named
     job.write_text('[search]\ninclude_attributes = "genre=Action"\nexclude_attributes = "genre=Action"\n')
     code, _, err = topx("recommend", "--run", run_dir, "--config", str(job))
     assert code == 2 and "no item is left to recommend" in err and "genre=Action removed" in err
+
+
+def greedy_brute(scores: np.ndarray, allowed: np.ndarray, categories: np.ndarray, cap: int, k: int) -> list[list[int]]:
+    out = []
+    for row, ok in zip(scores, allowed, strict=True):
+        counts, picked = np.zeros(categories.shape[1], int), []
+        for j in sorted(np.flatnonzero(ok).tolist(), key=lambda j: (-row[j], j)):
+            if len(picked) == k:
+                break
+            if not (counts[categories[j]] >= cap).any():
+                picked.append(j)
+                counts[categories[j]] += 1
+        out.append(picked)
+    return out
+
+
+def test_a_category_cap_gives_the_greedy_capped_list_of_the_exact_ranking():
+    from batch.serve.capped import capped_order, capped_topk
+
+    rng = np.random.default_rng(5)
+    queries, items = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    categories = rng.random((300, 4)) < 0.3  # items in 0, 1 or several categories
+    categories[:, 0] |= np.arange(300) % 2 == 0  # half the items share category 0: rows must widen
+    seen = sp.csr_matrix(rng.random((40, 300)) < 0.1)
+    allowed = np.arange(300) % 7 != 0
+    item, inner = capped_topk(queries, items, 10, categories, 2, exclude=seen, candidates=allowed)
+    expected = greedy_brute(queries.astype(np.float64) @ items.T.astype(np.float64),
+                            ~seen.toarray() & allowed, categories, 2, 10)
+    assert [row[row >= 0].tolist() for row in item] == expected
+    assert all((categories[row[row >= 0]].sum(0) <= 2).all() for row in item)
+
+    order = np.argsort(-np.arange(300) % 11, kind="stable")
+    from batch.serve.recommend import top_unseen
+
+    chosen = capped_order(order, np.arange(40), 10, categories, 1, lambda u, d: top_unseen(order, u, d, seen))
+    rank = np.empty(300)
+    rank[order] = -np.arange(300)
+    assert [row[row >= 0].tolist() for row in chosen] == greedy_brute(
+        np.tile(rank, (40, 1)), ~seen.toarray(), categories, 1, 10)
+
+
+def test_a_category_cap_keeps_user_and_similar_lists_full_within_it(run_dir, tmp_path, topx):
+    from batch.rundir import RunDir
+
+    dataset = RunDir(run_dir).load_dataset()
+    genres = [j for j, name in enumerate(dataset.item_features.columns) if name.startswith("genre=")]
+    member = dataset.item_features.matrix[:, genres].toarray() != 0
+    by_id = {str(i): member[k] for k, i in enumerate(dataset.items.ids.tolist())}
+    job = tmp_path / "job.toml"
+    job.write_text("[search]\nmax_per_category = 1\n")
+    out = tmp_path / "lists.csv"
+    code, summary, err = topx("recommend", "--run", run_dir, "--top", "5", "--config", str(job), "--out", str(out))
+    assert code == 0, err
+    assert summary["max_per_category"] == 1
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60 * 5
+    for user in {r["user_id"] for r in rows}:
+        assert (sum(by_id[r["item_id"]] for r in rows if r["user_id"] == user) <= 1).all()
+    code, _, err = topx("similar", "--run", run_dir, "--top", "4", "--config", str(job),
+                        "--out", str(tmp_path / "similar.csv"))
+    assert code == 0, err
+    with open(tmp_path / "similar.csv", newline="") as f:
+        similar = list(csv.DictReader(f))
+    for item in {r["item_id"] for r in similar}:
+        assert (sum(by_id[r["similar_item_id"]] for r in similar if r["item_id"] == item) <= 1).all()
+
+    job.write_text('[search]\nmax_per_category = 1\nmethod = "hnsw"\n')
+    code, _, err = topx("recommend", "--run", run_dir, "--config", str(job))
+    assert code == 2 and "search.max_per_category needs the local exact search" in err

@@ -45,8 +45,26 @@ def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarra
     exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
     exclude, suppressed = suppressed_pairs(cfg.search, dataset, exclude)
     report.update(suppressed)
-    found = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users)
+    found = recommend(vectors, searcher, top=cfg.search.top, candidates=allowed, exclude=exclude, users=users,
+                      cap=category_cap(cfg.search, dataset))
     return RunSearch(found.lists, {**report, **found.report})
+
+
+Cap = tuple[np.ndarray, int]  # (bool (n_items, n_categories), at most this many per category)
+
+
+def category_cap(search: SearchConfig, dataset: Dataset) -> Cap | None:
+    """The ``max_per_category`` cap as :mod:`batch.serve.capped` takes it, or None without one.
+    The cap needs the local exact engine (it widens exact searches): :class:`ConfigError` for
+    any other."""
+    if not search.max_per_category:
+        return None
+    if search.backend != "local" or search.method != "exact":
+        raise ConfigError(f"search.max_per_category needs the local exact search (search.backend local, "
+                          f"search.method exact); got {search.backend} {search.method}")
+    from batch.serve.capped import category_matrix
+
+    return category_matrix(dataset.item_features, search.category, "search.max_per_category"), search.max_per_category
 
 
 def suppressed_pairs(search: SearchConfig, dataset: Dataset, exclude: sp.csr_matrix | None
@@ -140,26 +158,49 @@ def _no_candidates(report: dict, search: SearchConfig) -> str:
 
 
 def recommend(vectors: Vectors, searcher: Searcher, *, top: int, exclude: sp.csr_matrix | None,
-              candidates: np.ndarray, users: np.ndarray | None = None) -> SearchResult:
+              candidates: np.ndarray, users: np.ndarray | None = None, cap: Cap | None = None) -> SearchResult:
     """Lists for ``users`` (default all): the searcher's for users with a vector, the popularity
     list for COLD users, rows grouped by user in ascending user order; and the searcher's report
-    (empty when no user has a vector)."""
+    (empty when no user has a vector). ``cap``: at most so many items per category in a list
+    (:func:`category_cap`), searched with the exact engine."""
     users = np.arange(len(vectors.users)) if users is None else np.asarray(users, np.int64)
     known = users[vectors.user_status[users] != COLD]
     cold = users[vectors.user_status[users] == COLD]
-    found = searcher.search(SearchRequest(vectors, top, exclude, candidates, known)) if len(known) else \
-        SearchResult(TopLists.empty())
-    parts = [found.lists] + ([popularity_lists(vectors, cold, top, exclude, candidates)] if len(cold) else [])
+    if not len(known):
+        found = SearchResult(TopLists.empty())
+    elif cap is not None:
+        found = _capped_search(vectors, known, top, exclude, candidates, cap)
+    else:
+        found = searcher.search(SearchRequest(vectors, top, exclude, candidates, known))
+    parts = [found.lists] + ([popularity_lists(vectors, cold, top, exclude, candidates, cap)] if len(cold) else [])
     lists = TopLists.concat(parts)
     return SearchResult(lists.take(np.argsort(lists.user, kind="stable")), found.report)
 
 
+def _capped_search(vectors: Vectors, users: np.ndarray, top: int, exclude: sp.csr_matrix | None,
+                   candidates: np.ndarray, cap: Cap) -> SearchResult:
+    from batch.serve.capped import capped_topk
+    from batch.serve.search.local import top_lists
+
+    item, inner = capped_topk(vectors.users[users], vectors.items, top, *cap, candidates=candidates,
+                              exclude=None if exclude is None else exclude[users])
+    return SearchResult(top_lists(vectors, users, item, inner),
+                        {"method": "exact", "users": len(users), "max_per_category": cap[1]})
+
+
 def popularity_lists(vectors: Vectors, users: np.ndarray, top: int, exclude: sp.csr_matrix | None,
-                     candidates: np.ndarray) -> TopLists:
-    """Each user's ``top`` most popular candidates they have not interacted with, marked as the
-    popularity fallback. The score is still the FM prediction for the pair, so it matches
-    ``topx score``."""
-    chosen = top_unseen(popularity_order(vectors.popularity, candidates), users, top, exclude)
+                     candidates: np.ndarray, cap: Cap | None = None) -> TopLists:
+    """Each user's ``top`` most popular candidates they have not interacted with (within the
+    category ``cap``, if any), marked as the popularity fallback. The score is still the FM
+    prediction for the pair, so it matches ``topx score``."""
+    order = popularity_order(vectors.popularity, candidates)
+    if cap is None:
+        chosen = top_unseen(order, users, top, exclude)
+    else:
+        from batch.serve.capped import capped_order
+
+        chosen = capped_order(order, np.asarray(users, np.int64), top, *cap,
+                              lambda part, depth: top_unseen(order, part, depth, exclude))
     filled = chosen >= 0
     user = np.repeat(users, filled.sum(1)).astype(np.int32)
     item = chosen[filled].astype(np.int32)

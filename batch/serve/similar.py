@@ -48,18 +48,25 @@ def item_factors(vectors: Vectors, metric: str) -> np.ndarray:
 
 
 def similar_items(vectors: Vectors, cfg: SimilarConfig, candidates: np.ndarray | None = None,
-                  items: np.ndarray | None = None) -> KeyedLists:
+                  items: np.ndarray | None = None, cap: tuple[np.ndarray, int] | None = None) -> KeyedLists:
     """The ``cfg.top`` most similar candidates of each of ``items`` (default every item the
     model knows, trained or from features alone), never the item itself. ``candidates``: bool
-    (n_items,) items that may be listed (default: every item the model knows)."""
+    (n_items,) items that may be listed (default: every item the model knows). ``cap``: at most
+    so many items per category in a list (:func:`~batch.serve.recommend.category_cap`)."""
     known = vectors.item_status != COLD
     candidates = known if candidates is None else candidates & known
     items = np.flatnonzero(known) if items is None else np.asarray(items, np.int64)
     factors = item_factors(vectors, cfg.metric)
     n = len(factors)
     itself = sp.csr_matrix((np.ones(len(items), bool), (np.arange(len(items)), items)), shape=(len(items), n))
-    value, score = exact_topk(factors[items], factors, cfg.top, exclude=itself, candidates=candidates,
-                              batch_size=cfg.batch_size)
+    if cap is None:
+        value, score = exact_topk(factors[items], factors, cfg.top, exclude=itself, candidates=candidates,
+                                  batch_size=cfg.batch_size)
+    else:
+        from batch.serve.capped import capped_topk
+
+        value, score = capped_topk(factors[items], factors, cfg.top, *cap, exclude=itself, candidates=candidates,
+                                   batch_size=cfg.batch_size)
     return KeyedLists.from_slots(items, value, score)
 
 
@@ -80,11 +87,11 @@ def audiences(vectors: Vectors, items: np.ndarray, size: int, exclude: sp.csr_ma
 def similar_for_run(cfg: JobConfig, run: RunDir) -> KeyedLists:
     """The run's similar items as ``cfg.similar`` asks, among the candidates its users' lists
     may hold (known to the model, allow list, deny list: :func:`~batch.serve.recommend.candidates`)."""
-    from batch.serve.recommend import candidates
+    from batch.serve.recommend import candidates, category_cap
 
     vectors, dataset = vectors_for(run), run.load_dataset()
     allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
-    return similar_items(vectors, cfg.similar, allowed)
+    return similar_items(vectors, cfg.similar, allowed, cap=category_cap(cfg.search, dataset))
 
 
 def audience_items(location: str, items: IdMap) -> np.ndarray:
