@@ -52,6 +52,15 @@ def test_negatives_are_never_seen_and_deterministic():
     np.testing.assert_array_equal(item, again[1])
 
 
+def test_seen_keys_are_the_sorted_distinct_pairs():
+    rng = np.random.default_rng(0)
+    user, item = rng.integers(0, 50, 5000), rng.integers(0, 30, 5000)
+    np.testing.assert_array_equal(seen_keys(user, item, 30), np.unique(user * 30 + item))
+    assert seen_keys(np.array([], np.int64), np.array([], np.int64), 3).tolist() == []
+    assert seen_keys(np.array([2]), np.array([1]), 3).tolist() == [7]
+    assert seen_keys(np.array([1, 1]), np.array([0, 0]), 3).tolist() == [3]
+
+
 def test_a_user_who_has_seen_everything_gets_no_negatives_and_it_is_counted():
     keys = seen_keys(np.array([0, 0]), np.array([0, 1]), 2)
     user, _, given_up = sample_negatives(np.array([0]), 3, keys, 2, np.random.default_rng(0))
