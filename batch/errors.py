@@ -155,6 +155,13 @@ class SchemaError(PublishError):
     statements bring them up to date."""
 
 
+class NewerSchemaError(SchemaError):
+    """The database's schema revision is newer than this version of topx knows: only a newer
+    topx can write to it."""
+
+    exit_code = 2
+
+
 class AwsJobError(TopxError):
     """A SageMaker or AWS Batch job failed; carries the service's failure reason."""
 

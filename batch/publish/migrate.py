@@ -6,8 +6,10 @@ A new database gets the current schema and is stamped with it when first publish
 publish checks the revision first (:func:`ensure_schema`) and, when it differs, stops with a
 :class:`~batch.errors.SchemaError` that names the command to run: nothing is written to a
 database whose tables topx does not know. A database made before topx adopted migrations (no
-``alembic_version``) is recognised by its ``runs`` table; upgrading adds the columns it lacks
-and stamps it with the first revision, the schema it then has.
+``alembic_version``) is brought to the first revision by that revision itself, which creates
+what such a database lacks and alters its ``runs`` table. A database at a revision this topx
+does not know was written by a newer topx: nothing is done to it, and the error says to upgrade
+topx.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from alembic.util import CommandError
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
 
-from batch.errors import SchemaError
-from batch.publish.models import ADDED_COLUMNS, create_schema
+from batch.errors import NewerSchemaError, SchemaError
+from batch.publish.models import create_schema
 
 LOCATION = Path(__file__).parent / "migrations"
-BASELINE = "0001"  # the schema when migrations began (what create_all made until then)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -52,6 +54,7 @@ def ensure_schema(connection: Connection) -> None:
     fresh = not inspect(connection).has_table("runs")
     if not fresh:
         found, wanted = revision(connection), head()
+        _check_known(found)
         if found != wanted:
             shown = found or "none (made before topx used migrations)"
             raise SchemaError(f"the database's schema is at revision {shown}, this topx writes revision {wanted}: "
@@ -61,21 +64,24 @@ def ensure_schema(connection: Connection) -> None:
         MigrationContext.configure(connection).stamp(ScriptDirectory.from_config(_config()), "head")
 
 
+def _check_known(found: str | None) -> None:
+    """Raise :class:`NewerSchemaError` when ``found`` is a revision this topx does not know."""
+    if found is None:
+        return
+    try:
+        ScriptDirectory.from_config(_config()).get_revision(found)
+    except CommandError:
+        raise NewerSchemaError(
+            f"the database's schema is at revision {found}, which this topx does not know (it writes revision "
+            f"{head()}): a newer topx wrote it. Upgrade topx to the version that wrote it; do not publish to or "
+            f"upgrade this database with this one") from None
+
+
 def upgrade(engine: Engine) -> dict[str, str | None]:
-    """Bring the database to :func:`head` in one transaction; returns the revisions before and after."""
+    """Bring the database to :func:`head` in one transaction; returns the revisions before and after.
+    A database made before migrations is adopted by the first revision (see its docstring)."""
     with engine.begin() as connection:
         before = revision(connection)
-        if before is None and inspect(connection).has_table("runs"):
-            _adopt(connection)
+        _check_known(before)
         command.upgrade(_config(connection), "head")
         return {"from": before, "to": revision(connection)}
-
-
-def _adopt(connection: Connection) -> None:
-    """A database from before migrations: add the ``runs`` columns it lacks, then record it as
-    the baseline revision, which it now matches."""
-    have = {column["name"] for column in inspect(connection).get_columns("runs")}
-    for name, types in ADDED_COLUMNS.items():
-        if name not in have:
-            connection.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {types.get(connection.dialect.name, 'JSON')}"))
-    MigrationContext.configure(connection).stamp(ScriptDirectory.from_config(_config()), BASELINE)

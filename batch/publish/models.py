@@ -248,6 +248,10 @@ def check_runs_table(connection) -> None:
     missing = [name for name in ADDED_COLUMNS if name not in have]
     if not missing:
         return
+    if not inspector.has_table("alembic_version"):
+        raise SchemaError(f"the database was made before topx used migrations (runs has no {', '.join(missing)} "
+                          f"column): run `topx db upgrade` (with the same --database-url or TOPX_DATABASE_URL), "
+                          f"as the tables' owner, to bring it up to date")
     dialect = connection.dialect.name
     alters = "; ".join(f"ALTER TABLE runs ADD COLUMN {name} {ADDED_COLUMNS[name].get(dialect, 'JSON')}"
                        for name in missing)
