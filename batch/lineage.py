@@ -6,6 +6,11 @@ therefore records the model's digest, the SHA-256 of ``model.tar.gz``: ``vectors
 ``lists.npz`` as an array ``model_sha256``, the ``train`` and ``evaluate`` sections of
 ``metrics.json`` as a key ``model_sha256``. Publishing refuses a file whose digest is not that
 of the model beside it (:class:`StaleArtifactError`, exit status 2).
+
+The similar items and audiences published with a run (``similar.npz``, ``audiences.npz``) also
+depend on the candidate rules (allow and deny lists, attribute rules, suppression file): they,
+and ``lists.npz``, record a digest of those rules (:func:`rules_digest`) as ``rules_sha256``, and
+publishing refuses similar items or audiences made with other rules than the users' lists.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from batch.errors import StaleArtifactError
 
 KEY = "model_sha256"
+RULES_KEY = "rules_sha256"
 # Sections of metrics.json computed from the model or its lists.
 MODEL_SECTIONS = ("train", "evaluate")
 
@@ -39,10 +45,34 @@ def model_digest(model: str | Path) -> str:
     return _cache[key]
 
 
-def recorded(npz: str | Path) -> str | None:
-    """The model digest an ``.npz`` file records, None when it records none."""
+def recorded(npz: str | Path, key: str = KEY) -> str | None:
+    """The model digest (or another ``key``) an ``.npz`` file records, None when it records none."""
     with np.load(npz, allow_pickle=False) as z:
-        return str(z[KEY]) if KEY in z.files else None
+        return str(z[key]) if key in z.files else None
+
+
+def rules_digest(search: Any) -> str:
+    """Hex SHA-256 of the candidate rules of a ``SearchConfig``: the contents of its allow, deny
+    and suppress files and its attribute rules."""
+    from batch import storage
+
+    digest = hashlib.sha256()
+    for name in ("allow", "deny", "suppress"):
+        location = getattr(search, name)
+        content = b"" if location is None else storage.read_bytes(location)
+        digest.update(f"{name}:{location is not None}:{len(content)}:".encode())
+        digest.update(content)
+    for name in ("include_attributes", "exclude_attributes"):
+        digest.update(f"{name}={getattr(search, name)!r};".encode())
+    return digest.hexdigest()
+
+
+def check_rules(lists_rules: str | None, rules: str | None, what: str, remedy: str) -> None:
+    """Raise :class:`StaleArtifactError` unless ``what`` (recording ``rules``) was made with the
+    candidate rules ``lists_rules`` the users' lists were made with."""
+    if rules is None or rules != lists_rules:
+        raise StaleArtifactError(f"{what} was made with other candidate rules (allow/deny lists, attribute rules, "
+                                 f"suppression file) than the users' lists, or does not say which: {remedy}")
 
 
 def check(model: str | Path, digest: str | None, what: str, remedy: str) -> None:

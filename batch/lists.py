@@ -116,8 +116,10 @@ class KeyedLists:
                    (np.nonzero(filled)[1] + 1).astype(np.int32), value[filled].astype(np.int32),
                    score[filled].astype(np.float32))
 
-    def save(self, path: str | Path) -> None:
-        np.savez(path, key=self.key, rank=self.rank, value=self.value, score=self.score)
+    def save(self, path: str | Path, **lineage: str) -> None:
+        """``lineage``: e.g. ``model_sha256``, stored as 0-d text arrays next to the columns."""
+        np.savez(path, key=self.key, rank=self.rank, value=self.value, score=self.score,
+                 **{k: np.array(v) for k, v in lineage.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> KeyedLists:

@@ -98,10 +98,11 @@ class RunDir:
         tmp.write_text(json.dumps(payload, indent=2, default=_plain), encoding="utf-8")
         tmp.replace(self.path / name)
 
-    def save_derived(self, name: str, derived: Any) -> None:
+    def save_derived(self, name: str, derived: Any, **extra: str) -> None:
         """Save a file made from the run's model (an object with ``save(path, **lineage)``),
-        recording the model's digest in it (:mod:`batch.lineage`)."""
-        derived.save(self.path / name, **{lineage.KEY: lineage.model_digest(self.model)})
+        recording the model's digest in it (:mod:`batch.lineage`), and ``extra`` lineage such as
+        the candidate rules' digest."""
+        derived.save(self.path / name, **{lineage.KEY: lineage.model_digest(self.model)}, **extra)
 
     def load_derived(self, name: str, kind: Any, remedy: str) -> Any:
         """``kind.load`` of a file saved by :meth:`save_derived`; :class:`StaleArtifactError`

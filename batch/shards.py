@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from batch import storage
+from batch import lineage, storage
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig, compute_settings
 from batch.errors import ConfigError, PublishError, StageError
@@ -94,10 +94,11 @@ def finalize(cfg: JobConfig, run_id: str, *, clients: AwsClients = NO_CLIENTS) -
     stages = Stages(cfg, state.run, run_id, clients)
     dataset = state.run.load_dataset()
     stages.keyed_lists()  # similar items and audiences: item-keyed, computed once here, not per shard
+    keyed = keyed_lists(state.run, lineage.rules_digest(cfg.search))
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,
                               item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs,
-                              gate=cfg.publish.gate, users=dataset.users, **keyed_lists(state.run))
+                              gate=cfg.publish.gate, users=dataset.users, **keyed)
     except PublishError as exc:
         # A new `topx run --shards N --run-id R` then collects again: afresh if the run failed,
         # as a no-op if it is still collecting.

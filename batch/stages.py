@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from batch import lineage
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
 from batch.lists import SOURCE_POPULARITY, TopLists
@@ -59,7 +60,7 @@ class Stages:
 
         found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, clients=self.clients))
         lists, report = found.lists, found.report
-        self.run.save_derived("lists.npz", lists)
+        self.run.save_derived("lists.npz", lists, **rules(self.cfg))
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
                 "short_lists": _short_lists(lists, self.cfg.search.top), **report, **self.keyed_lists()}
@@ -76,7 +77,7 @@ class Stages:
             path.unlink(missing_ok=True)  # a resumed run with other settings keeps no stale file
             if wanted:
                 found = make(self.cfg, self.run)
-                found.save(path)
+                self.run.save_derived(path.name, found, **rules(self.cfg))
                 summary[f"{name}_rows"] = len(found)
         return summary
 
@@ -98,7 +99,7 @@ class Stages:
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
                            keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate,
-                           **keyed_lists(self.run))
+                           **keyed_lists(self.run, lineage.recorded(self.run.file("lists.npz"), lineage.RULES_KEY)))
 
     def report(self) -> dict[str, Any]:
         """The run's HTML report, with the trend of the last published runs from the database."""
@@ -120,12 +121,25 @@ class Stages:
         return database_url(self.cfg, secrets_client=self.clients.secrets)
 
 
-def keyed_lists(run: RunDir) -> dict[str, Any]:
-    """``similar`` / ``audiences`` arguments of ``publish_run`` from the run directory's files."""
+def rules(cfg: JobConfig) -> dict[str, str]:
+    """The lineage argument recording the candidate rules' digest (:func:`batch.lineage.rules_digest`)."""
+    return {lineage.RULES_KEY: lineage.rules_digest(cfg.search)}
+
+
+def keyed_lists(run: RunDir, lists_rules: str | None) -> dict[str, Any]:
+    """``similar`` / ``audiences`` arguments of ``publish_run`` from the run directory's files,
+    refused (:class:`~batch.errors.StaleArtifactError`) when made from another model than the
+    run's or with other candidate rules (digest ``lists_rules``) than the users' lists."""
     from batch.lists import KeyedLists
 
-    found = {name: run.file(f"{name}.npz") for name in ("similar", "audiences")}
-    return {name: KeyedLists.load(path) for name, path in found.items() if path.exists()}
+    found = {}
+    for name, command in (("similar", "similar"), ("audiences", "audience")):
+        path = run.file(f"{name}.npz")
+        if path.exists():
+            remedy = f"rerun topx {command} --run {run.path}, or delete {path}"
+            found[name] = run.load_derived(path.name, KeyedLists, remedy)
+            lineage.check_rules(lists_rules, lineage.recorded(path, lineage.RULES_KEY), str(path), remedy)
+    return found
 
 
 def _counts(status: np.ndarray) -> dict[str, int]:

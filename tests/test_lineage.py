@@ -82,3 +82,57 @@ def test_lists_without_a_digest_are_refused(tmp_path, topx, data):
     shutil.move(run / "old.npz", run / "lists.npz")
     code, _, err = topx("publish", "--run", str(run), "--database-url", url)
     assert code == 2 and "does not say which model" in err
+
+
+def similar_rows(url):
+    """The current similar items; none when nothing was ever published."""
+    engine = make_engine(url)
+    if "current_similar_items" not in sa.inspect(engine).get_view_names():
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT item_id, similar_item_id, run_id FROM current_similar_items")).fetchall()
+    engine.dispose()
+    return rows
+
+
+def test_similar_items_of_the_model_a_run_directory_held_before_are_refused(tmp_path, topx, data):
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    assert topx("similar", "--run", str(run), "--top", "3")[0] == 0
+    train(topx, data, run, seed=2)  # similar.npz is the old model's
+    assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
+    assert topx("evaluate", "--run", str(run))[0] == 0
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
+    assert code == 2 and "similar.npz was made from another model" in err and "topx similar" in err
+    assert similar_rows(url) == []
+
+    assert topx("similar", "--run", str(run), "--top", "3")[0] == 0
+    assert lineage.recorded(run / "similar.npz") == lineage.model_digest(run / "model.tar.gz")
+    assert topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")[0] == 0
+    assert len(similar_rows(url)) == 80 * 3
+
+
+def test_similar_items_and_audiences_made_with_other_candidate_rules_are_refused(tmp_path, topx, data):
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    denied = str(RunDir(run).load_dataset().items.ids[0])
+    (tmp_path / "d.txt").write_text(denied + "\n")
+    assert topx("similar", "--run", str(run), "--top", "3")[0] == 0
+    assert topx("audience", "--run", str(run), "--items", "*", "--size", "2")[0] == 0
+    assert topx("recommend", "--run", str(run), "--top", "5", "--deny", str(tmp_path / "d.txt"))[0] == 0
+    assert topx("evaluate", "--run", str(run))[0] == 0
+    assert lineage.recorded(run / "lists.npz", lineage.RULES_KEY) != \
+        lineage.recorded(run / "similar.npz", lineage.RULES_KEY)
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
+    assert code == 2 and "similar.npz was made with other candidate rules" in err
+    assert similar_rows(url) == []
+
+    (tmp_path / "job.toml").write_text(f"[search]\ndeny = {str(tmp_path / 'd.txt')!r}\n")
+    assert topx("similar", "--run", str(run), "--top", "3", "--config", str(tmp_path / "job.toml"))[0] == 0
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
+    assert code == 2 and "audiences.npz was made with other candidate rules" in err and "topx audience" in err
+    assert topx("audience", "--run", str(run), "--items", "*", "--size", "2",
+                "--config", str(tmp_path / "job.toml"))[0] == 0
+    assert topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")[0] == 0
+    rows = similar_rows(url)
+    assert rows and denied not in {str(similar) for _, similar, _ in rows}

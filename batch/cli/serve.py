@@ -96,11 +96,12 @@ def _run_config(args: argparse.Namespace):
 def _recommend(args: argparse.Namespace) -> dict[str, Any]:
     from batch.serve.recommend import search_run, write_csv
     from batch.serve.search import make_searcher
+    from batch.stages import rules
 
     run, cfg = _run_config(args)
     found = search_run(cfg, run, make_searcher(cfg))
     lists = found.lists
-    run.save_derived("lists.npz", lists)
+    run.save_derived("lists.npz", lists, **rules(cfg))
     if args.out:
         dataset = run.load_dataset()
         write_csv(lists, dataset.users, dataset.items, args.out)
@@ -110,12 +111,13 @@ def _recommend(args: argparse.Namespace) -> dict[str, Any]:
 
 def _similar(args: argparse.Namespace) -> dict[str, Any]:
     from batch.serve.similar import similar_for_run, write_csv
+    from batch.stages import rules
 
     run, cfg = _run_config(args)
     if cfg.similar.top < 1:
         raise ConfigError("similar.top must be > 0 for topx similar")
     found = similar_for_run(cfg, run)
-    found.save(run.file("similar.npz"))
+    run.save_derived("similar.npz", found, **rules(cfg))
     dataset = run.load_dataset()
     if args.out:
         write_csv(found, dataset.items, dataset.items, ("item_id", "similar_item_id"), args.out,
@@ -134,12 +136,13 @@ def _similar(args: argparse.Namespace) -> dict[str, Any]:
 
 def _audience(args: argparse.Namespace) -> dict[str, Any]:
     from batch.serve.similar import audiences_for_run, write_csv
+    from batch.stages import rules
 
     run, cfg = _run_config(args)
     if cfg.audience.items is None:
         raise ConfigError("topx audience needs --items FILE (or [audience] items in the job file)")
     found = audiences_for_run(cfg, run)
-    found.save(run.file("audiences.npz"))
+    run.save_derived("audiences.npz", found, **rules(cfg))
     if args.out:
         dataset = run.load_dataset()
         write_csv(found, dataset.items, dataset.users, ("item_id", "user_id"), args.out)
@@ -172,6 +175,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _publish(args: argparse.Namespace) -> dict[str, Any]:
+    from batch import lineage
     from batch.lists import TopLists
     from batch.metrics.since import record_churn
     from batch.publish import database_url, publish_run
@@ -186,4 +190,4 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
-                       **keyed_lists(run))
+                       **keyed_lists(run, lineage.recorded(run.file("lists.npz"), lineage.RULES_KEY)))
