@@ -83,19 +83,22 @@ class TrainerContract:
     of the design's width and the asked predictor type, finite predictions for every pair, and
     the same model again for the same data and seed."""
 
+    history = False  # trainers that read the design's user history block set True
+
     def make_trainer(self):
         raise NotImplementedError
 
     def fit(self):
-        from sagemaker_fixtures import SMALL_HP, blocks_dataset
+        from blocks import SMALL, blocks_dataset
+        from sagemaker_fixtures import SMALL_HP
 
         from batch.features.design import build_design
         from batch.train.samples import held_out_samples, training_source
 
-        ds = blocks_dataset()
+        ds = blocks_dataset(**SMALL)
         source = training_source(ds, "implicit", threshold=4.0, negatives=2, seed=0)
         test = held_out_samples(ds, "implicit", threshold=4.0, negatives=2, seed=0)
-        design = build_design(ds)
+        design = build_design(ds, history=self.history)
         return design, self.make_trainer().fit(design, source, test, SMALL_HP, "binary_classifier")
 
     def test_the_model_has_the_designs_width_and_predicts_every_pair(self):

@@ -14,7 +14,6 @@ from moto import mock_aws
 
 from batch.aws.clients import AwsClients
 from batch.config import FMHyperparameters, JobConfig, load_config
-from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
 from batch.emulator.local import local_engines
 from batch.emulator.sagemaker import SageMakerEmulator
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors
@@ -75,22 +74,6 @@ def _recorder(aws: Aws):
         aws.requests.append((model.name, json.loads(params["body"] or b"{}")))
 
     return record
-
-
-def blocks_dataset(n_users: int = 24, n_items: int = 20, seed: int = 0) -> Dataset:
-    """Two taste groups (even users like even items, odd users odd items), item side features,
-    one held-out interaction in four."""
-    rng = np.random.default_rng(seed)
-    user = np.repeat(np.arange(n_users), 6).astype(np.int32)
-    item = np.concatenate([rng.choice(np.arange(u % 2, n_items, 2), 6, replace=False) for u in range(n_users)])
-    test = np.zeros(len(user), bool)
-    test[::4] = True
-    inter = Interactions(user, item.astype(np.int32), np.full(len(user), 4.0, np.float32),
-                         np.arange(len(user), dtype=np.int64))
-    parity = sp.csr_matrix(np.stack([np.arange(n_items) % 2 == 0, np.arange(n_items) % 2 == 1], 1)
-                           .astype(np.float32))
-    return Dataset(inter.take(~test), inter.take(test), IdMap(np.arange(n_users) + 1), IdMap(np.arange(n_items) + 100),
-                   item_features=FeatureTable(parity, ("even", "odd")))
 
 
 def tied_vectors(n_users: int = 14, n_items: int = 30, dim: int = 3, seed: int = 0, *,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from test_train import blocks_dataset
+from blocks import blocks_dataset
 
 from batch.artifact import FMModel
 from batch.config import FMHyperparameters, IALSConfig, JobConfig, TrainConfig

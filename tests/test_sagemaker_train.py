@@ -8,8 +8,9 @@ import io
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from blocks import SMALL, blocks_dataset
 from botocore.validate import validate_parameters
-from sagemaker_fixtures import BUCKET, SMALL_HP, blocks_dataset, emulated_aws, sagemaker_config
+from sagemaker_fixtures import BUCKET, SMALL_HP, emulated_aws, sagemaker_config
 
 from batch.artifact import read_model
 from batch.aws.channels import MissingS3ObjectError
@@ -26,7 +27,7 @@ from batch.train.samples import held_out_samples, training_source
 @pytest.fixture(scope="module")
 def problem():
     """A design, its implicit training source and held-out samples."""
-    ds = blocks_dataset()
+    ds = blocks_dataset(**SMALL)
     source = training_source(ds, "implicit", threshold=4.0, negatives=2, seed=0)
     test = held_out_samples(ds, "implicit", threshold=4.0, negatives=2, seed=0)
     return build_design(ds), source, test
@@ -113,7 +114,7 @@ def test_implicit_channels_hold_fresh_negatives_for_every_epoch(problem):
     negatives = [set(zip(e.user[e.label == 0].tolist(), e.item[e.label == 0].tolist(), strict=True)) for e in epochs]
     assert negatives[0] != negatives[1] != negatives[2]  # redrawn, as the local engine redraws them
     assert samples.label.sum() == SMALL_HP.epochs * epochs[0].label.sum()  # the positives once per epoch
-    regression = training_source(blocks_dataset(), "regression", threshold=4.0, negatives=2, seed=0)
+    regression = training_source(blocks_dataset(**SMALL), "regression", threshold=4.0, negatives=2, seed=0)
     rows, hyper = training_set(regression, SMALL_HP, design.layout.feature_dim, "regressor")
     assert hyper["epochs"] == "3" and len(rows) == len(regression.epoch(0))
 

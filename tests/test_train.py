@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from blocks import blocks_dataset
 
 from batch.artifact import read_model
 from batch.cli import main
 from batch.config import FMHyperparameters, JobConfig, TrainConfig
-from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.data.interactions import Dataset, Interactions
 from batch.errors import DataError, MissingDependencyError
 from batch.features.design import build_design
 from batch.features.negatives import is_seen, sample_negatives, seen_keys
@@ -21,25 +22,6 @@ from batch.train.local import LocalFMTrainer, distinct, fm_gradients, padded_bag
 from batch.train.metrics import classifier_metrics
 from batch.train.samples import held_out_samples, training_source, with_negatives
 from batch.train.stage import train_run
-
-
-def blocks_dataset(n_users=40, n_items=40, seed=0):
-    """Two taste groups: even users interact with even items, odd with odd. One held-out item
-    per user, always of its own group: a model that learnt anything ranks it high."""
-    rng = np.random.default_rng(seed)
-    user, item = [], []
-    for u in range(n_users):
-        own = np.arange(u % 2, n_items, 2)
-        chosen = rng.choice(own, size=8, replace=False)
-        user += [u] * 8
-        item += chosen.tolist()
-    user, item = np.array(user, np.int32), np.array(item, np.int32)
-    test_mask = np.zeros(len(user), bool)
-    test_mask[::8] = True
-    ratings = np.where(test_mask, 5.0, 4.0).astype(np.float32)
-    inter = Interactions(user, item, ratings, np.arange(len(user), dtype=np.int64))
-    return Dataset(inter.take(~test_mask), inter.take(test_mask), IdMap(np.arange(n_users) + 1),
-                   IdMap(np.arange(n_items) + 100))
 
 
 def test_negatives_are_never_seen_and_deterministic():
