@@ -82,10 +82,27 @@ def load(conn: Connection, run_id: str, rows: list[KeyedRows]) -> dict[str, int]
     for part in rows:
         table = KEYED_TABLES[part.table]
         conn.execute(delete(table).where(table.c.run_id == run_id))
-        for records in part.records(run_id):
-            conn.execute(table.insert(), records)
+        if conn.dialect.name == "sqlite":
+            _sqlite_insert(conn, table, part.records(run_id))
+        else:
+            for records in part.records(run_id):
+                conn.execute(table.insert(), records)
         counts[part.table] = len(part)
     return counts
+
+
+def _sqlite_insert(conn: Connection, table, chunks: Iterator[list[dict]]) -> None:
+    """The rows through the driver's own ``executemany`` with plain tuples: SQLAlchemy's per-row
+    parameter processing cost more than SQLite's inserts (about 18 s of publish for 59,000
+    items' similar items and audiences)."""
+    names = [column.name for column in table.c]
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        for records in chunks:
+            cursor.executemany(sql, [tuple(record[name] for name in names) for record in records])
+    finally:
+        cursor.close()
 
 
 def drop(conn: Connection, run_id: str) -> None:
