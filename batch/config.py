@@ -19,7 +19,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,20 +74,21 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
 class ColumnMap:
     """Column names of a generic CSV/Parquet interactions table (MovieLens files have none)."""
 
-    user: str = "user_id"
-    item: str = "item_id"
-    rating: str | None = "rating"
-    timestamp: str | None = "timestamp"
+    user: str = setting("user_id", "column of user ids")
+    item: str = setting("item_id", "column of item ids")
+    rating: str | None = setting("rating", "column of ratings (none, or a column the table lacks: ratings read as "
+                                           "missing, implicit data)")
+    timestamp: str | None = setting("timestamp", "column of timestamps (none, or a column the table lacks: all 0)")
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """Size of the embedded synthetic data set (MovieLens-100k sized by default)."""
 
-    users: int = 943
-    items: int = 1682
-    interactions: int = 100_000
-    seed: int = 0
+    users: int = setting(943, "users of the synthetic data set")
+    items: int = setting(1682, "items of the synthetic data set")
+    interactions: int = setting(100_000, "interactions of the synthetic data set")
+    seed: int = setting(0, "random seed of the synthetic data set")
 
     def __post_init__(self):
         for name in ("users", "items", "interactions"):
@@ -96,33 +97,28 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where interactions come from and how they are split into train and test.
-
-    ``path`` is a MovieLens-layout directory, a single interactions file (``u.data``-style,
-    ``.csv``, ``.tsv`` or ``.parquet``) or an ``s3://`` URI of either; ``None`` means the
-    embedded synthetic data set. ``split``: ``auto`` uses a directory's ``ua.base``/``ua.test``
-    when present and a per-user random holdout otherwise; ``given`` requires the pair (or
-    ``test_path``); ``random`` holds out ``holdout`` random interactions per user; ``last`` holds
-    out each user's ``holdout`` latest by timestamp; ``none`` trains on everything.
-    """
+    """Where interactions come from and how they are split into train and test. A single
+    interactions file is ``u.data``-style, ``.csv``, ``.tsv`` or ``.parquet``."""
 
     path: str | None = setting(None, "data set: MovieLens directory, interactions file, or s3:// URI of either; "
                                      "none: the embedded synthetic data set")
     format: Literal["auto", "movielens", "csv", "parquet"] = setting("auto", "file format (auto: from the name)")
-    test_path: str | None = None
-    delimiter: str | None = None
-    header: bool = True
-    columns: ColumnMap = field(default_factory=ColumnMap)
-    rating_min: float = 0.5
-    rating_max: float = 5.0
-    user_features: str | None = None
-    item_features: str | None = None
+    test_path: str | None = setting(None, "interactions file of the test set (given split) when the data is one file")
+    delimiter: str | None = setting(None, "field delimiter of a text file (tab, comma, pipe, semicolon or the "
+                                          "character); none: .csv comma, .tsv tab, else guessed from the first line")
+    header: bool = setting(True, "a text file's first line names its columns")
+    columns: ColumnMap = setting(factory=ColumnMap, doc="which columns of a generic table are user, item, rating "
+                                                        "and timestamp")
+    rating_min: float = setting(0.5, "lowest valid rating; a rating outside rating_min..rating_max is an error")
+    rating_max: float = setting(5.0, "highest valid rating")
+    user_features: str | None = setting(None, "catalogue file of user side features (one row per user id)")
+    item_features: str | None = setting(None, "catalogue file of item side features (one row per item id)")
     split: Literal["auto", "given", "random", "last", "none"] = setting(
-        "auto", "train/test split: auto (ua.base/ua.test if present, else random), given, random, last (latest by "
-                "timestamp) or none")
+        "auto", "train/test split: auto (ua.base/ua.test if present, else random), given (ua.base/ua.test or "
+                "test_path), random, last (each user's latest by timestamp) or none (train on everything)")
     holdout: int = setting(10, "held-out interactions per user (random and last splits)")
-    seed: int = 0
-    synth: SynthConfig = field(default_factory=SynthConfig)
+    seed: int = setting(0, "random seed of the random split and of the evaluated users' sample")
+    synth: SynthConfig = setting(factory=SynthConfig, doc="the embedded synthetic data set (no path)")
 
     def __post_init__(self):
         _check_choices(self, "data")
@@ -135,8 +131,6 @@ class DataConfig:
 class FMHyperparameters:
     """Factorization-machine hyperparameters, named as SageMaker's built-in FM names them.
 
-    Learning rates and weight decays are per parameter group: the global bias (``bias_*``),
-    the linear weights w (``linear_*``) and the factors V (``factors_*``). ``seed`` is ours.
     Weight decay is per example: each row's loss carries λ‖v_j‖² for the features it uses.
 
     The defaults were chosen on MovieLens-100k (random 10-per-user holdout, implicit mode), where
@@ -180,22 +174,19 @@ class FMHyperparameters:
 class IALSConfig:
     """The whole-data implicit objective (iALS) the local engine trains implicit mode with.
 
-    Every unobserved (user, item) pair is a weak negative of weight ``unobserved_weight`` (α0);
-    observed pairs have weight 1; rows carry L2 regularisation ``reg`` × (their interaction count
-    + α0 × the other side's size) ^ ``reg_exponent`` (frequency-scaled, as in Rendle et al.,
-    RecSys 2022). ``cg_steps``: conjugate-gradient steps per row and epoch (0: exact solves,
-    slow beyond small data). ``history``: users are represented by the items they interacted
-    with (the design's user history block: one column per item, |history|^-½ each) instead of
-    a free vector per user; ``history_reg`` is λ for those columns' factors. The number of
-    factors, epochs and the seed are the FM's ``num_factors``, ``epochs`` and ``seed``.
+    Observed pairs have weight 1, every unobserved pair is a weak negative; the regularisation is
+    frequency-scaled, as in Rendle et al., RecSys 2022. The number of factors, epochs and the
+    seed are the FM's ``num_factors``, ``epochs`` and ``seed``.
     """
 
-    unobserved_weight: float = 3.0
-    reg: float = 0.001
-    reg_exponent: float = 1.0
-    cg_steps: int = 3
-    history: bool = True
-    history_reg: float = 0.03
+    unobserved_weight: float = setting(3.0, "weight α0 of every unobserved (user, item) pair, a weak negative")
+    reg: float = setting(0.001, "L2 regularisation λ of a row, times (its interaction count + α0 × the other "
+                                "side's size) ^ reg_exponent")
+    reg_exponent: float = setting(1.0, "exponent ν of the frequency scaling of reg")
+    cg_steps: int = setting(3, "conjugate-gradient steps per row and epoch (0: exact solves, slow beyond small data)")
+    history: bool = setting(True, "users as the items they interacted with (the design's user history block, one "
+                                  "column per item, |history|^-½ each) instead of a free vector per user")
+    history_reg: float = setting(0.03, "λ of the history columns' factors")
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)
@@ -207,18 +198,7 @@ class IALSConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What model to train (mode, labels, hyperparameters) and where (backend, device).
-
-    ``mode``: ``implicit`` (every interaction is a positive, ``negatives`` sampled unseen items
-    per positive are negatives), ``binary`` (label = rating ≥ ``threshold``, rated pairs only)
-    or ``regression`` (label = rating). ``features``: use user/item side features when the data
-    has them.
-
-    ``objective`` (implicit mode): ``ials`` fits the FM's user × item factors on every pair at
-    once (unobserved pairs as weak negatives, settings in ``ials``; local backend only);
-    ``sampled`` trains the full FM by SGD on ``negatives`` sampled unseen items per positive, as
-    SageMaker's FM does; ``auto`` is ``ials`` on the local backend and ``sampled`` on SageMaker.
-    """
+    """What model to train (mode, labels, hyperparameters) and where (backend, device)."""
 
     mode: Mode = setting("implicit", "implicit (every interaction a positive), binary (label = rating ≥ threshold) "
                                      "or regression (label = rating)")
@@ -227,10 +207,13 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = place("auto", "local training's device (auto: cuda when usable)")
     threshold: float = setting(4.0, "binary mode: label = rating ≥ threshold")
     negatives: int = setting(4, "implicit mode, sampled objective: sampled negatives per positive")
-    features: bool = True
-    objective: Literal["auto", "ials", "sampled"] = "auto"
-    hyperparameters: FMHyperparameters = field(default_factory=FMHyperparameters)
-    ials: IALSConfig = field(default_factory=IALSConfig)
+    features: bool = setting(True, "use user/item side features when the data has them")
+    objective: Literal["auto", "ials", "sampled"] = setting(
+        "auto", "implicit mode: ials (the FM's user × item factors fit on every pair at once, unobserved pairs as "
+                "weak negatives; local backend only), sampled (SGD of the full FM on sampled negatives, as "
+                "SageMaker's FM trains) or auto (ials locally, sampled on SageMaker)")
+    hyperparameters: FMHyperparameters = setting(factory=FMHyperparameters, doc="the FM's hyperparameters")
+    ials: IALSConfig = setting(factory=IALSConfig, doc="the iALS objective's settings")
 
     @property
     def uses_ials(self) -> bool:
@@ -247,39 +230,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """How each user's top-x list is found.
-
-    ``method``: ``exact`` inner-product search, or approximate ``ivf`` / ``hnsw`` (faiss) for big
-    catalogues; these report their recall@x against exact search on ``recall_sample`` users.
-    ``nprobe``: IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81).
-    ``allow`` / ``deny``: optional files of item ids, one per line, that restrict or exclude
-    candidates. ``suppress``: an optional CSV of ``user_id,item_id[,until]`` pairs never to
-    recommend (:mod:`batch.serve.suppress`). ``include_attributes`` / ``exclude_attributes``:
-    comma-separated item feature columns (``genre=Horror``): only items with one of the first,
-    never items with one of the second, in users' lists, similar items and audiences.
-    ``max_per_category``: at most this many items of one ``category`` (the item feature columns
-    ``<category>=…``) in each user's list and similar-items list (:mod:`batch.serve.capped`).
-    ``exclude_seen`` drops items the user already
-    interacted with. ``batch_size``:
-    queries one search thread scores at a time (memory ≈ threads × batch × items × 4 bytes;
-    the exact engine caps it at 128).
-    """
+    """How each user's top-x list is found. Suppression: :mod:`batch.serve.suppress`; the
+    category cap: :mod:`batch.serve.capped`. Attribute rules and the category cap apply to users'
+    lists, similar items and audiences."""
 
     top: int = setting(100, "list length x")
     backend: Backend = setting("local", "where the top-x search runs: local or sagemaker (k-NN)")
     method: Literal["exact", "ivf", "hnsw"] = setting("exact", "local search: exact, or approximate ivf or hnsw")
-    exclude_seen: bool = True
-    allow: str | None = None
-    deny: str | None = None
+    exclude_seen: bool = setting(True, "never recommend an item the user already interacted with")
+    allow: str | None = setting(None, "file of item ids, one per line: only these are recommended")
+    deny: str | None = setting(None, "file of item ids, one per line: these are never recommended")
     suppress: str | None = setting(None, "CSV of user_id,item_id[,until] pairs never to recommend")
     include_attributes: str | None = setting(None, "only items with one of these item features, comma-separated "
                                                    "(e.g. genre=Comedy,genre=Drama)")
     exclude_attributes: str | None = setting(None, "never items with one of these item features, comma-separated")
     max_per_category: int = setting(0, "at most this many items of one category in a list (0: no cap)")
     category: str = setting("genre", "item feature prefix the category cap counts by (genre: genre=… columns)")
-    batch_size: int = place(2048)
-    nprobe: int = 64
-    recall_sample: int = place(1000)
+    batch_size: int = place(2048, "queries one search thread scores at a time (memory ≈ threads × batch × items "
+                                  "× 4 bytes; the exact engine caps it at 128)")
+    nprobe: int = setting(64, "IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81)")
+    recall_sample: int = place(1000, "users the approximate methods measure their recall@x against exact search on")
 
     def __post_init__(self):
         _positive("search.top", self.top)
@@ -290,14 +260,12 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SimilarConfig:
-    """Similar items published with each run: every item's ``top`` nearest items by its factors
-    (``metric`` ``cosine`` or ``inner_product``); ``top = 0`` publishes none. ``batch_size``:
-    items the exact engine scores at a time."""
+    """Similar items published with each run: every item's nearest items by its factors."""
 
     top: int = setting(10, "similar items per item, published with the run (0: none)")
     metric: Literal["cosine", "inner_product"] = setting("cosine", "similarity of item factors: cosine or "
                                                                    "inner_product")
-    batch_size: int = place(2048)
+    batch_size: int = place(2048, "items the exact engine scores at a time")
 
     def __post_init__(self):
         _positive("similar.top", self.top, zero_ok=True)
@@ -307,11 +275,11 @@ class SimilarConfig:
 
 @dataclass(frozen=True)
 class AudienceConfig:
-    """Audiences published with each run: for each item id listed in the file ``items`` (one per
-    line; ``*`` for every item), the ``size`` users with the highest predicted score who have not
-    interacted with it. ``items`` unset: no audiences."""
+    """Audiences published with each run: for each listed item, the users with the highest
+    predicted score who have not interacted with it."""
 
-    items: str | None = setting(None, "file of item ids (one per line, '*': every item) to find audiences for")
+    items: str | None = setting(None, "file of item ids (one per line, '*': every item) to find audiences for; "
+                                      "none: no audiences")
     size: int = setting(1000, "users per item audience")
 
     def __post_init__(self):
@@ -320,11 +288,11 @@ class AudienceConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Offline evaluation on the held-out split: metrics at ``k`` over at most ``max_users``
-    users (a seeded sample when there are more)."""
+    """Offline evaluation on the held-out split."""
 
     k: int = setting(10, "cutoff of the offline metrics (NDCG@k, precision@k, ...)")
-    max_users: int = 100_000
+    max_users: int = setting(100_000, "users the metrics are computed over at most (a seeded sample when there "
+                                      "are more)")
 
     def __post_init__(self):
         _positive("evaluate.k", self.k)
@@ -333,14 +301,12 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """What a run must pass to become current (see :mod:`batch.publish.gate`). ``metric``: an
-    accuracy figure the evaluate stage stores for the model and the popularity list (e.g.
-    ``ndcg@10``, ``map@20``); ``tolerance``: the share of the current run's value a new run may
-    fall below it by (0.05: at least 95 % of it); ``allow_regression``: publish a run even when
-    its metric is below the popularity list's or the current run's (recorded with the run)."""
+    """What a run must pass to become current (see :mod:`batch.publish.gate`)."""
 
-    metric: str = "ndcg@10"
-    tolerance: float = 0.05
+    metric: str = setting("ndcg@10", "accuracy figure compared with the popularity list's and the current run's: "
+                                     "ndcg, precision, recall, map or hit_rate at a cutoff (e.g. map@20)")
+    tolerance: float = setting(0.05, "share of the current run's metric a new run may fall below it by (0.05: at "
+                                     "least 95 % of it)")
     allow_regression: bool = setting(False, "publish even if the run's metric is below the popularity list's or the "
                                             "current run's (recorded with the run)")
 
@@ -359,16 +325,13 @@ GATE_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate")
 
 @dataclass(frozen=True)
 class PublishConfig:
-    """Where lists are published. ``database_url``: an SQLAlchemy URL, or ``None`` for the
-    embedded SQLite file in the work directory; ``database_secret_arn``: an AWS Secrets Manager
-    secret holding the URL instead. ``keep_runs``: published runs kept, older ones deleted;
-    ``gate``: what a run must pass to become current."""
+    """Where lists are published, and which runs are kept."""
 
     database_url: str | None = setting(None, "SQLAlchemy URL of the database; none: a SQLite file in the work "
                                              "directory")
-    database_secret_arn: str | None = None
-    keep_runs: int = 5
-    gate: GateConfig = field(default_factory=GateConfig)
+    database_secret_arn: str | None = setting(None, "AWS Secrets Manager secret holding the database URL instead")
+    keep_runs: int = setting(5, "published runs kept; older ones are deleted")
+    gate: GateConfig = setting(factory=GateConfig, doc="what a run must pass to become current")
 
     def __post_init__(self):
         _positive("publish.keep_runs", self.keep_runs)
@@ -377,25 +340,27 @@ class PublishConfig:
 @dataclass(frozen=True)
 class SageMakerConfig:
     """Where SageMaker jobs run: region, role, S3 prefix, instances and limits. All of it says where
-    to run except ``knn_index_type`` (an IVF index finds approximate lists)."""
+    to run except the k-NN index type (an IVF index finds approximate lists)."""
 
-    region: str | None = place(None)
-    role_arn: str | None = place(None)
-    s3_prefix: str | None = place(None)
-    endpoint_url: str | None = place(None)
-    train_instance_type: str = place("ml.c5.xlarge")
-    train_instance_count: int = place(1)
-    knn_instance_type: str = place("ml.c5.xlarge")
-    transform_instance_type: str = place("ml.c5.xlarge")
-    transform_instance_count: int = place(1)
-    max_runtime_s: int = place(86_400)
-    use_spot: bool = place(False)
-    max_wait_s: int = place(172_800)
-    channel_shards: int = place(4)
-    knn_index_type: Literal["faiss.Flat", "faiss.IVFFlat"] = "faiss.Flat"
-    fm_image: str | None = place(None)
-    knn_image: str | None = place(None)
-    poll_s: float = place(30.0)
+    region: str | None = place(None, "AWS region of the jobs (none: the AWS default)")
+    role_arn: str | None = place(None, "IAM role the jobs run as")
+    s3_prefix: str | None = place(None, "s3:// prefix of the jobs' input and output")
+    endpoint_url: str | None = place(None, "endpoint of SageMaker and S3 (e.g. the local emulator; none: AWS)")
+    train_instance_type: str = place("ml.c5.xlarge", "instance type of training jobs")
+    train_instance_count: int = place(1, "instances per training job")
+    knn_instance_type: str = place("ml.c5.xlarge", "instance type of the k-NN index jobs")
+    transform_instance_type: str = place("ml.c5.xlarge", "instance type of the search's batch transform jobs")
+    transform_instance_count: int = place(1, "instances per batch transform job")
+    max_runtime_s: int = place(86_400, "longest a job may run, in seconds")
+    use_spot: bool = place(False, "train on spot instances")
+    max_wait_s: int = place(172_800, "spot training: longest wait for and on spot capacity, in seconds (at least "
+                                     "max_runtime_s)")
+    channel_shards: int = place(4, "objects each training channel is written as")
+    knn_index_type: Literal["faiss.Flat", "faiss.IVFFlat"] = setting(
+        "faiss.Flat", "k-NN index: faiss.Flat (exact) or faiss.IVFFlat (approximate lists)")
+    fm_image: str | None = place(None, "image URI of the FM algorithm (none: the region's built-in one)")
+    knn_image: str | None = place(None, "image URI of the k-NN algorithm (none: the region's built-in one)")
+    poll_s: float = place(30.0, "seconds between job status polls")
 
     def __post_init__(self):
         if self.knn_index_type == "faiss.IVFPQ":
@@ -410,11 +375,11 @@ class SageMakerConfig:
 class BatchConfig:
     """Where ``topx submit`` sends the job: AWS Batch queue, job definition, region, endpoint."""
 
-    queue: str | None = None
-    job_definition: str = "topx"
-    region: str | None = None
-    endpoint_url: str | None = None
-    poll_s: float = 15.0
+    queue: str | None = setting(None, "AWS Batch job queue")
+    job_definition: str = setting("topx", "AWS Batch job definition")
+    region: str | None = setting(None, "AWS region of the queue (none: the AWS default)")
+    endpoint_url: str | None = setting(None, "endpoint of AWS Batch (none: AWS)")
+    poll_s: float = setting(15.0, "seconds between job status polls")
 
     def __post_init__(self):
         _positive("batch.poll_s", self.poll_s, zero_ok=True)
@@ -423,23 +388,20 @@ class BatchConfig:
 @dataclass(frozen=True)
 class JobConfig:
     """The whole job: every stage's settings plus the work directory holding stage outputs.
-
-    ``workdir``: a local directory or an ``s3://`` prefix (AWS Batch: lets a retried job resume
-    and shard jobs share the run); ``scratch``: the local copy of an S3 work directory (default:
-    a folder in the system temp directory).
-    """
+    An ``s3://`` work directory lets a retried AWS Batch job resume and shard jobs share the run."""
 
     workdir: str = place("topx-work", "work directory of runs: a local directory or an s3:// prefix")
-    scratch: str | None = place(None)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    similar: SimilarConfig = field(default_factory=SimilarConfig)
-    audience: AudienceConfig = field(default_factory=AudienceConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    publish: PublishConfig = place(factory=PublishConfig)
-    sagemaker: SageMakerConfig = field(default_factory=SageMakerConfig)
-    batch: BatchConfig = place(factory=BatchConfig)
+    scratch: str | None = place(None, "local copy of an s3:// work directory (none: a folder in the system temp "
+                                      "directory)")
+    data: DataConfig = setting(factory=DataConfig, doc="where interactions come from and how they are split")
+    train: TrainConfig = setting(factory=TrainConfig, doc="what model to train, and where")
+    search: SearchConfig = setting(factory=SearchConfig, doc="how each user's top-x list is found")
+    similar: SimilarConfig = setting(factory=SimilarConfig, doc="similar items published with each run")
+    audience: AudienceConfig = setting(factory=AudienceConfig, doc="audiences published with each run")
+    evaluate: EvaluateConfig = setting(factory=EvaluateConfig, doc="offline evaluation on the held-out split")
+    publish: PublishConfig = place(factory=PublishConfig, doc="where lists are published")
+    sagemaker: SageMakerConfig = setting(factory=SageMakerConfig, doc="where SageMaker jobs run")
+    batch: BatchConfig = place(factory=BatchConfig, doc="where topx submit sends the job (AWS Batch)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML serialisable) of every setting."""
@@ -456,6 +418,37 @@ def describe(key: str) -> tuple[str, Any, tuple | None]:
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default
     return f.metadata.get("doc", ""), default, choices(cls, name)
+
+
+def settings(cls: type = JobConfig, prefix: str = "") -> Iterator[tuple[str, bool]]:
+    """Every setting's dotted key with whether it is a section (a table of settings) rather than
+    a value: a section's values first, then its sections, each in declaration order."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    yield from ((prefix + f.name, False) for f in fields if not dataclasses.is_dataclass(hints[f.name]))
+    for f in fields:
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield prefix + f.name, True
+            yield from settings(hints[f.name], prefix + f.name + ".")
+
+
+def settings_reference() -> str:
+    """The README's table of every setting: key (a section as its TOML table), environment name,
+    default and description, each from :func:`describe`."""
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    rows = ["| Setting | Environment variable | Default | Description |", "|---|---|---|---|"]
+    for key, section in settings():
+        doc, default, _ = describe(key)
+        if section:
+            rows.append(f"| **[{key}]** | | | {cell(doc)} |")
+            continue
+        shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else default
+        env = "TOPX_" + key.replace(".", "_").upper()
+        rows.append(f"| `{key}` | `{env}` | `{cell(shown)}` | {cell(doc)} |")
+    return "\n".join(rows) + "\n"
 
 
 def compute_settings(tree: Mapping[str, Any], cls: type = JobConfig) -> dict[str, Any]:
