@@ -231,8 +231,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     """How each user's top-x list is found. Suppression: :mod:`batch.serve.suppress`; the
-    category cap: :mod:`batch.serve.capped`. Attribute rules and the category cap apply to users'
-    lists, similar items and audiences."""
+    category cap: :mod:`batch.serve.capped`; availability: :mod:`batch.serve.availability`.
+    Attribute rules, availability and the category cap apply to users' lists, similar items and
+    audiences."""
 
     top: int = setting(100, "list length x")
     backend: Backend = setting("local", "where the top-x search runs: local or sagemaker (k-NN)")
@@ -246,6 +247,10 @@ class SearchConfig:
     exclude_attributes: str | None = setting(None, "never items with one of these item features, comma-separated")
     max_per_category: int = setting(0, "at most this many items of one category in a list (0: no cap)")
     category: str = setting("genre", "item feature prefix the category cap counts by (genre: genre=… columns)")
+    availability: bool = setting(False, "leave out items not available at the run's reference time (item file "
+                                        "columns available_from, available_until, in_stock)")
+    reference_time: str | None = setting(None, "the run's reference time for availability, ISO 8601 (default: when "
+                                               "the run ingested its data)")
     batch_size: int = place(2048, "queries one search thread scores at a time (memory ≈ threads × batch × items "
                                   "× 4 bytes; the exact engine caps it at 128)")
     nprobe: int = setting(64, "IVF lists searched (64 gave recall@100 0.98 on 50k items; 16 only 0.81)")
@@ -254,6 +259,14 @@ class SearchConfig:
     def __post_init__(self):
         _positive("search.top", self.top)
         _positive("search.max_per_category", self.max_per_category, zero_ok=True)
+        if self.reference_time is not None:
+            from batch.serve.availability import parse_time
+
+            try:
+                parse_time(self.reference_time)
+            except ValueError:
+                raise ConfigError(f"search.reference_time {self.reference_time!r} is not an ISO 8601 date or "
+                                  f"time") from None
         _check_choices(self, "search")
         _positive("search.batch_size", self.batch_size)
 

@@ -92,7 +92,7 @@ def fm_top(cfg: JobConfig, run_path: str | Path, users: np.ndarray, k: int) -> n
 
     run = RunDir(run_path)
     dataset, vectors = run.load_dataset(), vectors_for(run)
-    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
     lists = recommend(vectors, searcher, top=k, candidates=allowed, users=users,
                       exclude=exclusion(dataset, include_held_out=False)).lists

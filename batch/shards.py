@@ -97,7 +97,8 @@ def finalize(cfg: JobConfig, run_id: str, *, clients: AwsClients = NO_CLIENTS) -
     keyed = keyed_lists(state.run, lineage.rules_digest(cfg.search))
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,
-                              item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs,
+                              item_titles=dataset.item_titles, item_attributes=dataset.item_attributes,
+                              keep_runs=cfg.publish.keep_runs,
                               gate=cfg.publish.gate, users=dataset.users, **keyed)
     except PublishError as exc:
         # A new `topx run --shards N --run-id R` then collects again: afresh if the run failed,

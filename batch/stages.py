@@ -98,6 +98,7 @@ class Stages:
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
+                           item_attributes=dataset.item_attributes,
                            keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate,
                            **keyed_lists(self.run, lineage.recorded(self.run.file("lists.npz"), lineage.RULES_KEY)))
 

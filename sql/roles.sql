@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 );
 
 REVOKE ALL ON runs, items, recommendations, current_recommendations, publish_lock, similar_items, audiences,
-    current_similar_items, current_audiences, alembic_version FROM PUBLIC;
+    current_similar_items, current_audiences, item_attributes, current_item_attributes, alembic_version FROM PUBLIC;
 
 GRANT USAGE, CREATE ON SCHEMA public TO topx_writer;
 ALTER TABLE recommendations OWNER TO topx_writer;
@@ -57,9 +57,10 @@ BEGIN
     END LOOP;
 END $$;
 GRANT SELECT, INSERT, UPDATE ON runs, items TO topx_writer;
--- Item-keyed lists (similar items, audiences): rows are inserted with a run and deleted with it.
-GRANT SELECT, INSERT, DELETE ON similar_items, audiences TO topx_writer;
+-- Item-keyed rows (similar items, audiences, item attributes): inserted with a run and deleted with it.
+GRANT SELECT, INSERT, DELETE ON similar_items, audiences, item_attributes TO topx_writer;
 GRANT SELECT ON alembic_version TO topx_writer;
 
 GRANT USAGE ON SCHEMA public TO topx_dashboard;
-GRANT SELECT ON current_recommendations, current_similar_items, current_audiences, runs, items TO topx_dashboard;
+GRANT SELECT ON current_recommendations, current_similar_items, current_audiences, current_item_attributes, runs,
+    items TO topx_dashboard;

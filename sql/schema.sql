@@ -72,6 +72,14 @@ CREATE TABLE audiences (
 	CONSTRAINT pk_audiences PRIMARY KEY (run_id, item_id, rank)
 );
 
+CREATE TABLE item_attributes (
+	run_id TEXT COLLATE "C" NOT NULL,
+	item_id TEXT COLLATE "C" NOT NULL,
+	name TEXT NOT NULL,
+	value TEXT NOT NULL,
+	CONSTRAINT pk_item_attributes PRIMARY KEY (run_id, item_id, name)
+);
+
 CREATE VIEW current_recommendations AS SELECT recommendations.user_id, recommendations.rank, recommendations.item_id, recommendations.score, recommendations.probability, recommendations.source, items.title, recommendations.run_id
 FROM recommendations LEFT OUTER JOIN items ON items.item_id = recommendations.item_id
 WHERE recommendations.run_id = (SELECT runs.id
@@ -90,4 +98,10 @@ WHERE audiences.run_id = (SELECT runs.id
 FROM runs
 WHERE runs.status = 'current');
 
-INSERT INTO alembic_version (version_num) VALUES ('0001');
+CREATE VIEW current_item_attributes AS SELECT item_attributes.item_id, item_attributes.name, item_attributes.value, item_attributes.run_id
+FROM item_attributes
+WHERE item_attributes.run_id = (SELECT runs.id
+FROM runs
+WHERE runs.status = 'current');
+
+INSERT INTO alembic_version (version_num) VALUES ('0002');

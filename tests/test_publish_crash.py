@@ -91,6 +91,6 @@ def test_no_partition_or_table_is_left_behind_on_postgres(pg_url):
     subprocess.run([sys.executable, "-c", CHILD.format(tests=str(ROOT / "tests"), url=pg_url)],
                    cwd=ROOT, capture_output=True, timeout=120)
     tables = query(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-    expected = ["alembic_version", "audiences", "items", "publish_lock", "recommendations", partition_names("r1")[1],
-                "runs", "similar_items"]
+    expected = ["alembic_version", "audiences", "item_attributes", "items", "publish_lock", "recommendations",
+                partition_names("r1")[1], "runs", "similar_items"]
     assert [name for (name,) in tables] == expected

@@ -147,7 +147,7 @@ def test_cli_export_runs_and_cleanup(db_url, tmp_path, cli):
 
 def test_cli_schema_writes_schema_sql(tmp_path, cli):
     code, summary, _ = cli("schema", "--out", str(tmp_path / "schema.sql"))
-    assert code == 0 and summary["statements"] == 13  # 7 tables, 2 indexes, 3 views, the revision stamp
+    assert code == 0 and summary["statements"] == 15  # 8 tables, 2 indexes, 4 views, the revision stamp
     assert (tmp_path / "schema.sql").read_text() == schema_sql()
 
 

@@ -189,5 +189,6 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     run.model_metrics(f"run topx evaluate --run {run.path} first")  # refused before touching the database
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
-                       item_titles=dataset.item_titles, keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
+                       item_titles=dataset.item_titles, item_attributes=dataset.item_attributes,
+                       keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
                        **keyed_lists(run, lineage.recorded(run.file("lists.npz"), lineage.RULES_KEY)))

@@ -24,7 +24,8 @@ class SideTable:
     """Features of the entities listed in one catalogue file, row k describing ``ids[k]``.
 
     ``ids``: (n,) int64 or unicode, unique; ``matrix``: CSR float32 (n, len(columns));
-    ``titles``: (n,) object array of str, or None.
+    ``titles``: (n,) object array of str, or None; ``attributes``: the file's other columns as
+    read (name → (n,) values), published as the run's item attributes.
     """
 
     location: str
@@ -32,6 +33,7 @@ class SideTable:
     matrix: sp.csr_matrix
     columns: tuple[str, ...]
     titles: np.ndarray | None = None
+    attributes: dict[str, np.ndarray] | None = None
 
     def features(self, idmap: IdMap) -> FeatureTable | None:
         """The features with one row per entity of ``idmap`` (which covers ``ids``); None
@@ -44,6 +46,19 @@ class SideTable:
                                dtype=np.float32)
         return FeatureTable(matrix, self.columns)
 
+    def attributes_for(self, idmap: IdMap) -> dict[str, np.ndarray] | None:
+        """The raw columns aligned with ``idmap`` (object arrays, None where an entity is not in
+        the file); None when the table kept none."""
+        if not self.attributes:
+            return None
+        rows = idmap.index(self.ids)
+        out = {}
+        for name, values in self.attributes.items():
+            column = np.full(len(idmap), None, dtype=object)
+            column[rows] = np.asarray(values, dtype=object)
+            out[name] = column
+        return out
+
     def titles_for(self, idmap: IdMap) -> np.ndarray | None:
         """Titles aligned with ``idmap`` (object array, None where an entity has no title)."""
         if self.titles is None:
@@ -54,7 +69,8 @@ class SideTable:
 
 
 def side_table(location: str, ids: np.ndarray, lines: np.ndarray, blocks: Sequence[Block], *,
-               id_column: str, titles: np.ndarray | None = None) -> SideTable:
+               id_column: str, titles: np.ndarray | None = None,
+               attributes: dict[str, np.ndarray] | None = None) -> SideTable:
     """Assemble a :class:`SideTable`; an id listed twice raises :class:`InvalidValueError` at
     the second listing (``lines``: the 1-based line or row of every id)."""
     _require_unique(ids, lines, location, id_column)
@@ -64,7 +80,7 @@ def side_table(location: str, ids: np.ndarray, lines: np.ndarray, blocks: Sequen
     columns = tuple(name for _, names in blocks for name in names)
     if titles is not None:  # an empty title is no title
         titles = np.array([str(t) if str(t).strip() else None for t in titles], dtype=object)
-    return SideTable(location, ids, matrix, columns, titles)
+    return SideTable(location, ids, matrix, columns, titles, attributes)
 
 
 def _require_unique(ids: np.ndarray, lines: np.ndarray, location: str, column: str) -> None:

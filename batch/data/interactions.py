@@ -200,8 +200,9 @@ class Dataset:
     """Everything ingest produces: the split interactions, id maps, features and item titles.
 
     ``test`` is empty when the split is ``none``. ``item_titles`` (aligned with ``items``) is
-    None when the source has no titles. ``report`` records what ingest did (rows read,
-    duplicates resolved, sources) for the run summary.
+    None when the source has no titles; ``item_attributes`` (column name → values aligned with
+    ``items``) the item file's columns as read, None without an item file. ``report`` records
+    what ingest did (rows read, duplicates resolved, sources, ``ingested_at``) for the run summary.
     """
 
     train: Interactions
@@ -212,6 +213,7 @@ class Dataset:
     item_features: FeatureTable | None = None
     item_titles: np.ndarray | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    item_attributes: dict[str, np.ndarray] | None = None
 
     @property
     def n_users(self) -> int:
@@ -246,6 +248,12 @@ class Dataset:
         if self.item_titles is not None:
             titles = [None if t is None else str(t) for t in self.item_titles.tolist()]
             (d / "item_titles.json").write_text(json.dumps(titles, ensure_ascii=False), encoding="utf-8")
+        (d / "item_attributes.json").unlink(missing_ok=True)
+        if self.item_attributes:
+            columns = {name: [None if v is None or v != v else str(v)
+                              for v in np.asarray(values, dtype=object).tolist()]
+                       for name, values in self.item_attributes.items()}
+            (d / "item_attributes.json").write_text(json.dumps(columns, ensure_ascii=False), encoding="utf-8")
         (d / "report.json").write_text(json.dumps(self.report, indent=2, default=str), encoding="utf-8")
 
     @classmethod
@@ -263,6 +271,7 @@ class Dataset:
             users=IdMap.load(d / "users.npz"),
             items=IdMap.load(d / "items.npz"),
             item_titles=_load_titles(d / "item_titles.json"),
+            item_attributes=_load_attributes(d / "item_attributes.json"),
             report=json.loads((d / "report.json").read_text(encoding="utf-8")),
             **optional,
         )
@@ -273,6 +282,8 @@ class Dataset:
         """Raise :class:`IdMapMismatchError` if an index points past an id map, or the titles,
         features and id maps differ in length."""
         sizes = {"item_titles": (self.item_titles, self.n_items),
+                 **{f"item attribute {name}": (values, self.n_items)
+                    for name, values in (self.item_attributes or {}).items()},
                  "user_features": (self.user_features and self.user_features.matrix, self.n_users),
                  "item_features": (self.item_features and self.item_features.matrix, self.n_items)}
         for name, (value, expected) in sizes.items():
@@ -283,6 +294,13 @@ class Dataset:
             if top >= size:
                 raise IdMapMismatchError(f"{where}: interactions index {name} {top} but the {name} id map "
                                          f"holds {size} ids")
+
+
+def _load_attributes(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    columns = json.loads(path.read_text(encoding="utf-8"))
+    return {name: np.array(values, dtype=object) for name, values in columns.items()}
 
 
 def _load_titles(path: Path) -> np.ndarray | None:

@@ -8,6 +8,8 @@ codes, resolve duplicate pairs, split, and align features with the id maps.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 
 from batch.config import DataConfig
@@ -38,6 +40,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     inter, from_test, report["duplicates_resolved"] = _deduplicate(inter, from_test, len(items))
     train, test, report["split"] = _split(cfg, source, inter, from_test, len(users))
     report.update(users=len(users), items=len(items), interactions=len(inter),
+                  # the run's reference time for availability rules (batch.serve.availability)
+                  ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
                   # whether the data carries ratings at all (not the training mode, which the config sets)
                   has_ratings=not bool(np.isnan(inter.rating).all()))
     return Dataset(
@@ -45,6 +49,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         user_features=user_table.features(users) if user_table else None,
         item_features=item_table.features(items) if item_table else None,
         item_titles=item_table.titles_for(items) if item_table else None,
+        item_attributes=item_table.attributes_for(items) if item_table else None,
         report=report,
     )
 

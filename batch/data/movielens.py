@@ -104,8 +104,10 @@ def read_items_100k(location: str, genres: str | None = None) -> SideTable:
     matrix = np.stack([cols[f.name] for f in flags], axis=1)
     blocks = [multi_hot_flags("genre", names, matrix),
               one_hot("decade", _decades_from_dates(cols["release date"]))]
+    listed = ["|".join(name for name, flag in zip(names, row, strict=True) if flag) for row in matrix.tolist()]
+    attributes = {"genres": np.array(listed, dtype=object), "release_date": cols["release date"]}
     return side_table(location, cols["movie id"], cols[LINE], blocks, id_column="movie id",
-                      titles=cols["movie title"])
+                      titles=cols["movie title"], attributes=attributes)
 
 
 def read_users_1m(location: str) -> SideTable:
@@ -145,7 +147,8 @@ def _movies(location: str, ids: np.ndarray, titles: np.ndarray, genres: np.ndarr
     genres = np.where(np.char.strip(genres) == "(no genres listed)", "", genres)
     years = [m.group(1) if (m := _YEAR_IN_TITLE.search(t)) else "" for t in titles.tolist()]
     blocks = [multi_hot_text("genre", genres), one_hot("decade", _decades(np.array(years, dtype=str)))]
-    return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles)
+    return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles,
+                      attributes={"genres": genres})
 
 
 def _read(location: str, delimiter: str, fields, checks) -> dict[str, np.ndarray]:

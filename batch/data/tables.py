@@ -71,7 +71,13 @@ def read_side_table(location: str, id_column: str, *, items: bool,
         ids, lines, columns = _text_side_columns(location, id_column, delimiter)
     titles = columns.pop(TITLE, None) if items else None
     blocks = [encode_column(name, values) for name, values in columns.items()]
-    return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles)
+    attributes = {name: np.char.strip(values.astype(str)) if values.dtype.kind in "US" else values
+                  for name, values in columns.items()} if items else None
+    if attributes:
+        from batch.serve.availability import check_columns
+
+        check_columns(attributes, lines, location)
+    return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles, attributes=attributes)
 
 
 def _text_side_columns(location: str, id_column: str, delimiter: str | None):

@@ -168,12 +168,13 @@ def _still_collecting(conn: Connection, run_id: str, shard: int) -> None:
 def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_titles=None, keep_runs: int = 5,
                  engine: Engine | None = None, collect_timeout_s: float = upkeep.COLLECT_TIMEOUT_S,
                  gate: GateConfig | None = None, users: IdMap | None = None, similar: KeyedLists | None = None,
-                 audiences: KeyedLists | None = None) -> dict[str, Any]:
+                 audiences: KeyedLists | None = None, item_attributes: dict | None = None) -> dict[str, Any]:
     """Make collecting run ``run.run_id`` current if every shard loaded: its storage is finished
     and attached, titles upserted and the previous run superseded, in one transaction; then, as
     ``topx cleanup`` does, other runs collecting for over ``collect_timeout_s`` seconds are failed
     and old runs pruned. A run already published is left as it is. ``similar`` / ``audiences``
-    (the latter with ``users``): the run's item-keyed lists, inserted in the switch transaction.
+    (the latter with ``users``): the run's item-keyed lists, and ``item_attributes`` (the item
+    file's columns, name → values aligned with ``items``), inserted in the switch transaction.
 
     Raises :class:`IncompleteRunError` when a shard is missing, after failing the run and
     deleting its rows (the previous run stays current and complete);
@@ -184,7 +185,7 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     titles = titled_items(items, item_titles)
-    side = keyed.rows_for(items, users, similar, audiences)
+    side = keyed.rows_for(items, users, similar, audiences, item_attributes)
     start = perf_counter()
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
         sink = sink_for(eng)
@@ -202,7 +203,7 @@ def finalize_run(database_url: str | None, run: RunInfo, items: IdMap, *, item_t
 
 
 def _switch_or_fail(conn: Connection, sink: CollectingSink, run: RunInfo, n_items: int, titles,
-                    gate: GateConfig, side: list[keyed.KeyedRows]) -> dict[str, Any]:
+                    gate: GateConfig, side: list) -> dict[str, Any]:
     with conn.begin():
         status = registry.hold(conn, run.run_id)
         if status in PUBLISHED:
@@ -242,7 +243,7 @@ def _incomplete(found: list[slots.Slot], stats: dict[str, int]) -> str | None:
 
 
 def _switch(conn: Connection, sink: CollectingSink, run: RunInfo, stats: dict[str, int], titles,
-            verdict: dict[str, Any], side: list[keyed.KeyedRows]) -> dict[str, Any]:
+            verdict: dict[str, Any], side: list) -> dict[str, Any]:
     phases = sink.seal(conn, run.run_id)
     start = perf_counter()
     sink.attach(conn, run.run_id)

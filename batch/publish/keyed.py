@@ -1,7 +1,8 @@
-"""Item-keyed lists published with a run: ``similar_items`` and ``audiences`` (see
-:mod:`batch.serve.similar`). Their rows are checked and given external ids before the database
-is touched, inserted in the run's switch transaction (after the sink has loaded and attached
-the users' lists) and deleted whenever the sink deletes the run's rows."""
+"""Item-keyed rows published with a run: ``similar_items`` and ``audiences`` (see
+:mod:`batch.serve.similar`), and ``item_attributes`` (the item file's columns). Their rows are
+checked and given external ids before the database is touched, inserted in the run's switch
+transaction (after the sink has loaded and attached the users' lists) and deleted whenever the
+sink deletes the run's rows."""
 
 from __future__ import annotations
 
@@ -51,6 +52,45 @@ class KeyedRows:
                                          self.value_text[part.value].tolist(), part.score.tolist(), strict=True)]
 
 
+@dataclass(frozen=True)
+class AttributeRows:
+    """The run's ``item_attributes`` rows: (item id text, column name, value text), one per item
+    and item-file column with a non-empty value."""
+
+    item_text: np.ndarray
+    names: list[str]
+    values: list[str]
+    table: str = "item_attributes"
+
+    @classmethod
+    def build(cls, items: IdMap, attributes: dict[str, np.ndarray]) -> AttributeRows:
+        """``attributes``: column name → values aligned with ``items`` (None or "" for none).
+        Raises :class:`PublishError` when a column's length differs from the item map's."""
+        keys, names, values = [], [], []
+        text = id_text(items, "item")
+        for name, column in attributes.items():
+            column = np.asarray(column, dtype=object)
+            if column.shape != (len(items),):
+                raise PublishError(f"item_attributes: column {name!r} has {column.size} values for {len(items)} items")
+            for index, value in enumerate(column.tolist()):
+                if value is not None and str(value) != "" and value == value:  # value == value: not NaN
+                    keys.append(index)
+                    names.append(name)
+                    values.append(str(value))
+        return cls(text[np.asarray(keys, dtype=np.int64)], names, values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def records(self, run_id: str) -> Iterator[list[dict]]:
+        """Row dicts for the table's insert, :data:`CHUNK_ROWS` at a time."""
+        keys = self.item_text.tolist()
+        for start in range(0, len(self), CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            yield [{"run_id": run_id, "item_id": k, "name": n, "value": v}
+                   for k, n, v in zip(keys[start:stop], self.names[start:stop], self.values[start:stop], strict=True)]
+
+
 def _check(table: str, lists: KeyedLists, n_keys: int, n_values: int) -> None:
     if not len(lists):
         return
@@ -63,11 +103,13 @@ def _check(table: str, lists: KeyedLists, n_keys: int, n_values: int) -> None:
         raise PublishError(f"{table}: ranks must increase within each item's list")
 
 
-def rows_for(items: IdMap, users: IdMap | None, similar: KeyedLists | None,
-             audiences: KeyedLists | None) -> list[KeyedRows]:
-    """The checked rows of a run's similar items and audiences (each optional); ``users`` is
-    needed only with audiences."""
-    rows = [KeyedRows.build("similar_items", similar, items, items)] if similar is not None else []
+def rows_for(items: IdMap, users: IdMap | None, similar: KeyedLists | None, audiences: KeyedLists | None,
+             attributes: dict[str, np.ndarray] | None = None) -> list[KeyedRows | AttributeRows]:
+    """The checked rows of a run's similar items, audiences and item attributes (each
+    optional); ``users`` is needed only with audiences."""
+    rows: list = [KeyedRows.build("similar_items", similar, items, items)] if similar is not None else []
+    if attributes:
+        rows.append(AttributeRows.build(items, attributes))
     if audiences is not None:
         if users is None:
             raise PublishError("audiences need the user id map")
@@ -75,7 +117,7 @@ def rows_for(items: IdMap, users: IdMap | None, similar: KeyedLists | None,
     return rows
 
 
-def load(conn: Connection, run_id: str, rows: list[KeyedRows]) -> dict[str, int]:
+def load(conn: Connection, run_id: str, rows: list[KeyedRows | AttributeRows]) -> dict[str, int]:
     """Replace the run's rows of each table in ``rows`` (in the caller's transaction). Returns
     the rows inserted per table."""
     counts = {}

@@ -1,6 +1,7 @@
 """The published database: tables ``runs``, ``recommendations``, ``items``, ``similar_items``,
-``audiences`` and the views ``current_recommendations``, ``current_similar_items`` and
-``current_audiences``, as SQLAlchemy Core models.
+``audiences``, ``item_attributes`` and the views ``current_recommendations``,
+``current_similar_items``, ``current_audiences`` and ``current_item_attributes``, as SQLAlchemy
+Core models.
 
 ``sql/schema.sql`` is generated from these models, never edited by hand::
 
@@ -133,7 +134,7 @@ publish_lock = Table(
 )
 
 # Alembic's own table, as Alembic makes it, so that schema.sql can record the revision it builds.
-SCHEMA_REVISION = "0001"  # the newest migration's revision (a test checks they agree)
+SCHEMA_REVISION = "0002"  # the newest migration's revision (a test checks they agree)
 alembic_version = Table(
     "alembic_version", metadata,
     Column("version_num", String(32), nullable=False),
@@ -185,8 +186,19 @@ audiences = Table(
     PrimaryKeyConstraint("run_id", "item_id", "rank", name="pk_audiences"),
     sqlite_with_rowid=False,
 )
+# The item file's columns as each run read them (genres, price, available_from, ...): one row per
+# item and column with a value, the value as text as it stood in the file.
+item_attributes = Table(
+    "item_attributes", metadata,
+    Column("run_id", Id, nullable=False),
+    Column("item_id", Id, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "item_id", "name", name="pk_item_attributes"),
+    sqlite_with_rowid=False,
+)
 # The item-keyed tables by the name their rows are handed over under.
-KEYED_TABLES = {"similar_items": similar_items, "audiences": audiences}
+KEYED_TABLES = {"similar_items": similar_items, "audiences": audiences, "item_attributes": item_attributes}
 
 _similar = items.alias("similar")
 current_similar_items = CreateView(
@@ -204,6 +216,12 @@ current_audiences = CreateView(
     .select_from(audiences.outerjoin(items, items.c.item_id == audiences.c.item_id))
     .where(audiences.c.run_id == _current_id),
     "current_audiences",
+    metadata=metadata,
+).table
+current_item_attributes = CreateView(
+    select(item_attributes.c.item_id, item_attributes.c.name, item_attributes.c.value, item_attributes.c.run_id)
+    .where(item_attributes.c.run_id == _current_id),
+    "current_item_attributes",
     metadata=metadata,
 ).table
 

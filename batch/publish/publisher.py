@@ -26,7 +26,6 @@ from batch.publish import gate as gates
 from batch.publish import keyed, registry, upkeep
 from batch.publish.base import Sink, sink_for
 from batch.publish.connect import engine_scope, session, shown
-from batch.publish.keyed import KeyedRows
 from batch.publish.migrate import ensure_schema
 from batch.publish.models import REJECTED, status_check_fix
 from batch.publish.registry import RunInfo
@@ -38,14 +37,17 @@ DEFAULT_CHUNK_ROWS = 200_000
 def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: IdMap, items: IdMap, *,
                 item_titles=None, keep_runs: int = 5, engine: Engine | None = None,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, gate: GateConfig | None = None,
-                similar: KeyedLists | None = None, audiences: KeyedLists | None = None) -> dict[str, Any]:
+                similar: KeyedLists | None = None, audiences: KeyedLists | None = None,
+                item_attributes: dict | None = None) -> dict[str, Any]:
     """Publish ``lists`` as run ``run.run_id`` and make it the current run, if it passes the
     publish ``gate`` (default settings when None; see :mod:`.gate`): otherwise the run is
     recorded as ``rejected`` and :class:`~.gate.GateRefusedError` raised, nothing loaded.
 
     ``users`` / ``items`` map the lists' internal indices to external ids; ``item_titles``: an
     optional sequence aligned with ``items`` (None for no title). ``similar`` / ``audiences``:
-    the run's similar items and audiences (:mod:`batch.serve.similar`), published with it. Keeps the ``keep_runs`` most
+    the run's similar items and audiences (:mod:`batch.serve.similar`), published with it;
+    ``item_attributes``: the item file's columns (name → values aligned with ``items``),
+    published as table ``item_attributes`` in the same transaction. Keeps the ``keep_runs`` most
     recently published runs. Re-publishing a run id replaces its rows. On failure raises
     :class:`PublishError`; the previous current run stays current and complete.
     Returns a summary: run_id, rows, users, seconds, rows_per_s, superseded, pruned,
@@ -55,7 +57,7 @@ def publish_run(database_url: str | None, run: RunInfo, lists: TopLists, users: 
     if keep_runs < 1:
         raise PublishError(f"keep_runs must be ≥ 1; got {keep_runs}")
     rows = RunRows.build(run.run_id, lists, users, items, item_titles=item_titles, chunk_rows=chunk_rows)
-    side = keyed.rows_for(items, users, similar, audiences)
+    side = keyed.rows_for(items, users, similar, audiences, item_attributes)
     stats = rows.stats()
     start = perf_counter()
     with engine_scope(database_url, engine) as eng, session(eng) as conn:
@@ -106,7 +108,7 @@ def reject(conn: Connection, run: RunInfo, verdict: dict[str, Any]) -> bool:
 
 
 def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows, stats: dict[str, int],
-                     verdict: dict[str, Any], side: list[KeyedRows]) -> tuple[dict, str | None, dict[str, int]]:
+                     verdict: dict[str, Any], side: list) -> tuple[dict, str | None, dict[str, int]]:
     try:
         with conn.begin():
             phases = sink.load(conn, rows)

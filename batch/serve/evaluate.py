@@ -58,7 +58,7 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
     ks = sorted({*CUTOFFS, k, x})
     relevant = relevant_pairs(dataset.test, cfg.train.threshold)
     users = _sample(np.unique(relevant.user).astype(np.int64), cfg.evaluate.max_users, cfg.data.seed)
-    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     result: dict[str, Any] = {"k": k, "x": x, "ks": ks, "relevance": _relevance(dataset, cfg.train.threshold)}
     if not len(users):
         result.update(skipped="no relevant held-out interactions (split none?)", headline={})

@@ -41,7 +41,7 @@ def search_run(cfg: JobConfig, run: RunDir, searcher: Searcher, users: np.ndarra
     vectors, the allowed candidates, seen items (train and held-out) excluded unless
     ``exclude_seen`` is off. The one search path of ``topx run``, ``topx shard`` and ``topx recommend``."""
     dataset, vectors = run.load_dataset(), vectors_for(run)
-    allowed, report = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    allowed, report = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     exclude = exclusion(dataset, include_held_out=True) if cfg.search.exclude_seen else None
     exclude, suppressed = suppressed_pairs(cfg.search, dataset, exclude)
     report.update(suppressed)
@@ -98,10 +98,12 @@ def item_list(location: str, items: IdMap) -> tuple[np.ndarray, list[tuple[int, 
 
 
 def candidates(vectors: Vectors, items: IdMap, search: SearchConfig,
-               features: FeatureTable | None = None) -> tuple[np.ndarray, dict]:
+               features: FeatureTable | None = None, dataset: Dataset | None = None) -> tuple[np.ndarray, dict]:
     """Items that may be recommended: known to the model, in the allow list (if any), not in the
     deny list (if any), with one of the ``include_attributes`` item features and none of the
-    ``exclude_attributes`` (``features``: the data set's item features). Returns the mask and a
+    ``exclude_attributes`` (``features``: the data set's item features), and, with
+    ``search.availability``, available at the run's reference time (``dataset``'s item
+    attributes, :mod:`batch.serve.availability`). Returns the mask and a
     report of what each list and rule did; raises :class:`NoCandidatesError` when no item is
     left (lists would all be empty)."""
     mask = vectors.recommendable.copy()
@@ -122,6 +124,15 @@ def candidates(vectors: Vectors, items: IdMap, search: SearchConfig,
             having = items_with(features, names, f"search.{name}_attributes")
             mask &= having if name == "include" else ~having
             report[f"{name}_attributes_items"] = int(having.sum())
+    if search.availability:
+        from batch.serve.availability import available
+
+        if dataset is None:
+            raise ConfigError("search.availability needs the run's data set (its item attributes)")
+        usable, availability = available(search, dataset)
+        mask &= usable
+        report["available_items"] = int(usable.sum())
+        report.update(availability)
     report["candidates"] = int(mask.sum())
     if not mask.any():
         raise NoCandidatesError(_no_candidates(report, search))
@@ -154,6 +165,8 @@ def _no_candidates(report: dict, search: SearchConfig) -> str:
         why.append(f"{report['include_attributes_items']} item(s) have one of {search.include_attributes}")
     if search.exclude_attributes is not None:
         why.append(f"{report['exclude_attributes_items']} item(s) with one of {search.exclude_attributes} removed")
+    if search.availability:
+        why.append(f"{report['available_items']} item(s) available at {report['reference_time']}")
     return "no item is left to recommend: " + "; ".join(why)
 
 

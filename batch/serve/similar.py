@@ -90,7 +90,7 @@ def similar_for_run(cfg: JobConfig, run: RunDir) -> KeyedLists:
     from batch.serve.recommend import candidates, category_cap
 
     vectors, dataset = vectors_for(run), run.load_dataset()
-    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     return similar_items(vectors, cfg.similar, allowed, cap=category_cap(cfg.search, dataset))
 
 
@@ -115,15 +115,15 @@ def audiences_for_run(cfg: JobConfig, run: RunDir, location: str | None = None, 
     ``size`` users (default ``cfg.audience.size``); every interaction (train and held-out)
     excludes its user from that item's audience, as does a pair of the ``[search] suppress``
     file. Items that may not be recommended (unknown to the model, allow/deny lists, attribute
-    rules: :func:`~batch.serve.recommend.candidates`) get no audience."""
+    and availability rules: :func:`~batch.serve.recommend.candidates`) get no audience."""
     from batch.serve.recommend import candidates, exclusion, suppressed_pairs
 
     dataset, vectors = run.load_dataset(), vectors_for(run)
     chosen = audience_items(location or cfg.audience.items, dataset.items)
-    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features)
+    allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     if not allowed[chosen].all():
         log.warning("%d listed item(s) get no audience: unknown to the model, or left out by the allow/deny lists "
-                    "or the attribute rules", int((~allowed[chosen]).sum()))
+                    "or the attribute and availability rules", int((~allowed[chosen]).sum()))
     chosen = chosen[allowed[chosen]]
     exclude, _ = suppressed_pairs(cfg.search, dataset, exclusion(dataset, include_held_out=True))
     return audiences(vectors, chosen, size or cfg.audience.size, exclude)
