@@ -322,6 +322,8 @@ class GateConfig:
                                      "least 95 % of it)")
     allow_regression: bool = setting(False, "publish even if the run's metric is below the popularity list's or the "
                                             "current run's (recorded with the run)")
+    require_metric: bool = setting(True, "refuse a run without a value of the metric (not evaluated, or split "
+                                         "none); false: publish it without the metric checks")
 
     def __post_init__(self):
         if not 0 <= self.tolerance < 1:
@@ -334,6 +336,8 @@ class GateConfig:
 
 # Accuracy figures of the evaluate stage (higher is better) the publish gate can compare.
 GATE_METRICS = ("ndcg", "precision", "recall", "map", "hit_rate")
+# The evaluate stage reports accuracy at these k, and at evaluate.k and search.top.
+EVALUATE_CUTOFFS = (1, 5, 10, 20, 50)
 
 
 @dataclass(frozen=True)
@@ -415,6 +419,14 @@ class JobConfig:
     publish: PublishConfig = place(factory=PublishConfig, doc="where lists are published")
     sagemaker: SageMakerConfig = setting(factory=SageMakerConfig, doc="where SageMaker jobs run")
     batch: BatchConfig = place(factory=BatchConfig, doc="where topx submit sends the job (AWS Batch)")
+
+    def __post_init__(self):
+        stored = sorted({*EVALUATE_CUTOFFS, self.evaluate.k, self.search.top})
+        cutoff = int(self.publish.gate.metric.partition("@")[2])
+        if cutoff not in stored:
+            raise ConfigError(f"publish.gate.metric {self.publish.gate.metric!r}: the evaluate stage stores metrics "
+                              f"only at k = {', '.join(map(str, stored))} (evaluate.k, search.top and "
+                              f"{', '.join(map(str, EVALUATE_CUTOFFS))}); use one of these or set evaluate.k")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML serialisable) of every setting."""

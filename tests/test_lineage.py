@@ -41,19 +41,19 @@ def test_publish_refuses_lists_of_the_model_a_run_directory_held_before(tmp_path
     run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
     train(topx, data, run, seed=1)
     assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
-    assert topx("publish", "--run", str(run), "--run-id", "first", "--database-url", url)[0] == 0
+    assert topx("publish", "--run", str(run), "--run-id", "first", "--database-url", url, "--allow-regression")[0] == 0
     model = hashlib.sha256((run / "model.tar.gz").read_bytes()).hexdigest()
     assert lineage.recorded(run / "lists.npz") == lineage.recorded(run / "vectors.npz") == model
 
     train(topx, data, run, seed=2)  # the same directory: lists.npz and vectors.npz are the old model's
-    code, _, err = topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url)
+    code, _, err = topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url, "--allow-regression")
     assert code == 2 and "made from another model" in err and "topx recommend" in err
     assert published(url) == [("first", 60 * 5)]
 
     assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0  # repackages the new model
     new_model = hashlib.sha256((run / "model.tar.gz").read_bytes()).hexdigest()
     assert new_model != model and lineage.recorded(run / "vectors.npz") == new_model
-    assert topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url)[0] == 0
+    assert topx("publish", "--run", str(run), "--run-id", "second", "--database-url", url, "--allow-regression")[0] == 0
     assert published(url) == [("second", 60 * 5)]
 
 
@@ -67,7 +67,7 @@ def test_metrics_of_another_model_are_refused(tmp_path, topx, data):
     assert "evaluate" not in RunDir(run).read_json("metrics.json")  # a new model starts a new metrics.json
     assert topx("recommend", "--run", str(run), "--top", "5")[0] == 0
     (run / "metrics.json").write_text(old_metrics)
-    code, _, err = topx("publish", "--run", str(run), "--database-url", url)
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
     assert code == 2 and "section 'train' of" in err and "made from another model" in err
     assert not (tmp_path / "topx.db").exists() or published(url) == []
 
@@ -80,7 +80,7 @@ def test_lists_without_a_digest_are_refused(tmp_path, topx, data):
         columns = {k: z[k] for k in z.files if k != lineage.KEY}
     np.savez(run / "old.npz", **columns)
     shutil.move(run / "old.npz", run / "lists.npz")
-    code, _, err = topx("publish", "--run", str(run), "--database-url", url)
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
     assert code == 2 and "does not say which model" in err
 
 

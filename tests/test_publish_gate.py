@@ -87,11 +87,26 @@ def test_allow_regression_publishes_it_and_says_so_on_the_run(db_url):
     assert view_rows(db_url) == expected_rows(make_lists(shift=1), *id_maps(), titles_for(id_maps()[1]))
 
 
-def test_runs_without_a_metric_are_compared_on_what_they_have(db_url):
-    summary = publish(db_url, "r1")  # metrics without an evaluate section (e.g. split = none)
-    assert summary["gate"]["passed"] is True and summary["gate"]["skipped"]
+@pytest.mark.parametrize("metrics", [
+    {"train": {}},  # not evaluated
+    {"evaluate": {"skipped": "no relevant held-out interactions (split none?)"}},
+    {"evaluate": {"model": {"ndcg@20": 0.3}, "popularity": {"ndcg@10": 0.05}}},  # another cutoff
+    measured(float("nan")),  # NaN would pass every comparison
+], ids=["not-evaluated", "split-none", "other-cutoff", "nan"])
+def test_a_run_without_its_metric_is_refused(db_url, metrics):
+    publish(db_url, "r1", **measured(0.2))
+    message = refused(db_url, "r2", **metrics)
+    assert "the run has no ndcg@10" in message and "require_metric = false" in message
+    assert "--allow-regression" in message
+
+
+def test_runs_without_a_metric_publish_with_require_metric_false_or_allow_regression(db_url):
+    summary = publish(db_url, "r1", gate=GateConfig(require_metric=False), train={})  # split none
+    assert summary["gate"]["passed"] is True and summary["gate"]["skipped"][0].startswith("the run has no ndcg@10")
     assert publish(db_url, "r2", **measured(0.1))["gate"]["skipped"] == ["the current run r1 has no ndcg@10: "
                                                                          "not compared with it"]
+    summary = publish(db_url, "r3", gate=GateConfig(allow_regression=True), **measured(float("nan")))
+    assert summary["gate"]["passed"] is True and summary["gate"]["overridden"][0].startswith("the run has no")
 
 
 def test_every_known_user_without_a_list_is_counted(db_url):
@@ -144,10 +159,18 @@ def test_a_database_from_before_the_gate_is_told_what_to_alter(db_url):
     ({"tolerance": -0.1}, "tolerance must be at least 0"),
     ({"metric": "auc"}, "publish.gate.metric must be one of"),
     ({"metric": "ndcg@0"}, "publish.gate.metric must be one of"),
+    ({"metric": "ndcg@30"}, "stores metrics only at k = 1, 5, 10, 20, 50, 100"),
 ])
 def test_gate_settings_are_checked(settings, message):
     with pytest.raises(ConfigError, match=message):
         load_config(base={"publish": {"gate": settings}}, env={})
+
+
+def test_the_gate_cutoff_may_be_evaluate_k_or_the_list_length():
+    assert load_config(base={"publish": {"gate": {"metric": "map@30"}}, "evaluate": {"k": 30}}, env={})
+    assert load_config(base={"publish": {"gate": {"metric": "map@30"}}, "search": {"top": 30}}, env={})
+    with pytest.raises(ConfigError, match="publish.gate.metric 'ndcg@30'"):
+        load_config(base={"publish": {"gate": {"metric": "ndcg@30"}}, "evaluate": {"k": 10}}, env={})
 
 
 def test_gate_settings_come_from_the_environment():

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from psycopg2 import errors
-from test_publish_support import id_maps, make_lists, query, run_info, titles_for
+from test_publish_support import EVALUATED, id_maps, make_lists, query, run_info, titles_for
 
 from batch.publish import export_current, make_engine, publish_run
 from batch.publish.models import create_schema, schema_sql
@@ -74,7 +74,7 @@ def published(url: str) -> tuple:
     users, items = id_maps()
     publish_run(url, run_info("r1"), make_lists(shift=4), users, items, item_titles=titles_for(items))
     lists = make_lists(fallback_users=(2,))
-    publish_run(url, run_info("r2", ndcg=0.5), lists, users, items, item_titles=titles_for(items))
+    publish_run(url, run_info("r2", ndcg=0.5, **EVALUATED), lists, users, items, item_titles=titles_for(items))
     return lists, users, items
 
 
@@ -130,7 +130,7 @@ def test_dashboard_runs_shows_the_figures_of_runs_metrics(db_url):
     figures = {"k": 10, "x": 100, "ndcg_at_k": 0.25, "precision_at_k": 0.125, "popularity_ndcg_at_k": 0.125,
                "catalogue_coverage_at_k": 0.5, "gini_at_x": 0.75, "novelty_at_x": 2.5, "ild_at_x": 0.875,
                "top1pct_share_at_x": 0.0625, "jaccard_at_k": 0.5, "rbo": 0.625, "changed_share": 1.0}
-    publish_run(db_url, run_info("r1", figures=figures), make_lists(), users, items)
+    publish_run(db_url, run_info("r1", figures=figures, **EVALUATED), make_lists(), users, items)
     (row,) = run_sql(db_url, "dashboard_runs.sql")
     assert [float(v) for v in row[15:]] == list(figures.values())
 

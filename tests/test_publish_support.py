@@ -47,10 +47,14 @@ def titles_for(items: IdMap) -> np.ndarray:
     return titles
 
 
+# Metrics as the evaluate stage stores them, enough for the publish gate.
+EVALUATED = {"evaluate": {"model": {"ndcg@10": 0.25}, "popularity": {"ndcg@10": 0.05}}}
+
+
 def run_info(run_id: str, **metrics) -> RunInfo:
     return RunInfo(run_id, {"mode": "implicit", "publish": {"database_url": "postgresql://u:hunter2@db/x"}},
                    f"s3://bucket/{run_id}/model.tar.gz", datetime(2024, 5, 1, 12, tzinfo=UTC),
-                   metrics=metrics or {"ndcg@10": 0.25}, counts={"interactions": 1234})
+                   metrics=metrics or EVALUATED, counts={"interactions": 1234})
 
 
 def expected_rows(lists: TopLists, users: IdMap, items: IdMap, titles=None) -> list[tuple]:

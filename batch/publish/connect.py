@@ -8,6 +8,7 @@ URLs are shown only through :func:`shown`, which hides the password.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +82,22 @@ def url_from_secret(secret_id: str, *, client: Any = None) -> str:
                           f"(host, username, password, dbname): {type(exc).__name__}") from None
 
 
+def _json(value: Any) -> str:
+    """The text of a JSON column; a float that is not finite (NaN, which PostgreSQL's JSON
+    refuses) is stored as null."""
+    return json.dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; a SQLite file's directory is created if missing."""
     remember(database_url)
@@ -93,7 +110,7 @@ def make_engine(database_url: str) -> Engine:
         if url.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
             url = url.set(drivername="postgresql+psycopg2")
     try:
-        return create_engine(url, **kwargs)
+        return create_engine(url, json_serializer=_json, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"cannot use database URL {shown(url)}: {exc}") from None
 

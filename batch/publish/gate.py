@@ -7,12 +7,15 @@ A run is refused when
 * its ``metric`` (offline, on the held-out split: ``metrics.json`` → ``evaluate.model``) is below
   the popularity list's on the same split;
 * its ``metric`` is below the current run's by more than ``tolerance`` (a share of the current
-  run's value).
+  run's value);
+* it has no finite value of ``metric`` (not evaluated, evaluated without held-out data: split
+  ``none``), unless ``require_metric`` is false.
 
-The two metric checks give way to ``allow_regression`` (``--allow-regression``), and are skipped,
-saying so, when a value is missing (a run evaluated without held-out data, a current run from
-before the metric was stored). Users the model knows but the run has no list for are counted,
-not refused: an allow list or a user who has seen every candidate leaves a user without one.
+The checks on the metric give way to ``allow_regression`` (``--allow-regression``). A missing
+value of the popularity list or of the current run (a current run from before the metric was
+stored) skips that comparison, saying so; a value that is not finite (NaN) counts as missing.
+Users the model knows but the run has no list for are counted, not refused: an allow list or a
+user who has seen every candidate leaves a user without one.
 
 The verdict is stored with the run (``runs.gate``) whether it passed or not; a refused run is
 kept as ``rejected`` and the previous run stays current (:class:`GateRefusedError`, exit 3).
@@ -20,6 +23,7 @@ kept as ``rejected`` and the previous run stays current (:class:`GateRefusedErro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +82,12 @@ def _compare(record: dict[str, Any], gate: GateConfig, value, baseline, current_
     name = gate.metric
     failures = []
     if value is None:
-        record["skipped"].append(f"the run has no {name} (evaluated without held-out data?): not compared")
+        missing = (f"the run has no {name} (not evaluated, or evaluated without held-out data; a run with "
+                   f"split none needs publish.gate.require_metric = false or --allow-regression)")
+        if gate.require_metric and not gate.allow_regression:
+            record["refused"].append(missing)
+        else:
+            record["overridden" if gate.require_metric else "skipped"].append(f"{missing}: not compared")
         return
     if baseline is None:
         record["skipped"].append(f"no {name} of the popularity list: not compared with it")
@@ -94,14 +103,15 @@ def _compare(record: dict[str, Any], gate: GateConfig, value, baseline, current_
 
 
 def _metric(metrics: dict[str, Any], who: str, name: str) -> float | None:
+    """The value stored for ``who`` (``model``, ``popularity``), None when missing or not finite."""
     value = ((metrics.get("evaluate") or {}).get(who) or {}).get(name)
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def refusal(run_id: str, record: dict[str, Any], *, rejected: bool = True) -> GateRefusedError:
     """The error for a refused run (``rejected``: recorded so; False for a published run that was
     to be made current again), saying why and how to publish it anyway."""
-    metric_only = all("below" in reason for reason in record["refused"])
+    metric_only = all("below" in reason or "the run has no" in reason for reason in record["refused"])
     hint = " (to publish it anyway: --allow-regression, or publish.gate.allow_regression)" if metric_only else ""
     kept = "which is kept as rejected" if rejected else "which keeps its status"
     return GateRefusedError(f"the publish gate refused run {run_id}, {kept}; the previous run stays current: "

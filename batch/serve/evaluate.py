@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from batch.config import JobConfig
+from batch.config import EVALUATE_CUTOFFS, JobConfig
 from batch.data.interactions import Dataset, Interactions
 from batch.errors import StaleArtifactError
 from batch.lists import TopLists
@@ -29,7 +29,7 @@ from batch.serve.recommend import candidates, exclusion, popularity_order, recom
 from batch.serve.repackage import vectors_for
 
 # Accuracy is reported at these k, and at the configured k and the published list length x.
-CUTOFFS = (1, 5, 10, 20, 50)
+CUTOFFS = EVALUATE_CUTOFFS
 
 log = logging.getLogger("topx.serve")
 
