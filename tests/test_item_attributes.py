@@ -17,6 +17,8 @@ from batch.data.loader import load_dataset
 from batch.errors import PublishError
 from batch.publish import publish_run
 
+SQL = Path(__file__).parents[1] / "sql" / "dashboard_item_attributes.sql"
+
 
 def attributes_for(items, price_shift: float = 0.0) -> dict[str, np.ndarray]:
     n = len(items)
@@ -32,9 +34,8 @@ def test_item_attributes_are_published_with_the_run_and_replaced_by_the_next(db_
     n = len(items)
     assert summary["item_attributes"] == 2 * n + (n + 1) // 2  # empty values give no row
     first = str(items.ids[0])
-    assert query(db_url, "SELECT name, value, run_id FROM current_item_attributes WHERE item_id = :i ORDER BY name",
-                 i=first) == [("available_until", "2030-01-01", "r1"), ("in_stock", "false", "r1"),
-                              ("price", "1.50", "r1")]
+    assert query(db_url, SQL.read_text(), item_id=first) == [
+        ("available_until", "2030-01-01", "r1"), ("in_stock", "false", "r1"), ("price", "1.50", "r1")]
 
     publish_run(db_url, run_info("r2"), make_lists(shift=1), users, items,
                 item_attributes=attributes_for(items, price_shift=10))
