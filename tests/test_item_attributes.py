@@ -12,7 +12,7 @@ import pytest
 from test_publish_support import id_maps, make_lists, query, run_info
 
 from batch.config import DataConfig
-from batch.data.interactions import Dataset
+from batch.data.interactions import Dataset, IdMap
 from batch.data.loader import load_dataset
 from batch.errors import PublishError
 from batch.publish import publish_run
@@ -170,3 +170,27 @@ def test_availability_values_and_settings_that_are_wrong_stop_with_a_named_error
     everything.write_text("item_id,in_stock\n" + "".join(f"i{i},no\n" for i in range(10)))
     code, _, err = topx("run", "--config", availability_job(tmp_path, ratings, str(everything)))
     assert code != 0 and "0 item(s) available at 2025-06-01T12:00:00+00:00" in err
+
+
+def test_a_parquet_item_files_typed_availability_columns_are_understood(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch.config import SearchConfig
+    from batch.data.tables import read_side_table
+    from batch.serve.availability import available
+
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({
+        "item_id": ["a", "b", "c", "d"], "in_stock": [True, False, None, True],
+        "available_from": pa.array([dt.datetime(2026, 1, 1, 5, 0, 0, 123456), None, None, None],
+                                   pa.timestamp("ns", tz="UTC")),
+        "available_until": pa.array([None, None, dt.date(2024, 12, 31), dt.date(2025, 1, 1)], pa.date32())}), path)
+    table = read_side_table(str(path), "item_id", items=True)
+    ids = IdMap(np.array(["a", "b", "c", "d"]))
+    dataset = Dataset(train=None, test=None, users=None, items=ids, item_attributes=table.attributes_for(ids))
+    mask, report = available(SearchConfig(availability=True, reference_time="2025-01-01T23:00:00+00:00"), dataset)
+    assert mask.tolist() == [False, False, False, True]  # from 2026, out of stock, until 2024, until that day
+    assert report["not_available_in_stock"] == 1

@@ -24,8 +24,8 @@ from batch.data.interactions import Dataset
 from batch.errors import ConfigError, DataError
 
 COLUMNS = ("available_from", "available_until", "in_stock")
-_NO = {"false", "no", "0", "n", "f"}
-_YES = {"true", "yes", "1", "y", "t"}
+_NO = {"false", "no", "0", "0.0", "n", "f"}  # 0.0, 1.0: a Parquet boolean column, read as numbers
+_YES = {"true", "yes", "1", "1.0", "y", "t"}
 
 
 def parse_time(value: str, *, end_of_day: bool = False) -> datetime:
