@@ -53,7 +53,8 @@ def recorded(npz: str | Path, key: str = KEY) -> str | None:
 
 def rules_digest(search: Any) -> str:
     """Hex SHA-256 of the candidate rules of a ``SearchConfig``: the contents of its allow, deny
-    and suppress files, its attribute rules and its availability settings."""
+    and suppress files, its attribute rules, its availability settings
+    and its category cap."""
     from batch import storage
 
     digest = hashlib.sha256()
@@ -62,7 +63,8 @@ def rules_digest(search: Any) -> str:
         content = b"" if location is None else storage.read_bytes(location)
         digest.update(f"{name}:{location is not None}:{len(content)}:".encode())
         digest.update(content)
-    for name in ("include_attributes", "exclude_attributes", "availability", "reference_time"):
+    for name in ("include_attributes", "exclude_attributes", "availability", "reference_time",
+                 "max_per_category"):
         digest.update(f"{name}={getattr(search, name)!r};".encode())
     return digest.hexdigest()
 
