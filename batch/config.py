@@ -231,7 +231,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     """How each user's top-x list is found. Suppression: :mod:`batch.serve.suppress`; the
-    category cap: :mod:`batch.serve.capped`; availability: :mod:`batch.serve.availability`.
+    category cap: :mod:`batch.serve.capped`; availability: :mod:`batch.data.availability`.
     Attribute rules, availability and the category cap apply to users' lists, similar items and
     audiences."""
 
@@ -260,7 +260,7 @@ class SearchConfig:
         _positive("search.top", self.top)
         _positive("search.max_per_category", self.max_per_category, zero_ok=True)
         if self.reference_time is not None:
-            from batch.serve.availability import parse_time
+            from batch.data.availability import parse_time
 
             try:
                 parse_time(self.reference_time)

@@ -135,8 +135,8 @@ def test_items_not_available_at_the_reference_time_are_left_out_of_every_list_wh
 
 def test_the_reference_time_is_fixed_with_the_run_not_read_at_search_time(tmp_path, topx):
     from batch.config import SearchConfig
+    from batch.data.availability import available
     from batch.rundir import RunDir
-    from batch.serve.availability import available
 
     ratings, items = availability_data(tmp_path)
     job = availability_job(tmp_path, ratings, items)
@@ -179,8 +179,8 @@ def test_a_parquet_item_files_typed_availability_columns_are_understood(tmp_path
     import pyarrow.parquet as pq
 
     from batch.config import SearchConfig
+    from batch.data.availability import available
     from batch.data.tables import read_side_table
-    from batch.serve.availability import available
 
     path = tmp_path / "items.parquet"
     pq.write_table(pa.table({

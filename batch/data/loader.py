@@ -40,7 +40,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     inter, from_test, report["duplicates_resolved"] = _deduplicate(inter, from_test, len(items))
     train, test, report["split"] = _split(cfg, source, inter, from_test, len(users))
     report.update(users=len(users), items=len(items), interactions=len(inter),
-                  # the run's reference time for availability rules (batch.serve.availability)
+                  # the run's reference time for availability rules (batch.data.availability)
                   ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
                   # whether the data carries ratings at all (not the training mode, which the config sets)
                   has_ratings=not bool(np.isnan(inter.rating).all()))

@@ -74,7 +74,7 @@ def read_side_table(location: str, id_column: str, *, items: bool,
     attributes = {name: np.char.strip(values.astype(str)) if values.dtype.kind in "US" else values
                   for name, values in columns.items()} if items else None
     if attributes:
-        from batch.serve.availability import check_columns
+        from batch.data.availability import check_columns
 
         check_columns(attributes, lines, location)
     return side_table(location, ids, lines, blocks, id_column=id_column, titles=titles, attributes=attributes)

@@ -103,7 +103,7 @@ def candidates(vectors: Vectors, items: IdMap, search: SearchConfig,
     deny list (if any), with one of the ``include_attributes`` item features and none of the
     ``exclude_attributes`` (``features``: the data set's item features), and, with
     ``search.availability``, available at the run's reference time (``dataset``'s item
-    attributes, :mod:`batch.serve.availability`). Returns the mask and a
+    attributes, :mod:`batch.data.availability`). Returns the mask and a
     report of what each list and rule did; raises :class:`NoCandidatesError` when no item is
     left (lists would all be empty)."""
     mask = vectors.recommendable.copy()
@@ -125,7 +125,7 @@ def candidates(vectors: Vectors, items: IdMap, search: SearchConfig,
             mask &= having if name == "include" else ~having
             report[f"{name}_attributes_items"] = int(having.sum())
     if search.availability:
-        from batch.serve.availability import available
+        from batch.data.availability import available
 
         if dataset is None:
             raise ConfigError("search.availability needs the run's data set (its item attributes)")
