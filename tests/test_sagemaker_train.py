@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -94,7 +96,7 @@ def test_the_request_is_valid_with_string_hyperparameters_and_sharded_channels(a
 def test_channels_hold_every_sample_in_three_shuffled_objects(aws, problem):
     design, source, test = problem
     fit(aws, problem)
-    samples = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")[0]
+    samples = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")[0].samples()
     parts = read_channel(aws, "train")
     assert len(parts) == 3 and len(channel_objects(aws, "test")) == 3
     X = np.vstack([p[0].toarray() for p in parts])
@@ -108,7 +110,8 @@ def test_channels_hold_every_sample_in_three_shuffled_objects(aws, problem):
 
 def test_implicit_channels_hold_fresh_negatives_for_every_epoch(problem):
     design, source, _ = problem
-    samples, hyper = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")
+    channel, hyper = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")
+    samples = channel.samples()
     epochs = [source.epoch(e) for e in range(SMALL_HP.epochs)]
     assert hyper["epochs"] == "1" and len(samples) == sum(len(e) for e in epochs)
     negatives = [set(zip(e.user[e.label == 0].tolist(), e.item[e.label == 0].tolist(), strict=True)) for e in epochs]
@@ -117,6 +120,52 @@ def test_implicit_channels_hold_fresh_negatives_for_every_epoch(problem):
     regression = training_source(blocks_dataset(**SMALL), "regression", threshold=4.0, negatives=2, seed=0)
     rows, hyper = training_set(regression, SMALL_HP, design.layout.feature_dim, "regressor")
     assert hyper["epochs"] == "3" and len(rows) == len(regression.epoch(0))
+
+
+def test_the_channel_is_written_epoch_after_epoch_each_epoch_shuffled_on_its_own(aws, problem):
+    design, source, _ = problem
+    fit(aws, problem)
+    channel = training_set(source, SMALL_HP, design.layout.feature_dim, "binary_classifier")[0]
+    X = sp.vstack([p[0] for p in read_channel(aws, "train")]).tocsr()
+    y = np.concatenate([p[1] for p in read_channel(aws, "train")])
+    whole = channel.samples()
+    assert (X != design.pair_rows(whole.user, whole.item)).nnz == 0  # byte for byte the blocks in order
+    np.testing.assert_array_equal(y, whole.label)
+    start = 0
+    for e in range(SMALL_HP.epochs):
+        drawn = source.epoch(e)
+        block = whole.user[start:start + len(drawn)], whole.item[start:start + len(drawn)]
+        assert sorted(zip(*block, strict=True)) == sorted(zip(drawn.user, drawn.item, strict=True))
+        assert not np.array_equal(block[0], drawn.user)  # shuffled within the epoch
+        start += len(drawn)
+    assert start == len(y)
+
+
+def test_writing_the_implicit_channel_holds_one_epoch_at_a_time():
+    """Drawing and writing 8 epochs peaks where 2 epochs do (one epoch and one chunk of encoded
+    rows), not at 8 epochs' samples held together."""
+    ds = blocks_dataset(n_users=400, n_items=300, per_user=60, seed=3)
+    source = training_source(ds, "implicit", threshold=4.0, negatives=4, seed=0)
+    design = build_design(ds)
+
+    def peak(epochs: int) -> tuple[int, int]:
+        tracemalloc.start()
+        channel = training_set(source, dataclasses.replace(SMALL_HP, epochs=epochs),
+                               design.layout.feature_dim, "binary_classifier")[0]
+        write = channel.writer(design)
+        bounds = np.linspace(0, len(channel), 4).astype(int)
+        with open(os.devnull, "wb") as sink:
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                write(sink, int(start), int(stop))
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top, len(channel)
+
+    two, rows_two = peak(2)
+    eight, rows_eight = peak(8)
+    epoch_bytes = rows_two // 2 * 12  # int32 user, int32 item, float32 label
+    assert rows_eight == 4 * rows_two
+    assert eight < two + epoch_bytes, (two, eight, epoch_bytes)  # all 8 epochs would add 6 epochs and more
 
 
 def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, problem):

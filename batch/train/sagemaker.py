@@ -6,13 +6,15 @@ are written as recordIO-protobuf in ``channel_shards`` objects each, the trainin
 code that reads the local engine's. The job reads a fixed data set, so in implicit mode the
 channel holds ``epochs`` copies of the positives, each with its own freshly drawn negatives, and
 the job makes one pass over it: negatives are redrawn every epoch as on the local engine's
-sampled objective. Rows are shuffled before they are cut into objects, since each instance of a
-``ShardedByS3Key`` job trains on its own objects only and samples come positives first.
+sampled objective. The epochs are drawn and written one at a time (peak memory is one epoch,
+not ``epochs`` of them), each shuffled on its own before the rows are cut into objects, since each
+instance of a ``ShardedByS3Key`` job trains on its own objects only and samples come positives first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -54,11 +56,11 @@ class SageMakerFMTrainer:
         and return the model read from the job's ``model.tar.gz``."""
         self._check_settings()
         train, hyper = training_set(source, hp, design.layout.feature_dim, predictor_type)
-        inputs = fingerprint(hyper, vars(hp), design.users, design.items, train.user, train.item, train.label,
+        inputs = fingerprint(hyper, vars(hp), design.users, design.items, *train.inputs(),
                              test.user, test.item, test.label)
 
         def create(name: str, tags: list[dict[str, str]]) -> None:
-            self._create(name, tags, design, train, test, hyper, hp.seed)
+            self._create(name, tags, design, train, test, hyper)
 
         outcome = self.jobs.ensure(TRAINING, "fm", inputs, create)
         model = self._read_model(outcome, design, predictor_type)
@@ -76,18 +78,16 @@ class SageMakerFMTrainer:
                               f"sagemaker.train_instance_count ({s.train_instance_count}): each instance "
                               "trains on whole objects of the channel")
 
-    def _create(self, name: str, tags: list[dict[str, str]], design: Design, train: Samples, test: Samples,
-                hyper: dict[str, str], seed: int) -> None:
+    def _create(self, name: str, tags: list[dict[str, str]], design: Design, train: Channel, test: Samples,
+                hyper: dict[str, str]) -> None:
         """Upload the channels, then create the training job."""
         objects = S3Objects(self.session.s3, self.session.bucket)
         shards = self.cfg.sagemaker.channel_shards
-        order = np.random.default_rng(seed).permutation(len(train))
-        parts = objects.upload_parts(self.session.key("fm", "train"), len(train), shards,
-                                     _rows_writer(design, train, order))
+        parts = objects.upload_parts(self.session.key("fm", "train"), len(train), shards, train.writer(design))
         channels = [channel("train", self.session.uri("fm", "train") + "/", "ShardedByS3Key")]
         if len(test):
             parts += objects.upload_parts(self.session.key("fm", "test"), len(test), shards,
-                                          _rows_writer(design, test, np.arange(len(test))))
+                                          lambda stream, start, stop: _write_rows(stream, design, test, start, stop))
             channels.append(channel("test", self.session.uri("fm", "test") + "/", "FullyReplicated"))
         else:
             objects.clear(self.session.key("fm", "test"))
@@ -125,25 +125,76 @@ class SageMakerFMTrainer:
         }
 
 
+class Channel:
+    """The training channel: ``blocks`` blocks of samples in order, each shuffled on its own, drawn
+    one at a time (``draw(b)``) so that at most one block is held in memory."""
+
+    def __init__(self, draw: Callable[[int], Samples], blocks: int, orders: Callable[[int], np.random.Generator],
+                 inputs: tuple[Any, ...]):
+        self._draw, self.blocks, self._orders, self._inputs = draw, blocks, orders, inputs
+        self._lengths: list[int] | None = None
+
+    def inputs(self) -> tuple[Any, ...]:
+        """What decides the channel's content, for the job's fingerprint."""
+        return self._inputs
+
+    def block(self, b: int) -> Samples:
+        """Block ``b`` in channel order."""
+        s = self._draw(b)
+        order = self._orders(b).permutation(len(s))
+        return Samples(s.user[order], s.item[order], s.label[order])
+
+    @property
+    def lengths(self) -> list[int]:
+        if self._lengths is None:
+            self._lengths = [len(self._draw(b)) for b in range(self.blocks)]
+        return self._lengths
+
+    def __len__(self) -> int:
+        return sum(self.lengths)
+
+    def samples(self) -> Samples:
+        """Every row in channel order, in one piece (all blocks in memory: small data only)."""
+        blocks = [self.block(b) for b in range(self.blocks)]
+        return Samples(*(np.concatenate([getattr(b, f) for b in blocks]) for f in ("user", "item", "label")))
+
+    def writer(self, design: Design):
+        """Writes rows ``[start, stop)`` of the channel, a bounded chunk at a time; calls come in
+        increasing ``start`` (as :meth:`S3Objects.upload_parts` makes them), so each block is
+        drawn once."""
+        starts = np.concatenate([[0], np.cumsum(self.lengths)])
+        held: dict[int, Samples] = {}
+
+        def write(stream: BinaryIO, start: int, stop: int) -> None:
+            for b in range(self.blocks):
+                low, high = max(start, int(starts[b])), min(stop, int(starts[b + 1]))
+                if low >= high:
+                    continue
+                if b not in held:
+                    held.clear()
+                    held[b] = self.block(b)
+                _write_rows(stream, design, held[b], low - int(starts[b]), high - int(starts[b]))
+
+        return write
+
+
 def training_set(source: SampleSource, hp: FMHyperparameters, feature_dim: int,
-                 predictor_type: str) -> tuple[Samples, dict[str, str]]:
-    """The channel's samples and the job's hyperparameters. Implicit mode: ``hp.epochs`` epochs
-    of samples (fresh negatives each) trained in one pass; other modes: the samples once,
-    ``hp.epochs`` passes."""
+                 predictor_type: str) -> tuple[Channel, dict[str, str]]:
+    """The channel and the job's hyperparameters. Implicit mode: ``hp.epochs`` epochs of samples
+    (fresh negatives each) trained in one pass; other modes: the samples once, ``hp.epochs`` passes."""
     hyper = hp.to_sagemaker(feature_dim, predictor_type)
     if source.mode != "implicit":
-        return source.epoch(0), hyper
-    epochs = [source.epoch(e) for e in range(hp.epochs)]
-    train = Samples(*(np.concatenate([getattr(e, f) for e in epochs]) for f in ("user", "item", "label")))
-    return train, {**hyper, "epochs": "1"}
+        once = source.epoch(0)
+        return Channel(lambda b: once, 1, lambda b: np.random.default_rng(hp.seed),
+                       (once.user, once.item, once.label)), hyper
+    p = source.positives
+    inputs = ("implicit-epochs", hp.epochs, source.negatives, source.n_items, source.seed, hp.seed,
+              p.user, p.item, source.seen)
+    channel_ = Channel(source.epoch, hp.epochs, lambda e: np.random.default_rng([hp.seed, e, 1]), inputs)
+    return channel_, {**hyper, "epochs": "1"}
 
 
-def _rows_writer(design: Design, samples: Samples, order: np.ndarray):
-    """Writes rows ``[start, stop)`` of ``samples`` taken in ``order``, a bounded chunk at a time."""
-
-    def write(stream: BinaryIO, start: int, stop: int) -> None:
-        for low in range(start, stop, _ROWS_PER_WRITE):
-            rows = order[low:min(stop, low + _ROWS_PER_WRITE)]
-            write_sparse(stream, design.pair_rows(samples.user[rows], samples.item[rows]), samples.label[rows])
-
-    return write
+def _write_rows(stream: BinaryIO, design: Design, samples: Samples, start: int, stop: int) -> None:
+    for low in range(start, stop, _ROWS_PER_WRITE):
+        rows = slice(low, min(stop, low + _ROWS_PER_WRITE))
+        write_sparse(stream, design.pair_rows(samples.user[rows], samples.item[rows]), samples.label[rows])
