@@ -149,11 +149,11 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def summary(payload: dict[str, Any]) -> str:
-    """Print the one-line JSON summary on stdout (credentials redacted) and return it."""
+def summary(payload: dict[str, Any], file: Any = None) -> str:
+    """Print the one-line JSON summary on stdout (or ``file``; credentials redacted) and return it."""
     # structural redaction: redacting the JSON text could break it (a secret-named key's null)
     line = json.dumps(redact_tree(json.loads(json.dumps(payload, default=_json_default))), separators=(",", ":"))
-    print(line, flush=True)
+    print(line, file=file or sys.stdout, flush=True)
     return line
 
 

@@ -229,3 +229,111 @@ def test_runs_table_shows_mode_rows_ndcg_next_to_popularity_and_age():
            "metrics": {"evaluate": {"model": {"ndcg@10": 0.0731}, "popularity": {"ndcg@10": 0.0472}}}}
     text = runs_table([run], now=datetime(2026, 1, 1, 13, 30, tzinfo=UTC))
     assert text.splitlines()[1].split() == ["r1", "current", "implicit", "12,000", "0.0731", "(0.0472)", "3h", "ago"]
+
+
+# --- s3:// and stdout -------------------------------------------------------------------------
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 with the bucket `exports`, used by every s3:// access of topx."""
+    from batch import storage
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "s3cret-key-value"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="exports")
+        storage.set_s3_client(client)
+        try:
+            yield client
+        finally:
+            storage.set_s3_client(None)
+
+
+def objects(s3) -> tuple[list[str], list[str]]:
+    """Keys of the bucket's objects and of its multipart uploads still open."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports").get("Contents", [])]
+    uploads = [u["Key"] for u in s3.list_multipart_uploads(Bucket="exports").get("Uploads", [])]
+    return keys, uploads
+
+
+@pytest.mark.parametrize("format", ["jsonl", "csv"])
+def test_export_to_s3_writes_what_a_file_gets(db_url, tmp_path, s3, format):
+    publish_two(db_url)
+    assert export_current(db_url, tmp_path / "local", top=3, format=format) == 18
+    assert export_current(db_url, "s3://exports/nightly/top.out", top=3, format=format, batch_rows=4) == 18
+    body = s3.get_object(Bucket="exports", Key="nightly/top.out")["Body"].read()
+    assert body == (tmp_path / "local").read_bytes()
+    assert objects(s3) == (["nightly/top.out"], [])
+    with pytest.raises(ConfigError, match="names no object"):
+        export_current(db_url, "s3://exports/nightly/", top=3)
+
+
+def line_of(n: int) -> str:
+    return json.dumps({"input": {"userId": str(n)}, "output": {"recommendedItems": [str(n)] * 20}}) + "\n"
+
+
+def write_lines(stream, mib: int) -> int:
+    """Write lines until ``mib`` MiB are written; returns how many lines."""
+    n = size = 0
+    while size < mib << 20:
+        line = line_of(n)
+        stream.write(line)
+        n, size = n + 1, size + len(line)
+    return n
+
+
+def test_s3_writer_streams_a_multipart_upload(s3):
+    """20 MiB of lines become one object uploaded in 8 MiB parts (a multipart ETag ends "-N")."""
+    from batch.s3stream import s3_text_writer
+
+    with s3_text_writer(s3, "exports", "big.jsonl") as stream:
+        lines = write_lines(stream, 20)
+    head = s3.head_object(Bucket="exports", Key="big.jsonl")
+    assert head["ETag"].strip('"').endswith("-3") and head["ContentLength"] >= 20 << 20
+    body = s3.get_object(Bucket="exports", Key="big.jsonl")["Body"]
+    assert sum(1 for _ in body.iter_lines()) == lines
+    assert objects(s3) == (["big.jsonl"], [])
+
+
+@pytest.mark.parametrize("mib", [1, 20])  # a failure before the first part, and after two parts
+def test_s3_writer_failing_midway_leaves_no_object(s3, mib):
+    from batch.s3stream import s3_text_writer
+
+    s3.put_object(Bucket="exports", Key="keep.jsonl", Body=b"yesterday's\n")
+    with pytest.raises(RuntimeError, match="database went away"):
+        with s3_text_writer(s3, "exports", "keep.jsonl") as stream:
+            write_lines(stream, mib)
+            raise RuntimeError("database went away")
+    # the previous object is untouched, and no multipart upload is left open (or billed)
+    assert objects(s3) == (["keep.jsonl"], [])
+    assert s3.get_object(Bucket="exports", Key="keep.jsonl")["Body"].read() == b"yesterday's\n"
+
+
+@pytest.mark.parametrize("mib", [1, 20])
+def test_s3_writer_says_when_s3_refuses_and_hides_credentials(s3, mib):
+    from batch.s3stream import UploadFailedError, s3_text_writer
+
+    with pytest.raises(UploadFailedError, match=r"s3://no-such-bucket/x.jsonl \(NoSuchBucket") as caught:
+        with s3_text_writer(s3, "no-such-bucket", "x.jsonl") as stream:
+            write_lines(stream, mib)  # the writer is not left blocked on a pipe nobody reads
+    assert "s3cret-key-value" not in str(caught.value)
+
+
+def test_cli_export_to_s3_and_stdout(db_url, tmp_path, cli, s3):
+    publish_two(db_url)
+    code, summary, _ = cli("export", "--top", "2", "--format", "jsonl", "--out", "s3://exports/a/b.jsonl",
+                           "--database-url", db_url)
+    assert code == 0 and summary["rows"] == 12 and summary["out"] == "s3://exports/a/b.jsonl"
+    lines = s3.get_object(Bucket="exports", Key="a/b.jsonl")["Body"].read().decode().splitlines()
+    assert len(lines) == 6 and json.loads(lines[0])["output"]["recommendedItems"] == ["109", "112"]
+
+    # --out -: the export alone on stdout, the summary on stderr
+    code, summary, err = cli("export", "--top", "2", "--format", "jsonl", "--out", "-", "--database-url", db_url)
+    assert code == 0 and summary["input"] == {"userId": "9"}  # the last line of stdout is the last user
+    assert json.loads(err.strip().splitlines()[-1])["rows"] == 12
+
+    code, summary, err = cli("export", "--top", "2", "--out", "s3://no-such-bucket/x.csv", "--database-url", db_url)
+    assert code == 1 and summary is None and "could not write s3://no-such-bucket/x.csv (NoSuchBucket" in err
+    assert "s3cret-key-value" not in err

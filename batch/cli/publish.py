@@ -14,6 +14,7 @@ from typing import Any
 
 from batch.cli.common import add_config_options, config_from_args
 from batch.config import JobConfig
+from batch.log import summary
 from batch.publish import cleanup, current_run, database_url, export_current, list_runs
 from batch.publish.connect import require_existing, shown
 from batch.publish.models import schema_sql
@@ -26,9 +27,12 @@ RUN_FIELDS = ("id", "status", "started_at", "published_at", "n_users", "n_rows",
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="write the current top-N lists as CSV (with titles) or JSON lines",
                               description="Stream the current run's lists, cut to --top items per "
-                              "user, with item titles, to a CSV file for email tools.")
+                              "user, with item titles, to a CSV file for email tools, or as JSON lines "
+                              "to a file, an S3 object or stdout.")
     add_config_options(p, "--top", "--database-url", "--workdir")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="file to write, s3://bucket/key (a streamed multipart upload), or - for stdout (the "
+                        "summary line then goes to stderr); written whole or not at all")
     p.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                    help="csv (user_id, rank, item_id, title, score rows; default) or jsonl (one user a line, as "
                         "Amazon Personalize batch inference writes)")
@@ -79,12 +83,18 @@ def _config(args: argparse.Namespace, **extra: Any) -> tuple[JobConfig, str]:
     return config, require_existing(database_url(config))
 
 
-def _export(args: argparse.Namespace) -> dict[str, Any]:
+def _export(args: argparse.Namespace) -> dict[str, Any] | None:
     config, url = _config(args)
     run = current_run(url)
-    rows = export_current(url, args.out, top=config.search.top, format=args.format)
-    return {"command": "export", "rows": rows, "top": config.search.top, "out": str(args.out), "format": args.format,
-            "run_id": run and run["id"], "database": shown(url)}
+    to_stdout = args.out == "-"
+    rows = export_current(url, sys.stdout if to_stdout else args.out, top=config.search.top, format=args.format)
+    result = {"command": "export", "rows": rows, "top": config.search.top, "out": str(args.out),
+              "format": args.format, "run_id": run and run["id"], "database": shown(url)}
+    if not to_stdout:
+        return result
+    sys.stdout.flush()
+    summary(result, file=sys.stderr)  # stdout holds the export alone
+    return None
 
 
 def _runs(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 as JSON lines in the shape of an Amazon Personalize batch inference output (one user a line).
 
 Rows are streamed from the database (a server-side cursor on PostgreSQL) and written as they
-arrive, so memory stays flat for any number of users. A file is written under a temporary name
-and renamed into place only when complete, so an email tool never picks up half an export.
+arrive, so memory stays flat for any number of users. The output is all or nothing, so an email
+tool never picks up half an export: a file is written under a temporary name and renamed into
+place only when complete; an ``s3://`` object is streamed as a multipart upload that is aborted
+when the export fails (:mod:`batch.s3stream`).
 This is the query of ``sql/export.sql``; a test keeps the two in agreement.
 """
 
@@ -20,10 +22,12 @@ from typing import IO
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 
+from batch import storage
 from batch.errors import ConfigError, EmptyRunError, PublishError
 from batch.publish import registry
 from batch.publish.connect import engine_scope, session, shown
 from batch.publish.models import current_recommendations as view
+from batch.s3stream import s3_text_writer
 
 COLUMNS = ("user_id", "rank", "item_id", "title", "score")
 
@@ -37,7 +41,8 @@ def export_query(top: int) -> Select:
 def export_current(database_url: str | None, out: str | os.PathLike | IO[str], *, top: int,
                    engine: Engine | None = None, batch_rows: int = 10_000, format: str = "csv") -> int:
     """Write the current run's lists, cut to ``top`` per user, as CSV with a header
-    (``COLUMNS``) to ``out`` (a path, or an open text file). Returns the rows written.
+    (``COLUMNS``) or as JSON lines (``format="jsonl"``) to ``out``: a path, an ``s3://`` URI or
+    an open text file. Returns the rows written.
     Raises :class:`PublishError` when no run is published, :class:`EmptyRunError` (before
     writing anything) when the current run has no rows."""
     if top < 1:
@@ -100,6 +105,13 @@ FORMATS = {"csv": _write_csv, "jsonl": _write_jsonl}
 def _text_out(out: str | os.PathLike | IO[str]) -> Iterator[IO[str]]:
     if hasattr(out, "write"):
         yield out
+        return
+    if storage.is_s3(out):
+        bucket, key = storage.split_s3(str(out))
+        if not key or key.endswith("/"):
+            raise ConfigError(f"--out {out} names no object: give the key too (s3://bucket/path/lists.jsonl)")
+        with s3_text_writer(storage.s3_client(), bucket, key) as stream:
+            yield stream
         return
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
