@@ -5,6 +5,8 @@
 -- catalogue coverage on the held-out evaluation at k; Gini index, novelty (bits), intra-list
 -- diversity and the share of slots taken by the 1% most popular items on the published lists at x;
 -- jaccard_at_k, rbo and changed_share against the run that was current before.
+-- refreshed_from / refreshed_users: a `topx refresh` run's source run and how many users it
+-- recomputed (NULL for other runs; its metrics and figures are the source run's, carried over).
 SELECT id,
        status,
        started_at,
@@ -32,6 +34,8 @@ SELECT id,
        CAST(metrics -> 'figures' ->> 'top1pct_share_at_x' AS DOUBLE PRECISION) AS top1pct_share_at_x,
        CAST(metrics -> 'figures' ->> 'jaccard_at_k' AS DOUBLE PRECISION) AS jaccard_at_k,
        CAST(metrics -> 'figures' ->> 'rbo' AS DOUBLE PRECISION) AS rbo,
-       CAST(metrics -> 'figures' ->> 'changed_share' AS DOUBLE PRECISION) AS changed_share
+       CAST(metrics -> 'figures' ->> 'changed_share' AS DOUBLE PRECISION) AS changed_share,
+       counts -> 'refresh' ->> 'source_run' AS refreshed_from,
+       CAST(counts -> 'refresh' ->> 'users' AS BIGINT) AS refreshed_users
 FROM runs
 ORDER BY created_at DESC, id DESC;

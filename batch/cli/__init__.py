@@ -24,7 +24,7 @@ from batch.log import log, redact, setup_logging, summary, when_safe
 from batch.transient import exit_code
 
 # Command-group modules, in the order their commands are listed in --help.
-GROUPS = ("data", "train", "tune", "serve", "run", "shard", "publish", "report", "aws", "aws_batch")
+GROUPS = ("data", "train", "tune", "serve", "run", "shard", "refresh", "publish", "report", "aws", "aws_batch")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

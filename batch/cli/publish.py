@@ -102,8 +102,8 @@ def _runs(args: argparse.Namespace) -> dict[str, Any]:
     found = list_runs(url, limit=args.limit)
     if not args.json and sys.stdout.isatty():
         print(runs_table(found), flush=True)
-    runs = [{**{k: run[k] for k in RUN_FIELDS}, "figures": (run["metrics"] or {}).get("figures", {})}
-            for run in found]
+    runs = [{**{k: run[k] for k in RUN_FIELDS}, "figures": (run["metrics"] or {}).get("figures", {}),
+             "refreshed_from": _refreshed_from(run)} for run in found]
     return {"command": "runs", "runs": runs, "database": shown(url)}
 
 
@@ -111,7 +111,8 @@ def runs_table(runs: list[dict[str, Any]], now: datetime | None = None) -> str:
     """The runs as an aligned text table: run, status, mode, rows, NDCG@10 next to the popularity
     list's, age."""
     now = now or datetime.now(UTC)
-    rows = [("RUN", "STATUS", "MODE", "ROWS", "NDCG@10 (POPULARITY)", "AGE")]
+    refreshes = any(_refreshed_from(run) for run in runs)  # a column of its own only when there are any
+    rows = [("RUN", "STATUS", "MODE", "ROWS", "NDCG@10 (POPULARITY)", "AGE") + (("REFRESH OF",) if refreshes else ())]
     for run in runs:
         evaluate = (run.get("metrics") or {}).get("evaluate") or {}
         model, popular = (evaluate.get(side, {}).get("ndcg@10") for side in ("model", "popularity"))
@@ -120,9 +121,14 @@ def runs_table(runs: list[dict[str, Any]], now: datetime | None = None) -> str:
         started = run.get("started_at")
         age = _age(now - datetime.fromisoformat(started)) if started else "-"
         rows.append((run["id"], run["status"], mode, "-" if run.get("n_rows") is None else f"{run['n_rows']:,}",
-                     ndcg, age))
+                     ndcg, age) + ((_refreshed_from(run) or "-",) if refreshes else ()))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _refreshed_from(run: dict[str, Any]) -> str | None:
+    """The source run of a ``topx refresh`` run (``runs.counts`` → refresh), None for other runs."""
+    return ((run.get("counts") or {}).get("refresh") or {}).get("source_run")
 
 
 def _age(delta: timedelta) -> str:

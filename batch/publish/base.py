@@ -68,6 +68,16 @@ class Sink(Protocol):
     def upsert_titles(self, conn: Connection, item_ids: np.ndarray, titles: np.ndarray) -> None:
         """Insert or update the titles of the given items."""
 
+    def load_refresh(self, conn: Connection, rows: RunRows, source_run_id: str, users: np.ndarray) -> dict[str, float]:
+        """Like :meth:`load`, for a refresh run: ``rows`` (the refreshed users' lists) plus every
+        stored row of ``source_run_id`` whose user is not among ``users`` (unicode array of the
+        refreshed users' ids, those with or without a new list), copied inside the database
+        (INSERT … SELECT). Returns seconds per phase."""
+
+    def collected_stats(self, conn: Connection, run_id: str) -> dict[str, int]:
+        """``RunRows.stats()`` of every row loaded so far for the run (before :meth:`attach`),
+        less ``n_items``."""
+
 
 class CollectingSink(Sink, Protocol):
     """A sink that also collects a sharded run's rows part by part (:mod:`.collect`)."""
@@ -81,9 +91,6 @@ class CollectingSink(Sink, Protocol):
 
     def load_part(self, conn: Connection, rows: RunRows) -> dict[str, float]:
         """Add one shard's rows (users no other shard has) to a collecting run's storage."""
-
-    def collected_stats(self, conn: Connection, run_id: str) -> dict[str, int]:
-        """``RunRows.stats()`` of every row collected so far, less ``n_items``."""
 
     def seal(self, conn: Connection, run_id: str) -> dict[str, float]:
         """Finish a collecting run's storage so :meth:`attach` can take it. Seconds per phase."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.engine import Connection
 
 from batch.data.interactions import IdMap
@@ -151,3 +151,17 @@ def drop(conn: Connection, run_id: str) -> None:
     """Delete every item-keyed row of ``run_id`` (in the caller's transaction)."""
     for table in KEYED_TABLES.values():
         conn.execute(delete(table).where(table.c.run_id == run_id))
+
+
+def carry(conn: Connection, run_id: str, source_run_id: str) -> dict[str, int]:
+    """Replace the run's rows of every item-keyed table by copies of ``source_run_id``'s, inside
+    the database (INSERT … SELECT, in the caller's transaction): a refresh run keeps its source
+    run's similar items, audiences and item attributes. Returns the rows copied per table."""
+    counts = {}
+    for name, table in KEYED_TABLES.items():
+        conn.execute(delete(table).where(table.c.run_id == run_id))
+        columns = [column for column in table.c if column.name != "run_id"]
+        rows = select(literal(run_id, table.c.run_id.type).label("run_id"), *columns).where(
+            table.c.run_id == source_run_id)
+        counts[name] = conn.execute(insert(table).from_select(["run_id", *(c.name for c in columns)], rows)).rowcount
+    return counts

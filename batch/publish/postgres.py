@@ -137,6 +137,34 @@ class PostgresSink:
         self._give_to_parent_owner(cursor, stage)
         return stage
 
+    def load_refresh(self, conn: Connection, rows: RunRows, source_run_id: str, users: np.ndarray) -> dict[str, float]:
+        """The refreshed rows and users are COPYed into temporary tables, then one INSERT … SELECT
+        fills the run's load table with the source run's other users' rows and the refreshed
+        ones, in (user_id, rank) order as a COPY would (the BRIN index needs it), before it is
+        indexed like any run's."""
+        conn.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")
+        with _cursor(conn) as cursor:
+            stage = self._create_stage(cursor, rows.run_id)
+            start = perf_counter()
+            cursor.execute('CREATE TEMPORARY TABLE topx_refreshed (user_id text COLLATE "C", rank integer, '
+                           'item_id text COLLATE "C", score real, probability real, source smallint) ON COMMIT DROP')
+            self._copy(cursor, sql.Identifier("topx_refreshed"), rows, freeze=False)
+            cursor.execute('CREATE TEMPORARY TABLE topx_refresh_users (user_id text COLLATE "C" PRIMARY KEY) '
+                           'ON COMMIT DROP')
+            self._copy_blocks(cursor, sql.Identifier("topx_refresh_users"), ("user_id",),
+                              (TextFields.from_text(users),), iter([(np.arange(len(users)),)]), freeze=False)
+            copied = perf_counter()
+            columns = sql.SQL(", ").join(map(sql.Identifier, ROW_COLUMNS))
+            cursor.execute(sql.SQL(
+                "INSERT INTO {stage} ({columns}) SELECT {columns} FROM ("
+                "SELECT {columns} FROM recommendations r WHERE r.run_id = {source} AND NOT EXISTS "
+                "(SELECT FROM topx_refresh_users u WHERE u.user_id = r.user_id) "
+                "UNION ALL SELECT {columns} FROM topx_refreshed) t ORDER BY user_id, rank").format(
+                    stage=stage, columns=columns, source=sql.Literal(source_run_id)))
+            carried = perf_counter()
+            self._index(cursor, rows.run_id)
+            return {"copy_s": copied - start, "carry_s": carried - copied, "index_s": perf_counter() - carried}
+
     @staticmethod
     def _index(cursor, run_id: str) -> None:
         """The parent's BRIN index, built here so ATTACH only links it; ANALYZE of user_id gives

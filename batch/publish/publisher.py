@@ -121,14 +121,14 @@ def _load_and_switch(conn: Connection, sink: Sink, run: RunInfo, rows: RunRows, 
             phases["switch_s"] = perf_counter() - start
         return phases, superseded, counts
     except BaseException as exc:
-        _record_failure(conn, run.run_id, exc)
+        record_failure(conn, run.run_id, exc)
         if isinstance(exc, PublishError) or not isinstance(exc, Exception):
             raise
         raise PublishError(f"publishing run {run.run_id} failed, the previous run stays current: "
                            f"{type(exc).__name__}: {redact(str(exc))}") from exc
 
 
-def _record_failure(conn: Connection, run_id: str, exc: BaseException) -> None:
+def record_failure(conn: Connection, run_id: str, exc: BaseException) -> None:
     """Mark the run failed at once; if even that fails the next publish finds it stale."""
     try:
         with conn.begin():

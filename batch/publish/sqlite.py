@@ -20,7 +20,7 @@ from itertools import repeat
 from time import perf_counter
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.engine import Connection, Engine
 
 from batch.publish import keyed
@@ -30,6 +30,11 @@ from batch.publish.rows import RunRows
 
 _INSERT = "INSERT INTO recommendations (run_id, {}) VALUES ({})".format(
     ", ".join(ROW_COLUMNS), ", ".join("?" * (len(ROW_COLUMNS) + 1)))
+
+# A refresh run's rows of every user it did not refresh: the source run's, copied in the database.
+_CARRY = ("INSERT INTO recommendations (run_id, {0}) SELECT :run_id, {0} FROM recommendations r "
+          "WHERE r.run_id = :source AND r.user_id NOT IN (SELECT user_id FROM temp.topx_refresh_users)"
+          ).format(", ".join(ROW_COLUMNS))
 
 _UPSERT_TITLE = ("INSERT INTO items (item_id, title) VALUES (?, ?) ON CONFLICT (item_id) "
                  "DO UPDATE SET title = excluded.title WHERE items.title IS NOT excluded.title")
@@ -90,6 +95,25 @@ class SqliteSink:
         finally:
             cursor.close()
         return {"insert_s": perf_counter() - start}
+
+    def load_refresh(self, conn: Connection, rows: RunRows, source_run_id: str, users: np.ndarray) -> dict[str, float]:
+        """The refreshed rows inserted, then the source run's other users' rows copied by one
+        INSERT … SELECT; the refreshed users' ids go through a temporary table, created and
+        dropped in this transaction."""
+        phases = self.load(conn, rows)
+        start = perf_counter()
+        conn.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS topx_refresh_users (user_id TEXT PRIMARY KEY)")
+        conn.exec_driver_sql("DELETE FROM temp.topx_refresh_users")
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany("INSERT INTO temp.topx_refresh_users (user_id) VALUES (?)",
+                               ((user,) for user in users.tolist()))
+        finally:
+            cursor.close()
+        conn.execute(text(_CARRY), {"run_id": rows.run_id, "source": source_run_id})
+        conn.exec_driver_sql("DROP TABLE temp.topx_refresh_users")
+        phases["carry_s"] = perf_counter() - start
+        return phases
 
     def open_collection(self, conn: Connection, run_id: str) -> None:
         """The table is the storage: only rows an earlier attempt left need to go."""

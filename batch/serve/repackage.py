@@ -84,7 +84,7 @@ def repackage(model: FMModel, dataset: Dataset, layout: DesignLayout) -> Vectors
     if model.feature_dim != layout.feature_dim:
         raise StageError(f"model has feature_dim {model.feature_dim} but the layout has {layout.feature_dim}")
     trained_u, trained_i = _trained(dataset)
-    users, user_const = _user_vectors(model, design.users)
+    users, user_const = user_vectors(model, design.users)
     items = _item_vectors(model, design.items)
     return Vectors(
         users=users, user_const=user_const, items=items,
@@ -136,7 +136,8 @@ def entity_halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.n
     return p, np.asarray(own).ravel()
 
 
-def _user_vectors(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+def user_vectors(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """a_u (float32 (n, k+1)) and c_u (float32 (n,)) of users' design rows (CSR (n, feature_dim))."""
     p, own = entity_halves(model, rows)
     users = np.hstack([p, np.ones((len(p), 1))]).astype(np.float32)
     return users, (model.b + own).astype(np.float32)

@@ -1,0 +1,165 @@
+"""``topx refresh --users FILE``: recompute a few users' lists with the current run's model and
+publish them as a new run that carries every other user's rows over (new sign-ups, users with new
+activity), without training.
+
+1. The current run is read from the database; its run directory (``--run``, else
+   ``<workdir>/runs/<run id>``, else the directory of its ``model_location``) must hold the very
+   model the run was published from (its SHA-256 against the one the run's metrics record).
+2. Settings: the run's own (its ``config.json``), under ``--config``, ``TOPX_*`` and options, as for
+   the serving commands; the candidate rules must be the run's (their digest against the one its
+   ``lists.npz`` records), since the carried rows were made with them.
+3. The job's data source is read again as ``topx run`` ingests it, for the users' current
+   activity (:mod:`batch.serve.refresh`), and their lists are searched.
+4. :func:`batch.publish.refresh.publish_refresh` publishes the new run, gated like any run.
+
+Metrics: a refresh neither trains nor evaluates, and the model is the source run's, so the new
+run carries the source run's stored metrics, marked ``refresh`` (with ``source_run`` and a note
+saying so); the publish gate judges those, and its other checks (rows present, users without a
+list) on the new run's own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from batch import lineage, storage
+from batch.aws.clients import NO_CLIENTS, AwsClients
+from batch.config import JobConfig
+from batch.errors import NoRunError, StaleArtifactError
+from batch.rundir import RunDir
+
+log = logging.getLogger("topx.refresh")
+
+METRICS_NOTE = ("carried over from the source run: a refresh recomputes some users' lists with the source run's "
+                "model and neither trains nor evaluates")
+
+
+def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig], *, run_dir: str | None = None,
+            run_id: str | None = None, clients: AwsClients = NO_CLIENTS) -> dict[str, Any]:
+    """Refresh the users listed in file ``users`` (see the module doc). ``located``: the settings
+    that say where the database and work directory are; ``settings(saved)``: the job settings
+    over the run's saved ones; ``run_dir``: the current run's run directory when it is not
+    where ``located`` says; ``run_id``: the new run's id (default a new one)."""
+    from batch.data import load_dataset
+    from batch.data.default import resolve_data
+    from batch.pipeline import check_run_id, new_run_id
+    from batch.publish import database_url
+    from batch.publish.connect import require_existing
+    from batch.publish.refresh import publish_refresh
+    from batch.publish.registry import RunInfo
+    from batch.serve.refresh import read_users, refresh_lists
+    from batch.serve.repackage import vectors_for
+
+    url = database_url(located, secrets_client=clients.secrets)
+    current = current_run(url, require_existing)
+    run = source_dir(located, current, run_dir)
+    check_model(run, current)
+    cfg = settings(_saved(run))
+    check_rules(cfg, run)
+    source = run.load_dataset()
+    wanted = read_users(users, source.users, header=cfg.data.columns.user)
+    now = load_dataset(resolve_data(cfg.data, cfg.workdir))
+    found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
+                          _searcher(cfg))
+    report = {"source_run": current["id"], "users_file": str(users), "duplicates": wanted.duplicates, **found.report}
+    info = RunInfo(run_id=check_run_id(run_id) if run_id else new_run_id(), config=cfg.to_dict(),
+                   model_location=current["model_location"], started_at=datetime.now(UTC),
+                   metrics={**(current["metrics"] or {}),
+                            "refresh": {"source_run": current["id"], "note": METRICS_NOTE}},
+                   counts={**(current["counts"] or {}), "refresh": _counted(report)})
+    published = publish_refresh(url, info, current["id"], found.lists, found.users, source.items,
+                                keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
+                                known_users=source.n_users + found.report["unknown_to_run"])
+    return {"command": "refresh", **published, "refresh": report}
+
+
+def current_run(url: str, require_existing: Callable[[str], str]) -> dict[str, Any]:
+    """The current run's ``runs`` row; :class:`NoRunError` when nothing is published (a SQLite
+    file that does not exist included: a refresh never creates a database)."""
+    from batch.errors import NoDatabaseError
+    from batch.publish import current_run as read_current
+    from batch.publish.connect import shown
+
+    try:
+        require_existing(url)
+    except NoDatabaseError as exc:
+        raise NoRunError(f"no current run to refresh: {exc}") from None
+    found = read_current(url)
+    if found is None:
+        raise NoRunError(f"no current run in {shown(url)} to refresh: publish one first (topx run)")
+    return found
+
+
+def source_dir(located: JobConfig, current: dict[str, Any], given: str | None) -> RunDir:
+    """The current run's run directory: ``given``, else ``<workdir>/runs/<run id>``, else the
+    directory of the run's ``model_location``; :class:`NoRunError` when none holds a model."""
+    if given is not None:
+        run = RunDir(given)
+        run.require("model.tar.gz")
+        return run
+    places = [] if storage.is_s3(located.workdir) else [Path(located.workdir) / "runs" / current["id"]]
+    if current.get("model_location") and not storage.is_s3(current["model_location"]):
+        places.append(Path(current["model_location"]).parent)
+    for place in places:
+        if (place / "model.tar.gz").exists():
+            return RunDir(place)
+    raise NoRunError(f"the run directory of the current run {current['id']} is not here (looked in "
+                     f"{', '.join(map(str, places)) or 'no local place'}): pass --run RUNDIR")
+
+
+def check_model(run: RunDir, current: dict[str, Any]) -> None:
+    """The run directory's model must be the one the current run was published from, whose digest
+    its stored metrics record (:class:`StaleArtifactError`)."""
+    metrics = current.get("metrics") or {}
+    digest = next((metrics[s][lineage.KEY] for s in ("evaluate", "train")
+                   if lineage.KEY in (metrics.get(s) or {})), None)
+    lineage.check(run.model, digest, f"the current run {current['id']}'s lists",
+                  f"pass --run with the run directory of run {current['id']}")
+
+
+def check_rules(cfg: JobConfig, run: RunDir) -> None:
+    """The candidate rules of ``cfg`` must be those the run's lists were made with (the digest
+    its ``lists.npz`` records, else its saved settings'), as the carried rows were."""
+    from batch.config import load_config
+
+    lists = run.file("lists.npz")
+    if lists.exists():
+        expected = lineage.recorded(lists, lineage.RULES_KEY)
+    else:
+        expected = lineage.rules_digest(load_config(env={}, base=_saved(run)).search)
+    if lineage.rules_digest(cfg.search) != expected:
+        raise StaleArtifactError(f"the candidate rules (search.allow, deny, suppress, include/exclude_attributes, "
+                                 f"availability, reference_time, max_per_category, and the files' contents) differ "
+                                 f"from those run {run.path.name}'s lists were made with: a refresh keeps the "
+                                 f"run's rules, so that refreshed and carried-over lists agree; run topx run to "
+                                 f"publish lists with new rules")
+
+
+def _searcher(cfg: JobConfig):
+    """The run's search engine; a few users' lists are searched locally even when the run used
+    SageMaker's k-NN (which returns exactly the local engine's lists), saying so."""
+    import dataclasses
+
+    from batch.serve.search import make_searcher
+
+    if cfg.search.backend != "local":
+        log.warning("topx refresh searches locally (exact): search.backend %s is not used for a refresh",
+                    cfg.search.backend)
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, backend="local", method="exact"))
+    return make_searcher(cfg)
+
+
+def _counted(report: dict[str, Any]) -> dict[str, Any]:
+    """What ``runs.counts`` records of a refresh: where its users' lists came from."""
+    keys = ("source_run", "users", "known_to_run", "unknown_to_run", "vectors", "users_with_new_activity",
+            "new_interactions", "unknown_item_interactions")
+    return {key: report[key] for key in keys if key in report}
+
+
+def _saved(run: RunDir) -> dict[str, Any]:
+    """The run's saved settings, less where it published (stored with credentials redacted)."""
+    return {k: v for k, v in run.read_json("config.json").items() if k != "publish"}

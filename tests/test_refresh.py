@@ -1,0 +1,273 @@
+"""``topx refresh --users FILE``: the listed users' lists recomputed with the current run's model
+from their current activity, every other user's rows carried over byte for byte, published as a
+new run through the publish gate, atomically, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from batch.data.interactions import Interactions
+from batch.features.design import build_design
+from batch.publish import make_engine
+from batch.rundir import RunDir
+
+TOP = 5
+SQL = Path(__file__).resolve().parents[1] / "sql"
+ROW = "user_id, rank, item_id, score, probability, source"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> dict:
+    """A run of `topx run` on a small synthetic data set: its data and its run directory. The
+    data set is too small for the model to beat the popularity list, so publishing needs
+    --allow-regression (the gate test relies on that too)."""
+    from batch.cli import main
+
+    root = tmp_path_factory.mktemp("refresh")
+    assert main(["data", "synth", "--out", str(root / "synth"), "--users", "60", "--items", "90",
+                 "--interactions", "2400", "--seed", "2"]) == 0
+    assert main(["run", "--data", str(root / "synth"), "--workdir", str(root / "work"), "--epochs", "3",
+                 "--num-factors", "8", "--top", str(TOP), "--allow-regression"]) == 0
+    (run_dir,) = (root / "work" / "runs").iterdir()
+    return {"data": root / "synth", "run": run_dir}
+
+
+def ok(topx, *argv: str) -> dict:
+    code, summary, err = topx(*argv)
+    assert code == 0, err
+    return summary
+
+
+def query(url: str, sql: str, **params) -> list[tuple]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def stored_json(url: str, sql: str, **params) -> dict:
+    """A JSON column's value (SQLite hands back text, PostgreSQL's jsonb a dict)."""
+    value = query(url, sql, **params)[0][0]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def rows_of(url: str, run_id: str, users: list[str] | None = None, keep: bool = True) -> list[tuple]:
+    """One run's rows in key order: of ``users`` (``keep``) or of every other user."""
+    found = query(url, f"SELECT {ROW} FROM recommendations WHERE run_id = :run ORDER BY user_id, rank", run=run_id)
+    return found if users is None else [row for row in found if (row[0] in users) == keep]
+
+
+def published(topx, seeded, url: str) -> str:
+    """Publish the seeded run directory to ``url``; its run id."""
+    return ok(topx, "publish", "--run", str(seeded["run"]), "--database-url", url, "--allow-regression")["run_id"]
+
+
+def new_activity(seeded, tmp_path, user: int, items: list[int], new_user: int, new_items: list[int]) -> Path:
+    """A copy of the data set where ``user`` and the new user ``new_user`` interacted with more items."""
+    data = tmp_path / "data"
+    shutil.copytree(seeded["data"], data)
+    with open(data / "ua.base", "a") as f:
+        f.writelines(f"{u}\t{i}\t5\t999999999\n" for u, batch in ((user, items), (new_user, new_items)) for i in batch)
+    return data
+
+
+def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[str], np.ndarray]:
+    """The model's top list for ``user`` with ``more`` items added to its history, computed the
+    way training lays a user out (batch.features.design) and scored by the FM itself."""
+    dataset, layout, model = run.load_dataset(), run.load_layout(), run.load_model()
+    u = int(dataset.users.index([user])[0])
+    extra = dataset.items.index(more)
+    added = Interactions(np.full(len(extra), u, np.int32), extra.astype(np.int32), np.full(len(extra), 5, np.float32),
+                         np.zeros(len(extra), np.int64))
+    trained_u = np.zeros(dataset.n_users, bool)
+    trained_u[dataset.train.user] = True
+    trained_i = np.zeros(dataset.n_items, bool)
+    trained_i[dataset.train.item] = True
+    now = dataclasses.replace(dataset, train=dataset.all_interactions().concat(added), test=Interactions.empty())
+    design = build_design(now, use_features=bool(layout.user_feature_columns or layout.item_feature_columns),
+                          history=layout.user_history, user_ids=trained_u, item_ids=trained_i)
+    seen = set(now.train.item[now.train.user == u].tolist())
+    items = np.array([i for i in range(dataset.n_items) if i not in seen])
+    scores = model.decision(design.pair_rows(np.full(len(items), u), items))
+    best = np.argsort(-scores, kind="stable")[:top]
+    return [str(dataset.items.ids[i]) for i in items[best]], scores[best]
+
+
+def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(seeded, tmp_path, topx, db_url):
+    source = published(topx, seeded, db_url)
+    run = RunDir(seeded["run"])
+    before = {row[0]: row for row in rows_of(db_url, source) if row[1] == 1}
+    top_two = [int(row[2]) for row in rows_of(db_url, source, ["1"]) if row[1] <= 2]
+    data = new_activity(seeded, tmp_path, 1, top_two, 7777, [45, 38])
+    users = tmp_path / "users.txt"
+    users.write_text("user_id\n1\n7777\n8888\n3\n1\n")
+    summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
+                 "--run", str(seeded["run"]), "--allow-regression")
+    new = summary["run_id"]
+    report = summary["refresh"]
+    assert summary["source_run"] == source and summary["superseded"] == source
+    assert report["users"] == 4 and report["duplicates"] == 1
+    assert (report["known_to_run"], report["unknown_to_run"]) == (2, 2)
+    assert report["vectors"] == {"trained": 2, "history_or_features": 1, "popularity": 1}
+    assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
+
+    refreshed = ["1", "3", "7777", "8888"]
+    # Every other user's rows, byte for byte.
+    assert rows_of(db_url, new, refreshed, keep=False) == rows_of(db_url, source, refreshed, keep=False)
+    assert len(rows_of(db_url, new, refreshed, keep=False)) == (len(before) - 2) * TOP
+    # User 1's list is the model's for its history with the two new items, which it no longer gets.
+    mine = rows_of(db_url, new, ["1"])
+    expected, scores = model_list(run, 1, top_two, TOP)
+    assert [row[2] for row in mine] == expected
+    np.testing.assert_allclose([row[3] for row in mine], scores, rtol=1e-4, atol=1e-5)
+    assert not {str(i) for i in top_two} & {row[2] for row in mine}
+    # The new user with history gets a model list without its items; the one without anything, popularity.
+    newcomer = rows_of(db_url, new, ["7777"])
+    assert len(newcomer) == TOP and {row[5] for row in newcomer} == {0} and not {"45", "38"} & {r[2] for r in newcomer}
+    nobody = rows_of(db_url, new, ["8888"])
+    assert len(nobody) == TOP and {row[5] for row in nobody} == {1}
+    # User 3 (no new activity) gets the model's list from its whole history, seen items excluded.
+    three, _ = model_list(run, 3, [], TOP)
+    assert [row[2] for row in rows_of(db_url, new, ["3"])] == three
+
+    # What readers see: the views, the dashboards' SQL, the runs table.
+    status = dict(query(db_url, "SELECT id, status FROM runs"))
+    assert status[new] == "current" and status[source] == "superseded"
+    assert query(db_url, "SELECT item_id FROM current_recommendations WHERE user_id = '1' ORDER BY rank") == \
+        [(item,) for item in expected]
+    dashboard = (SQL / "dashboard_user_list.sql").read_text()
+    assert [row[1] for row in query(db_url, dashboard, user_id="7777")] == [row[2] for row in newcomer]
+    carried = query(db_url, dashboard, user_id="2")
+    assert [(r[0], r[1], r[3], r[4], r[5]) for r in carried] == [row[1:] for row in rows_of(db_url, source, ["2"])]
+    assert {r[6] for r in carried} == {new}
+    runs = {row[0]: row for row in query(db_url, (SQL / "dashboard_runs.sql").read_text())}
+    assert runs[new][-2:] == (source, 4) and runs[source][-2:] == (None, None)
+    n_rows, n_users = query(db_url, "SELECT n_rows, n_users FROM runs WHERE id = :r", r=new)[0]
+    assert (n_rows, n_users) == (summary["rows"], 62) and n_rows == len(rows_of(db_url, new))
+    # Similar items, audiences and item attributes are carried over.
+    for table, key in (("similar_items", "item_id, rank"), ("item_attributes", "item_id, name"),
+                       ("audiences", "item_id, rank")):
+        sql = f"SELECT * FROM {table} WHERE run_id = :r ORDER BY {key}"
+        assert [row[1:] for row in query(db_url, sql, r=new)] == [row[1:] for row in query(db_url, sql, r=source)]
+    assert summary["similar_items"] == len(query(db_url, "SELECT 1 FROM current_similar_items")) > 0
+    listed = ok(topx, "runs", "--database-url", db_url, "--json")["runs"]
+    assert [(r["id"], r["refreshed_from"]) for r in listed][:2] == [(new, source), (source, None)]
+
+
+def test_a_refresh_of_a_refresh_carries_the_refreshed_rows(seeded, tmp_path, topx, sqlite_url):
+    source = published(topx, seeded, sqlite_url)
+    first = tmp_path / "first.txt"
+    first.write_text("9001\n")
+    one = ok(topx, "refresh", "--users", str(first), "--database-url", sqlite_url, "--run", str(seeded["run"]),
+             "--allow-regression")["run_id"]
+    second = tmp_path / "second.txt"
+    second.write_text("5\n")
+    two = ok(topx, "refresh", "--users", str(second), "--database-url", sqlite_url, "--allow-regression",
+             "--workdir", str(seeded["run"].parents[1]))
+    assert two["source_run"] == one and two["users"] == 61
+    assert rows_of(sqlite_url, two["run_id"], ["9001"]) == rows_of(sqlite_url, one, ["9001"])
+    assert rows_of(sqlite_url, two["run_id"], ["5", "9001"], keep=False) == \
+        rows_of(sqlite_url, source, ["5", "9001"], keep=False)
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ("user_id\n1\nnot-a-user\n", 3, "not an integer"),
+    ("4\n\n5,6\n", 3, "one user id a line"),
+    ("# nobody\n", None, "names no user id"),
+])
+def test_a_bad_users_file_is_a_named_error_with_its_line(seeded, tmp_path, topx, sqlite_url, text, line, what):
+    source = published(topx, seeded, sqlite_url)
+    users = tmp_path / "users.txt"
+    users.write_text(text)
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--run", str(seeded["run"]))
+    assert code == 2 and str(users) in err and what in err
+    assert line is None or f"line {line}" in err
+    assert query(sqlite_url, "SELECT id FROM runs WHERE status = 'current'") == [(source,)]
+
+
+def test_refresh_without_a_current_run_exits_2(seeded, tmp_path, topx, sqlite_url):
+    users = tmp_path / "users.txt"
+    users.write_text("1\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url)
+    assert code == 2 and "no current run" in err
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # a refresh never creates a database
+
+
+def test_refresh_refuses_other_candidate_rules_than_the_runs(seeded, tmp_path, topx, sqlite_url):
+    source = published(topx, seeded, sqlite_url)
+    users, deny = tmp_path / "users.txt", tmp_path / "deny.txt"
+    users.write_text("1\n")
+    deny.write_text("45\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--run", str(seeded["run"]),
+                        "--config", str(_job(tmp_path, f'[search]\ndeny = "{deny}"\n')))
+    assert code == 2 and "candidate rules" in err
+    assert query(sqlite_url, "SELECT id FROM runs WHERE status = 'current'") == [(source,)]
+
+
+def _job(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_publish_gate_refuses_a_refresh_as_it_would_the_run(seeded, tmp_path, topx, db_url):
+    """The refresh carries its source run's metrics: a run published over the gate's objection
+    (--allow-regression) needs the override again; without it the refresh is rejected, exit 3."""
+    source = published(topx, seeded, db_url)
+    metrics = stored_json(db_url, "SELECT metrics FROM runs WHERE id = :r", r=source)
+    assert metrics["evaluate"]["model"]["ndcg@10"] < metrics["evaluate"]["popularity"]["ndcg@10"]
+    users = tmp_path / "users.txt"
+    users.write_text("1\n")
+    before = rows_of(db_url, source)
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", db_url, "--run", str(seeded["run"]),
+                        "--run-id", "refresh-1")
+    assert code == 3 and "below the popularity list" in err
+    status = dict(query(db_url, "SELECT id, status FROM runs"))
+    assert status == {source: "current", "refresh-1": "rejected"}
+    assert rows_of(db_url, source) == before and rows_of(db_url, "refresh-1") == []
+    gate = stored_json(db_url, "SELECT gate FROM runs WHERE id = 'refresh-1'")
+    assert gate["passed"] is False and gate["current_run"] == source
+
+
+def test_a_refresh_that_fails_mid_publish_leaves_the_old_run_current(seeded, tmp_path, topx, db_url, monkeypatch):
+    from batch.publish import registry
+
+    source = published(topx, seeded, db_url)
+    before = query(db_url, f"SELECT {ROW} FROM current_recommendations ORDER BY user_id, rank")
+    similar = query(db_url, "SELECT * FROM current_similar_items ORDER BY item_id, rank")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the connection dropped during the switch")
+
+    monkeypatch.setattr(registry, "switch", broken)
+    users = tmp_path / "users.txt"
+    users.write_text("1\n7777\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", db_url, "--run", str(seeded["run"]),
+                        "--run-id", "refresh-2", "--allow-regression")
+    assert code == 1 and "the previous run stays current" in err
+    assert dict(query(db_url, "SELECT id, status FROM runs")) == {source: "current", "refresh-2": "failed"}
+    assert query(db_url, f"SELECT {ROW} FROM current_recommendations ORDER BY user_id, rank") == before
+    assert query(db_url, "SELECT * FROM current_similar_items ORDER BY item_id, rank") == similar
+    for table in ("recommendations", "similar_items", "item_attributes"):
+        assert query(db_url, f"SELECT COUNT(*) FROM {table} WHERE run_id = 'refresh-2'") == [(0,)]
+
+
+def test_runs_table_names_the_source_of_a_refresh_run():
+    from datetime import UTC, datetime
+
+    from batch.cli.publish import runs_table
+
+    runs = [{"id": "r2", "status": "current", "n_rows": 10, "counts": {"refresh": {"source_run": "r1"}}},
+            {"id": "r1", "status": "superseded", "n_rows": 10}]
+    lines = runs_table(runs, now=datetime(2026, 1, 1, tzinfo=UTC)).splitlines()
+    assert lines[0].split()[-2:] == ["REFRESH", "OF"]
+    assert lines[1].split()[-1] == "r1" and lines[2].split()[-1] == "-"
