@@ -122,7 +122,7 @@ def test_dashboard_runs(db_url):
     assert run[1] == "current" and (run[5], run[6], run[7]) == (6, 10, 9)
     assert float(run[8]) == pytest.approx(0.9) and float(run[10]) == pytest.approx(1 / 6)
     assert "0.5" in str(run[12]) and rows["r1"][1] == "superseded"
-    assert run[15:] == (None,) * 13  # a run without figures
+    assert run[15:] == (None,) * 15  # a run without figures, not a refresh
 
 
 def test_dashboard_runs_shows_the_figures_of_runs_metrics(db_url):
@@ -132,7 +132,8 @@ def test_dashboard_runs_shows_the_figures_of_runs_metrics(db_url):
                "top1pct_share_at_x": 0.0625, "jaccard_at_k": 0.5, "rbo": 0.625, "changed_share": 1.0}
     publish_run(db_url, run_info("r1", figures=figures, **EVALUATED), make_lists(), users, items)
     (row,) = run_sql(db_url, "dashboard_runs.sql")
-    assert [float(v) for v in row[15:]] == list(figures.values())
+    assert [float(v) for v in row[15:28]] == list(figures.values())
+    assert row[28:] == (None, None)  # not a refresh run (tests/test_refresh.py checks one)
 
 
 def test_export_sql_is_what_topx_export_writes(db_url, tmp_path):
