@@ -7,6 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ from batch.publish import make_engine
 from batch.rundir import RunDir
 
 TOP = 5
-SQL = Path(__file__).resolve().parents[1] / "sql"
+ROOT = Path(__file__).resolve().parents[1]
+SQL = ROOT / "sql"
 ROW = "user_id, rank, item_id, score, probability, source"
 
 
@@ -72,11 +77,14 @@ def published(topx, seeded, url: str) -> str:
 
 
 def new_activity(seeded, tmp_path, user: int, items: list[int], new_user: int, new_items: list[int]) -> Path:
-    """A copy of the data set where ``user`` and the new user ``new_user`` interacted with more items."""
+    """A copy of the data set where ``user`` and the new user ``new_user`` interacted with more items,
+    and the new user 8889 signed up (features, no interactions)."""
     data = tmp_path / "data"
     shutil.copytree(seeded["data"], data)
     with open(data / "ua.base", "a") as f:
         f.writelines(f"{u}\t{i}\t5\t999999999\n" for u, batch in ((user, items), (new_user, new_items)) for i in batch)
+    with open(data / "u.user", "a") as f:
+        f.write("8889|30|F|writer|12345\n")  # a new sign-up with features and no interactions yet
     return data
 
 
@@ -109,18 +117,18 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     top_two = [int(row[2]) for row in rows_of(db_url, source, ["1"]) if row[1] <= 2]
     data = new_activity(seeded, tmp_path, 1, top_two, 7777, [45, 38])
     users = tmp_path / "users.txt"
-    users.write_text("user_id\n1\n7777\n8888\n3\n1\n")
+    users.write_text("user_id\n1\n7777\n8888\n8889\n3\n1\n")
     summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
                  "--run", str(seeded["run"]), "--allow-regression")
     new = summary["run_id"]
     report = summary["refresh"]
     assert summary["source_run"] == source and summary["superseded"] == source
-    assert report["users"] == 4 and report["duplicates"] == 1
-    assert (report["known_to_run"], report["unknown_to_run"]) == (2, 2)
-    assert report["vectors"] == {"trained": 2, "history_or_features": 1, "popularity": 1}
+    assert report["users"] == 5 and report["duplicates"] == 1
+    assert (report["known_to_run"], report["unknown_to_run"]) == (2, 3)
+    assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 1}
     assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
 
-    refreshed = ["1", "3", "7777", "8888"]
+    refreshed = ["1", "3", "7777", "8888", "8889"]
     # Every other user's rows, byte for byte.
     assert rows_of(db_url, new, refreshed, keep=False) == rows_of(db_url, source, refreshed, keep=False)
     assert len(rows_of(db_url, new, refreshed, keep=False)) == (len(before) - 2) * TOP
@@ -135,6 +143,10 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert len(newcomer) == TOP and {row[5] for row in newcomer} == {0} and not {"45", "38"} & {r[2] for r in newcomer}
     nobody = rows_of(db_url, new, ["8888"])
     assert len(nobody) == TOP and {row[5] for row in nobody} == {1}
+    # The sign-up with features only: the model's list from its features (its scores, not popularity).
+    signed_up = rows_of(db_url, new, ["8889"])
+    assert len(signed_up) == TOP and {row[5] for row in signed_up} == {0}
+    assert [row[3] for row in signed_up] == sorted((row[3] for row in signed_up), reverse=True)
     # User 3 (no new activity) gets the model's list from its whole history, seen items excluded.
     three, _ = model_list(run, 3, [], TOP)
     assert [row[2] for row in rows_of(db_url, new, ["3"])] == three
@@ -150,9 +162,9 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert [(r[0], r[1], r[3], r[4], r[5]) for r in carried] == [row[1:] for row in rows_of(db_url, source, ["2"])]
     assert {r[6] for r in carried} == {new}
     runs = {row[0]: row for row in query(db_url, (SQL / "dashboard_runs.sql").read_text())}
-    assert runs[new][-2:] == (source, 4) and runs[source][-2:] == (None, None)
+    assert runs[new][-2:] == (source, 5) and runs[source][-2:] == (None, None)
     n_rows, n_users = query(db_url, "SELECT n_rows, n_users FROM runs WHERE id = :r", r=new)[0]
-    assert (n_rows, n_users) == (summary["rows"], 62) and n_rows == len(rows_of(db_url, new))
+    assert (n_rows, n_users) == (summary["rows"], 63) and n_rows == len(rows_of(db_url, new))
     # Similar items, audiences and item attributes are carried over.
     for table, key in (("similar_items", "item_id, rank"), ("item_attributes", "item_id, name"),
                        ("audiences", "item_id, rank")):
@@ -271,3 +283,64 @@ def test_runs_table_names_the_source_of_a_refresh_run():
     lines = runs_table(runs, now=datetime(2026, 1, 1, tzinfo=UTC)).splitlines()
     assert lines[0].split()[-2:] == ["REFRESH", "OF"]
     assert lines[1].split()[-1] == "r1" and lines[2].split()[-1] == "-"
+
+
+# Runs `topx refresh` and SIGKILLs itself once the new run's rows are loaded (and, on PostgreSQL,
+# attached as its partition), inside the switch transaction, before it commits.
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from batch.publish import keyed
+    from batch.cli import main
+
+    keyed.carry = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+    main(sys.argv[1:])
+    print("the refresh finished: the crash never happened")
+""")
+
+
+def test_a_refresh_killed_mid_publish_leaves_the_old_run_current(seeded, tmp_path, topx, db_url):
+    source = published(topx, seeded, db_url)
+    before = query(db_url, f"SELECT {ROW} FROM current_recommendations ORDER BY user_id, rank")
+    users = tmp_path / "users.txt"
+    users.write_text("1\n7777\n")
+    argv = ["refresh", "--users", str(users), "--database-url", db_url, "--run", str(seeded["run"]),
+            "--run-id", "refresh-3", "--allow-regression"]
+    child = subprocess.run([sys.executable, "-c", KILLED, *argv], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    assert dict(query(db_url, "SELECT id, status FROM runs")) == {source: "current", "refresh-3": "loading"}
+    assert query(db_url, f"SELECT {ROW} FROM current_recommendations ORDER BY user_id, rank") == before
+    assert rows_of(db_url, "refresh-3") == []
+    assert ok(topx, "cleanup", "--database-url", db_url)["recovered"] == ["refresh-3"]
+    # Run again, it publishes whole.
+    summary = ok(topx, *argv)
+    assert summary["superseded"] == source and summary["rows"] == len(rows_of(db_url, "refresh-3"))
+    assert rows_of(db_url, "refresh-3", ["1", "7777"], keep=False) == rows_of(db_url, source, ["1", "7777"], keep=False)
+
+
+def test_publish_refresh_merges_text_ids_in_key_order_and_needs_its_source_current(db_url):
+    """The library call alone, with text ids: the refreshed users' rows replace theirs, a new user's
+    are added, the rest are the source run's; a source that is no longer current is refused (75)."""
+    from test_publish_support import id_maps, make_lists, run_info, titles_for
+
+    from batch.data.interactions import IdMap
+    from batch.publish import publish_run
+    from batch.publish.refresh import SourceChangedError, publish_refresh
+    from batch.transient import exit_code
+
+    users, items = id_maps(text=True)
+    publish_run(db_url, run_info("r1"), make_lists(), users, items, item_titles=titles_for(items))
+    mine = IdMap(np.array(sorted([str(users.ids[2]), "usér-new"])))
+    summary = publish_refresh(db_url, run_info("r2"), "r1", make_lists(2, shift=5), mine, items)
+    assert (summary["rows"], summary["users"], summary["refreshed_rows"]) == (28, 7, 8)
+    kept = [str(u) for u in users.ids if u != users.ids[2]]
+    assert rows_of(db_url, "r2", kept) == rows_of(db_url, "r1", kept)
+    stored = [user for (user,) in query(db_url, "SELECT user_id FROM recommendations WHERE run_id = 'r2'")]
+    assert stored == sorted(stored)  # as stored (PostgreSQL: a partition's heap order, which BRIN relies on)
+    assert {row[0] for row in rows_of(db_url, "r2", list(mine.ids))} == set(mine.ids.tolist())
+    assert query(db_url, "SELECT COUNT(*) FROM current_recommendations") == [(28,)]
+    with pytest.raises(SourceChangedError) as refused:
+        publish_refresh(db_url, run_info("r3"), "r1", make_lists(2), mine, items)
+    assert exit_code(refused.value) == 75 and "run r2 is current" in str(refused.value)
+    assert dict(query(db_url, "SELECT id, status FROM runs")) == {"r1": "superseded", "r2": "current"}
