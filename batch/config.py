@@ -377,6 +377,11 @@ class SageMakerConfig:
         "faiss.Flat", "k-NN index: faiss.Flat (exact) or faiss.IVFFlat (approximate lists)")
     fm_image: str | None = place(None, "image URI of the FM algorithm (none: the region's built-in one)")
     knn_image: str | None = place(None, "image URI of the k-NN algorithm (none: the region's built-in one)")
+    script_instance_type: str | None = place(None, "instance type of script-mode training jobs (the NeuMF "
+                                                   "re-ranker; none: train_instance_type); ml.g* and ml.p* get the "
+                                                   "GPU image")
+    pytorch_image: str | None = place(None, "image URI of script-mode training jobs (none: the region's PyTorch "
+                                            "2.8.0 training image)")
     poll_s: float = place(30.0, "seconds between job status polls")
 
     def __post_init__(self):

@@ -100,14 +100,27 @@ class S3Objects:
         finally:
             body.close()
 
+    def download(self, key: str, path: str) -> None:
+        """The object into the local file ``path``, streamed (multipart above 8 MB)."""
+        try:
+            self.s3.download_file(self.bucket, key, path)
+        except Exception as exc:
+            if _not_found(exc):
+                raise MissingS3ObjectError(self.uri(key)) from None
+            raise
+
     def _body(self, key: str) -> Any:
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except Exception as exc:  # botocore's ClientError comes from the client's own class tree
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("NoSuchKey", "404", "NotFound"):
+        except Exception as exc:
+            if _not_found(exc):
                 raise MissingS3ObjectError(self.uri(key)) from None
             raise
+
+
+def _not_found(exc: Exception) -> bool:
+    """Does a botocore ClientError (from the client's own class tree) say there is no such object?"""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -29,9 +29,22 @@ def channel(name: str, uri: str, distribution: str) -> dict[str, Any]:
                                             "S3DataDistributionType": distribution}}}
 
 
+def file_channel(name: str, uri: str) -> dict[str, Any]:
+    """An InputDataConfig entry of a script-mode job, as the SDK's estimators send an S3 URI:
+    every object under the ``uri`` prefix, copied whole to each instance, no content type (the
+    script reads the files itself)."""
+    return {"ChannelName": name, "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
+
+
 def volume_gb(parts: list[Part]) -> int:
     """EBS volume per instance: File mode copies the channels onto it before training starts."""
-    return max(MIN_VOLUME_GB, math.ceil(1.5 * sum(p.size for p in parts) / 2**30) + 5)
+    return volume_for(sum(p.size for p in parts))
+
+
+def volume_for(channel_bytes: int) -> int:
+    """EBS volume (GB) per instance for channels of ``channel_bytes`` bytes in all."""
+    return max(MIN_VOLUME_GB, math.ceil(1.5 * channel_bytes / 2**30) + 5)
 
 
 def training_request(session: SageMakerSession, *, name: str, stage: str, image: str, hyperparameters: dict[str, str],

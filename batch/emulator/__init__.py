@@ -3,7 +3,7 @@
 A tool of its own, with its own extra (``pip install 'topx[emulator]'``, moto pinned exactly: the
 emulator patches moto's internals). It imports neither training nor search: the functions its
 jobs compute with are handed in as :class:`Engines` (:func:`batch.emulator.local.local_engines`
-gives topx's local ones). ``sagemaker``: the emulator; ``jobs`` and ``knn``: what its jobs do;
+gives topx's local ones). ``sagemaker``: the emulator; ``jobs``, ``knn`` and ``script``: what its jobs do;
 ``server``: the emulator behind an HTTP endpoint (``topx sagemaker-emulator``).
 """
 

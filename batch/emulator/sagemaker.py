@@ -2,7 +2,8 @@
 
 moto's SageMaker backend records a training or transform job as Completed the moment it is
 created and writes nothing. Inside ``with SageMakerEmulator():`` a created job instead runs in
-a thread with the local engines on its real S3 inputs (:mod:`batch.emulator.jobs`) and
+a thread with the local engines on its real S3 inputs (:mod:`batch.emulator.jobs`; a framework
+image's script-mode job runs its entry point, :mod:`batch.emulator.script`) and
 writes its real outputs, while describe calls report it InProgress (with secondary-status
 transitions) and then Completed or Failed with a FailureReason, billable seconds and final
 metrics. Job and model names must be unique, as on SageMaker.
@@ -31,6 +32,7 @@ from moto.sagemaker.models import SageMakerModelBackend
 from batch.emulator.engines import Engines
 from batch.emulator.jobs import EmulatedJobError, MotoS3, train_fm
 from batch.emulator.knn import train_knn, transform
+from batch.emulator.script import FRAMEWORK_IMAGES, train_script
 
 log = logging.getLogger("topx.emulator")
 
@@ -160,13 +162,14 @@ def _performer(kind: str, backend: Any, job: Any, engines: Engines) -> Callable[
     if kind == "transform":
         return partial(transform, job, backend, s3, engines)
     image = job.algorithm_specification.get("TrainingImage", "")
-    algorithms = {"/factorization-machines:": partial(train_fm, job, s3, engines), "/knn:": partial(train_knn, job, s3)}
+    algorithms = {"/factorization-machines:": partial(train_fm, job, s3, engines), "/knn:": partial(train_knn, job, s3),
+                  **{repository: partial(train_script, job, s3) for repository in FRAMEWORK_IMAGES}}
     for repository, train in algorithms.items():
         if repository in image:
             return train
 
     def unknown() -> list:
-        raise EmulatedJobError(f"emulator: no built-in algorithm to play for image {image!r}")
+        raise EmulatedJobError(f"emulator: no built-in algorithm or framework image to play for image {image!r}")
 
     return unknown
 
