@@ -122,6 +122,8 @@ def test_job_role_passes_only_the_sagemaker_role_to_sagemaker(role_name, service
 def test_sagemaker_role_reads_and_writes_only_its_prefix():
     role = policy("topx-sagemaker-execution")
     assert allowed(role, "s3:GetObject", f"{BUCKET}/topx/sagemaker/train/part-0")
+    # a script-mode container fetches its own code with the role
+    assert allowed(role, "s3:GetObject", f"{BUCKET}/topx/sagemaker/run-1/ncf/topx-run-1-ncf/source/sourcedir.tar.gz")
     assert not allowed(role, "s3:GetObject", f"{BUCKET}/topx/config/topx.toml")
     assert allowed(role, "s3:ListBucket", BUCKET, {"s3:prefix": "topx/sagemaker/train/"})
     assert not allowed(role, "s3:ListBucket", BUCKET, {"s3:prefix": "topx/"})
