@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sagemaker-emulator", help="serve S3 and SageMaker locally (moto); jobs run on the local engines",
         description="Serve moto's S3 and SageMaker on HOST:PORT with the emulator: training and batch transform "
-                    "jobs really run, with the local engines, on their S3 inputs. Point topx at it with "
+                    "jobs really run, with the local engines, on their S3 inputs (a script-mode job on the PyTorch "
+                    "image runs its entry point with this Python). Point topx at it with "
                     "TOPX_SAGEMAKER_ENDPOINT_URL=http://HOST:PORT. Runs until Ctrl-C.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
