@@ -272,6 +272,51 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class NCFConfig:
+    """NeuMF's hyperparameters (:mod:`batch.rerank.ncf`), the NCF tutorial's values by default."""
+
+    factors: int = setting(8, "GMF embedding size (the paper's predictive factors)")
+    layers: str = setting("64,32,16,8", "MLP widths, comma-separated: the first is the concatenated user and item "
+                                        "embedding (half each), then hidden layers with ReLU and dropout")
+    dropout: float = setting(0.2, "dropout after each hidden MLP layer")
+    negatives: int = setting(5, "sampled non-interacted items per positive, drawn afresh each epoch")
+    epochs: int = setting(10, "passes over the training interactions")
+    batch_size: int = setting(256, "samples per Adam step")
+    lr: float = setting(0.001, "Adam's learning rate")
+    seed: int = setting(0, "random seed of initialisation, negatives, shuffling and dropout")
+
+    def __post_init__(self):
+        for name in ("factors", "epochs", "batch_size", "lr"):
+            _positive(f"rerank.ncf.{name}", getattr(self, name))
+        _positive("rerank.ncf.negatives", self.negatives, zero_ok=True)
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"rerank.ncf.dropout must be in [0, 1); got {self.dropout!r}")
+        widths = self.layers.split(",")
+        if not all(w.strip().isdigit() and int(w) > 0 for w in widths) or int(widths[0]) % 2:
+            raise ConfigError(f"rerank.ncf.layers must be positive integers separated by commas, the first even "
+                              f"(it holds the user and the item embedding); got {self.layers!r}")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """The second stage (:mod:`batch.rerank`): NeuMF re-scores each user's top candidates from
+    the FM's search and the best x are published."""
+
+    model: Literal["none", "ncf"] = setting("none", "re-ranker of the FM's candidates: none, or ncf (NeuMF trained on "
+                                                     "the run's training interactions)")
+    candidates: int = setting(200, "FM candidates per user the re-ranker re-scores (at least search.top are used)")
+    ncf: NCFConfig = setting(factory=NCFConfig, doc="NeuMF's hyperparameters")
+
+    def __post_init__(self):
+        _check_choices(self, "rerank")
+        _positive("rerank.candidates", self.candidates)
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+
+@dataclass(frozen=True)
 class SimilarConfig:
     """Similar items published with each run: every item's nearest items by its factors."""
 
@@ -418,6 +463,7 @@ class JobConfig:
     data: DataConfig = setting(factory=DataConfig, doc="where interactions come from and how they are split")
     train: TrainConfig = setting(factory=TrainConfig, doc="what model to train, and where")
     search: SearchConfig = setting(factory=SearchConfig, doc="how each user's top-x list is found")
+    rerank: RerankConfig = setting(factory=RerankConfig, doc="a second stage re-ranking each user's FM candidates")
     similar: SimilarConfig = setting(factory=SimilarConfig, doc="similar items published with each run")
     audience: AudienceConfig = setting(factory=AudienceConfig, doc="audiences published with each run")
     evaluate: EvaluateConfig = setting(factory=EvaluateConfig, doc="offline evaluation on the held-out split")

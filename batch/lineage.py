@@ -11,6 +11,11 @@ The similar items and audiences published with a run (``similar.npz``, ``audienc
 depend on the candidate rules (allow and deny lists, attribute rules, suppression file): they,
 and ``lists.npz``, record a digest of those rules (:func:`rules_digest`) as ``rules_sha256``, and
 publishing refuses similar items or audiences made with other rules than the users' lists.
+
+Lists re-ranked by the second stage (:mod:`batch.rerank`) record the re-ranker's digest, the
+SHA-256 of ``rerank/model.tar.gz``, as ``rerank_sha256`` (and the ``evaluate`` section of
+``metrics.json`` as ``rerank_sha256``); publishing refuses re-ranked lists whose re-ranker is not
+the run's, and lists that are not re-ranked when the run re-ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from batch.errors import StaleArtifactError
 
 KEY = "model_sha256"
 RULES_KEY = "rules_sha256"
+RERANK_KEY = "rerank_sha256"
+RERANK_MODEL = "rerank/model.tar.gz"
 # Sections of metrics.json computed from the model or its lists.
 MODEL_SECTIONS = ("train", "evaluate")
 
@@ -98,3 +105,22 @@ def check_metrics(model: str | Path, metrics: dict[str, Any], where: str, remedy
     for section in MODEL_SECTIONS:
         if section in metrics:
             check(model, (metrics[section] or {}).get(KEY), f"section {section!r} of {where}", remedy)
+
+
+def reranker(run: Any) -> dict[str, str]:
+    """The lineage argument recording the digest of the run's re-ranker (``run``: a RunDir)."""
+    return {RERANK_KEY: model_digest(run.file(RERANK_MODEL))}
+
+
+def check_reranker(run: Any, enabled: bool, remedy: str) -> None:
+    """Raise :class:`StaleArtifactError` unless the run's ``lists.npz`` is re-ranked by the run's
+    re-ranker when ``enabled``, and not re-ranked when not."""
+    lists = run.file("lists.npz")
+    digest = recorded(lists, RERANK_KEY)
+    if not enabled:
+        if digest is not None:
+            raise StaleArtifactError(f"{lists} was re-ranked but the run's settings re-rank nothing: {remedy}")
+        return
+    if digest is None:
+        raise StaleArtifactError(f"{lists} is not re-ranked but the run's settings re-rank (rerank.model): {remedy}")
+    check(run.file(RERANK_MODEL), digest, str(lists), remedy)

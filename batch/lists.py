@@ -11,6 +11,8 @@ import numpy as np
 
 SOURCE_MODEL = 0  # ranked by the model
 SOURCE_POPULARITY = 1  # the user had no interactions and no features: popularity list
+SOURCE_RERANKED = 2  # the model's candidates re-ranked by the second stage (batch.rerank)
+SOURCE_NAMES = {SOURCE_MODEL: "model", SOURCE_POPULARITY: "popularity", SOURCE_RERANKED: "reranked"}
 
 
 @dataclass(frozen=True)
@@ -19,9 +21,11 @@ class TopLists:
 
     ``user``: int32 (n,) internal user index; one user's rows are contiguous with ranks 1, 2, ….
     ``rank``: int32 (n,), 1 = best. ``item``: int32 (n,) internal item index.
-    ``score``: float32 (n,), the FM prediction ŷ for the pair (what ``topx score`` prints).
-    ``probability``: float32 (n,), sigmoid(score) in binary/implicit modes, NaN in regression.
-    ``source``: uint8 (n,), :data:`SOURCE_MODEL` or :data:`SOURCE_POPULARITY`.
+    ``score``: float32 (n,), the FM prediction ŷ for the pair (what ``topx score`` prints), or
+    the re-ranker's probability for re-ranked rows.
+    ``probability``: float32 (n,), sigmoid(score) in binary/implicit modes, NaN in regression;
+    the re-ranker's probability for re-ranked rows.
+    ``source``: uint8 (n,), :data:`SOURCE_MODEL`, :data:`SOURCE_POPULARITY` or :data:`SOURCE_RERANKED`.
     """
 
     user: np.ndarray

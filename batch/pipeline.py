@@ -1,4 +1,4 @@
-"""``topx run``: ingest → train → repackage → search → evaluate → publish → report, resumable.
+"""``topx run``: ingest → train → rerank → repackage → search → evaluate → publish → report, resumable.
 
 Each stage writes its output into the run directory ``<workdir>/runs/<run_id>/`` and is recorded
 in ``run.json`` when it finishes (an ``s3://`` work directory is mirrored after every stage, see
@@ -36,7 +36,7 @@ log = logging.getLogger("topx.run")
 
 # Statuses of a run the next `topx run` does not resume (waiting for shards counts as finished).
 FINISHED = ("published", "collecting", "rejected")
-STAGES = ("ingest", "train", "repackage", "search", "evaluate", "publish", "report")
+STAGES = ("ingest", "train", "rerank", "repackage", "search", "evaluate", "publish", "report")
 # A sharded run: its shard jobs search and load, `topx finalize` publishes (batch.shards).
 SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
 # Run ids name a directory, an S3 prefix and every published row: short and plain.
@@ -46,6 +46,9 @@ def fingerprint(cfg: JobConfig) -> str:
     """Hash of the settings that decide what a run computes (not where or how it runs and
     publishes: :func:`~batch.config.compute_settings`)."""
     settings = compute_settings(cfg.to_dict())
+    if not cfg.rerank.enabled:
+        # without a re-ranker its settings change nothing, and runs from before it keep their fingerprint
+        settings.pop("rerank")
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

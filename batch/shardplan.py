@@ -33,6 +33,9 @@ def check_sharded(cfg: JobConfig, shards: int) -> None:
         raise ConfigError(f"a sharded run searches in its shard jobs with the {SEARCH_BACKEND} engine; set "
                           f"search.backend to {SEARCH_BACKEND} (TOPX_SEARCH_BACKEND={SEARCH_BACKEND}), or search on "
                           f"SageMaker without --shards")
+    if cfg.rerank.enabled:
+        raise ConfigError(f"a sharded run's shard jobs publish the FM's lists as searched: rerank.model "
+                          f"{cfg.rerank.model} needs a run without --shards (or set rerank.model none)")
 
 
 @dataclass(frozen=True)

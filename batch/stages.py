@@ -5,6 +5,7 @@ ends with ``collect`` instead of ``search`` and ``publish``."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,19 @@ class Stages:
         trainer = make_trainer(self.cfg, run_id=self.run_id, clients=self.clients)
         return train_run(self.cfg, self.run.load_dataset(against_model=False), self.run, trainer=trainer)
 
+    def rerank(self) -> dict[str, Any]:
+        """The re-ranker (``[rerank] model``) trained on the run's training interactions, or
+        nothing (a stale one of an earlier attempt with other settings removed)."""
+        from batch.rerank.train import MODEL_NAME
+
+        if not self.cfg.rerank.enabled:
+            self.run.file(MODEL_NAME).unlink(missing_ok=True)
+            return {"model": "none"}
+        from batch.rerank.train import summary, train_reranker
+
+        dataset = self.run.load_dataset(against_model=False)
+        return summary(train_reranker(self.cfg, self.run, dataset, self.clients), dataset)
+
     def repackage(self) -> dict[str, Any]:
         from batch.serve.repackage import repackage
 
@@ -58,9 +72,17 @@ class Stages:
         from batch.serve.recommend import search_run
         from batch.serve.search import make_searcher
 
-        found = search_run(self.cfg, self.run, make_searcher(self.cfg, run_id=self.run_id, clients=self.clients))
-        lists, report = found.lists, found.report
-        self.run.save_derived("lists.npz", lists, **rules(self.cfg))
+        cfg = self.cfg
+        if cfg.rerank.enabled:  # the FM's search yields the candidates the re-ranker cuts to x
+            cfg = replace(cfg, search=replace(cfg.search, top=max(cfg.rerank.candidates, cfg.search.top)))
+        found = search_run(cfg, self.run, make_searcher(cfg, run_id=self.run_id, clients=self.clients))
+        lists, report, extra = found.lists, found.report, rules(self.cfg)
+        if self.cfg.rerank.enabled:
+            from batch.rerank.stage import rerank_run
+
+            lists, reranked = rerank_run(self.cfg, self.run, lists)
+            report, extra = {**report, **reranked}, {**extra, **lineage.reranker(self.run)}
+        self.run.save_derived("lists.npz", lists, **extra)
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
                 "short_lists": _short_lists(lists, self.cfg.search.top), **report, **self.keyed_lists()}
@@ -94,6 +116,7 @@ class Stages:
         remedy = f"rerun the search stage (topx recommend --run {self.run.path})"
         dataset, url = self.run.load_dataset(), self.database_url()
         lists = self.run.load_derived("lists.npz", TopLists, remedy)
+        lineage.check_reranker(self.run, self.cfg.rerank.enabled, remedy)
         self.run.model_metrics(f"rerun topx evaluate --run {self.run.path}")  # before touching the database
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,

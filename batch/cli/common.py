@@ -23,6 +23,8 @@ OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--top": ("search.top", {"metavar": "X"}),
     "--search-backend": ("search.backend", {}),
     "--method": ("search.method", {}),
+    "--rerank": ("rerank.model", {}),
+    "--candidates": ("rerank.candidates", {"metavar": "N"}),
     "--database-url": ("publish.database_url", {"metavar": "URL"}),
     "--workdir": ("workdir", {"metavar": "DIR"}),
     "--k": ("evaluate.k", {"metavar": "K"}),

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the same settings.")
     add_config_options(p, "--data", "--format", "--split", "--holdout", "--mode", "--backend", "--device",
                        "--threshold", "--negatives", "--top", "--k", "--database-url", "--workdir",
-                       "--allow-regression", "--search-backend", "--method", hyperparameters=True)
+                       "--allow-regression", "--search-backend", "--method", "--rerank", "--candidates",
+                       hyperparameters=True)
     p.add_argument("--fresh", action="store_true", help="start a new run even if the last one failed")
     p.add_argument("--resume", metavar="RUN_ID", help="resume this run")
     p.add_argument("--run-id", metavar="R", help=f"work on run R: resumed if it exists, created if not "

@@ -4,8 +4,9 @@ campaigns read without looking.
 A run is refused when
 
 * it holds no lists at all (never overridable);
-* its ``metric`` (offline, on the held-out split: ``metrics.json`` → ``evaluate.model``) is below
-  the popularity list's on the same split;
+* its ``metric`` (offline, on the held-out split: ``metrics.json`` → ``evaluate.model``, or
+  ``evaluate.reranked`` for a run whose lists a re-ranker made) is below the popularity list's
+  on the same split;
 * its ``metric`` is below the current run's by more than ``tolerance`` (a share of the current
   run's value);
 * it has no finite value of ``metric`` (not evaluated, evaluated without held-out data: split
@@ -55,10 +56,11 @@ def judge(gate: GateConfig, run: Candidate, current: dict[str, Any] | None) -> d
     """The verdict on ``run`` against the ``current`` run's ``runs`` row (None: nothing is
     published): a JSON-able record with ``passed`` and every figure it compared; ``refused``
     lists why it did not pass, ``overridden`` what ``allow_regression`` let through."""
-    value = _metric(run.metrics, "model", gate.metric)
+    value = _metric(run.metrics, _lists(run.metrics), gate.metric)
     baseline = _metric(run.metrics, "popularity", gate.metric)
     other = current if current is not None and current.get("id") != run.run_id else None
-    current_value = _metric((other or {}).get("metrics") or {}, "model", gate.metric)
+    current_value = _metric((other or {}).get("metrics") or {}, _lists((other or {}).get("metrics") or {}),
+                            gate.metric)
     record: dict[str, Any] = {
         "metric": gate.metric, "value": value, "popularity": baseline,
         "current_run": other and other["id"], "current_value": current_value, "tolerance": gate.tolerance,
@@ -100,6 +102,11 @@ def _compare(record: dict[str, Any], gate: GateConfig, value, baseline, current_
                         f"{current_value:.4f} by more than the tolerance {gate.tolerance:g} "
                         f"(at least {current_value * (1 - gate.tolerance):.4f})")
     record["overridden" if gate.allow_regression else "refused"].extend(failures)
+
+
+def _lists(metrics: dict[str, Any]) -> str:
+    """Which evaluated lists a run published: ``reranked`` for a run with a re-ranker, else ``model``."""
+    return "reranked" if (metrics.get("evaluate") or {}).get("reranked") else "model"
 
 
 def _metric(metrics: dict[str, Any], who: str, name: str) -> float | None:

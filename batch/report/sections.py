@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from batch.lists import SOURCE_MODEL
+from batch.lists import SOURCE_MODEL, SOURCE_POPULARITY, SOURCE_RERANKED
 from batch.report import page, plots
 from batch.report.facts import RunFacts
 
@@ -94,7 +94,7 @@ def scores(facts: RunFacts) -> str:
     if facts.lists is None:
         return page.section("Scores", page.note("The run has no published lists."), anchor="scores")
     lists = facts.lists
-    svg = plots.score_histograms(lists.score, lists.probability, lists.source == SOURCE_MODEL)
+    svg = plots.score_histograms(lists.score, lists.probability, lists.source != SOURCE_POPULARITY)
     return page.section("Scores and probabilities", page.plot(svg, "Published scores and probabilities", "scores"),
                         anchor="scores")
 
@@ -130,7 +130,8 @@ def _user(facts: RunFacts, user: int) -> str:
     history = [[facts.title(int(mine.item[i])), float(mine.rating[i])] for i in recent]
     rows = lists.take(np.flatnonzero(lists.user == user))
     listed = [[int(r), facts.title(int(i)), float(s)] for r, i, s in zip(rows.rank, rows.item, rows.score, strict=True)]
-    source = "popularity fallback" if len(rows) and rows.source[0] != SOURCE_MODEL else "model"
+    source = {SOURCE_POPULARITY: "popularity fallback", SOURCE_RERANKED: "re-ranker"}.get(
+        int(rows.source[0]) if len(rows) else SOURCE_MODEL, "model")
     return (f"<h3>user {page.esc(ds.users.ids[user])} ({len(mine)} training interactions; list from the {source})</h3>"
             f'<div class="pair"><div>{page.table(["latest in training", "rating"], history)}</div>'
             f'<div>{page.table(["rank", "recommended", "score"], listed[:SHOWN])}</div></div>')

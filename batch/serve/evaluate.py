@@ -9,6 +9,12 @@ least one relevant held-out item, at k = 1, 5, 10, 20, 50, the configured k and 
 Beyond accuracy (:mod:`batch.metrics.beyond`: coverage, Gini, novelty, diversity, share of the
 most popular items) is reported at k and at x for the same users' model and popularity lists,
 and for the lists the search stage made for every user (``published``).
+
+With a re-ranker (``[rerank] model``), the FM's lists are re-ranked as in production and
+reported as ``reranked`` beside ``model`` (the FM's lists) and ``popularity``; the publish gate
+judges the ``reranked`` figures, since those are the lists a run publishes. ``sampled`` holds
+the NCF paper's protocol (HR@k and NDCG@k, each held-out item among 100 sampled ones) for the FM
+and the re-ranker.
 """
 
 from __future__ import annotations
@@ -65,8 +71,10 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
         run.update_metrics("evaluate", result)
         return result
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
-    lists = recommend(vectors, searcher, top=max(ks), candidates=allowed, users=users,
+    depth = max(max(ks), cfg.rerank.candidates) if cfg.rerank.enabled else max(ks)
+    found = recommend(vectors, searcher, top=depth, candidates=allowed, users=users,
                       exclude=exclusion(dataset, include_held_out=False)).lists
+    lists = found.take(np.flatnonzero(found.rank <= max(ks)))
     model_top, popular_top = as_matrix(lists, users, max(ks)), popularity_top(dataset, users, max(ks), allowed)
     catalogue = Catalogue.of(dataset, vectors.items[:, :-1], allowed)
     result.update(model=ranking_metrics(model_top, users, relevant, dataset.n_items, ks),
@@ -75,9 +83,31 @@ def evaluate_run(cfg: JobConfig, run: RunDir) -> dict[str, Any]:
                           "popularity": beyond_accuracy(popular_top, catalogue, (k, x)),
                           **_published(run, catalogue, x, cfg.evaluate.max_users, cfg.data.seed)},
                   classifier=run.read_json("metrics.json").get("train", {}).get("test", {}))
+    scorers = {"model": vectors.scores}
+    if cfg.rerank.enabled:
+        from batch.rerank.stage import evaluate_reranked
+
+        scorers["reranked"] = evaluate_reranked(cfg, run, dataset, found, users, relevant, ks, catalogue, result)
+    result["sampled"] = sampled_protocol(dataset, relevant, users, scorers, k, cfg.data.seed)
     result["headline"] = _headline(result, k, x)
     run.update_metrics("evaluate", result)
     return result
+
+
+def sampled_protocol(dataset: Dataset, relevant: Interactions, users: np.ndarray, scorers: dict,
+                     k: int, seed: int) -> dict[str, Any]:
+    """The NCF paper's figures (:mod:`batch.rerank.protocol`) of each scorer over the evaluated
+    ``users``' relevant held-out pairs whose user and item have training interactions, against
+    100 items with training interactions sampled per pair (seeded by ``seed``)."""
+    from batch.rerank.protocol import sampled_ranking
+
+    trained_users = np.bincount(dataset.train.user, minlength=dataset.n_users) > 0
+    trained_items = np.bincount(dataset.train.item, minlength=dataset.n_items) > 0
+    pairs = relevant.take(np.isin(relevant.user, users) & trained_users[relevant.user] & trained_items[relevant.item])
+    every = dataset.all_interactions()
+    seen = np.unique(every.user.astype(np.int64) * dataset.n_items + every.item)
+    return sampled_ranking(scorers, pairs.user, pairs.item, seen, dataset.n_items, np.flatnonzero(trained_items),
+                           k=k, seed=seed)
 
 
 def _published(run: RunDir, catalogue: Catalogue, x: int, max_users: int, seed: int) -> dict[str, Any]:
@@ -101,7 +131,8 @@ def _headline(result: dict[str, Any], k: int, x: int) -> dict[str, float]:
     return {f"precision@{k}": model[f"precision@{k}"], f"ndcg@{k}": model[f"ndcg@{k}"],
             f"hit_rate@{k}": model[f"hit_rate@{k}"], f"catalogue_coverage@{k}": beyond[f"catalogue_coverage@{k}"],
             f"catalogue_coverage@{x}": beyond[f"catalogue_coverage@{x}"],
-            f"popularity_ndcg@{k}": result["popularity"][f"ndcg@{k}"]}
+            f"popularity_ndcg@{k}": result["popularity"][f"ndcg@{k}"],
+            **({f"reranked_ndcg@{k}": result["reranked"][f"ndcg@{k}"]} if "reranked" in result else {})}
 
 
 def as_matrix(lists: TopLists, users: np.ndarray, k: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from batch import storage
 from batch.config import JobConfig, SearchConfig
 from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
 from batch.errors import ConfigError, DataError, NoCandidatesError
-from batch.lists import SOURCE_POPULARITY, TopLists
+from batch.lists import SOURCE_NAMES, SOURCE_POPULARITY, TopLists
 from batch.serve.repackage import COLD, Vectors, vectors_for
 from batch.serve.search import Searcher, SearchRequest, SearchResult, probabilities
 
@@ -283,7 +283,7 @@ def exclusion(dataset: Dataset, *, include_held_out: bool) -> sp.csr_matrix:
 
 def write_csv(lists: TopLists, users: IdMap, items: IdMap, path: str | Path) -> None:
     """The lists as CSV (user_id, rank, item_id, score, probability, source) with external ids."""
-    source = np.where(lists.source == SOURCE_POPULARITY, "popularity", "model")
+    source = np.vectorize(SOURCE_NAMES.get, otypes=[object])(lists.source) if len(lists) else lists.source
     with open(path, "w", encoding="utf-8", newline="") as out:
         out.write("user_id,rank,item_id,score,probability,source\n")
         for start in range(0, len(lists), 100_000):

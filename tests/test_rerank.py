@@ -1,0 +1,176 @@
+"""The NeuMF re-ranker in a run: re-ranking keeps the candidates, ``topx run --rerank ncf``
+publishes re-ranked lists, evaluation reports them, lineage and resume hold."""
+
+import json
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from test_pipeline import config
+
+from batch import lineage
+from batch.config import load_config
+from batch.data.interactions import Dataset
+from batch.errors import ConfigError, StaleArtifactError
+from batch.lists import SOURCE_MODEL, SOURCE_POPULARITY, SOURCE_RERANKED, TopLists
+from batch.pipeline import fingerprint, run_job
+from batch.publish import make_engine
+from batch.rerank import ncf
+from batch.rerank.protocol import sampled_ranking
+from batch.rerank.rerank import rerank
+from batch.rerank.train import training_pairs
+from batch.rundir import RunDir
+from batch.shardplan import check_sharded
+from batch.stages import Stages
+
+RERANK = {"rerank.model": "ncf", "rerank.candidates": 30, "rerank.ncf.epochs": 2, "rerank.ncf.batch_size": 512}
+
+
+def _candidates(users, depth, n_items, source=SOURCE_MODEL, seed=0):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for u in users:
+        items = rng.choice(n_items, depth, replace=False)
+        parts.append(TopLists(np.full(depth, u, np.int32), np.arange(1, depth + 1, dtype=np.int32),
+                              items.astype(np.int32), np.linspace(2, 1, depth).astype(np.float32),
+                              np.full(depth, 0.5, np.float32), np.full(depth, source, np.uint8)))
+    return TopLists.concat(parts)
+
+
+def _model(n_users=6, n_items=30):
+    model = ncf.NeuMF(n_users, n_items, ncf.NCFSettings(factors=4, layers=(8, 4), dropout=0.0))
+    for p in model.parameters():  # spread the scores: the default init makes them nearly equal
+        p.data.normal_(0, 1, generator=__import__("torch").Generator().manual_seed(p.numel()))
+    return model
+
+
+def test_reranking_keeps_exactly_the_candidates_ordered_by_neumf():
+    model = _model()
+    cand = _candidates([0, 1, 2], 12, 30)
+    everyone, all_items = np.ones(6, bool), np.ones(30, bool)
+    out = rerank(cand, model, 12, everyone, all_items)
+    for u in (0, 1, 2):
+        mine, theirs = out.take(out.user == u), cand.take(cand.user == u)
+        assert sorted(mine.item) == sorted(theirs.item)  # the same set, nothing added or lost
+        np.testing.assert_array_equal(mine.rank, np.arange(1, 13))
+        expected = ncf.predict(model, np.full(12, u), mine.item)
+        np.testing.assert_allclose(mine.score, expected, rtol=1e-6)
+        assert (np.diff(mine.score) <= 0).all() and (mine.source == SOURCE_RERANKED).all()
+        np.testing.assert_array_equal(mine.probability, mine.score)
+    cut = rerank(cand, model, 5, everyone, all_items)
+    assert len(cut) == 15 and set(cut.item[cut.user == 1]) <= set(cand.item[cand.user == 1])
+    np.testing.assert_array_equal(cut.item[cut.user == 1], out.item[out.user == 1][:5])
+
+
+def test_unknown_users_keep_their_list_and_unknown_items_follow():
+    model = _model()
+    cand = TopLists.concat([_candidates([0], 10, 30), _candidates([4], 10, 30, SOURCE_POPULARITY, seed=1)])
+    users = np.array([True, False, False, False, False, False])  # user 4 has no training interaction
+    items = np.ones(30, bool)
+    stranger = cand.item[(cand.user == 0) & (cand.rank == 2)][0]
+    items[stranger] = False
+    out = rerank(cand, model, 10, users, items)
+    kept = out.take(out.user == 4)
+    np.testing.assert_array_equal(kept.item, cand.item[cand.user == 4])
+    assert (kept.source == SOURCE_POPULARITY).all() and (kept.score == cand.score[cand.user == 4]).all()
+    mine = out.take(out.user == 0)
+    assert mine.item[-1] == stranger and (mine.source == SOURCE_RERANKED).all()
+
+
+def test_sampled_protocol_on_a_known_answer():
+    # 3 users, 8 items; the scorer ranks item i by i: held-out item 7 beats every sampled one
+    seen = np.unique(np.array([0 * 8 + 7, 1 * 8 + 0, 2 * 8 + 3, 0 * 8 + 1]))
+    users, items = np.array([0, 1, 2]), np.array([7, 0, 3])
+    result = sampled_ranking({"by_index": lambda u, i: i.astype(float)}, users, items, seen, 8, np.arange(8),
+                             negatives=5, k=1, seed=0)
+    figures = result["by_index"]
+    # user 0: rank 1 (hit, gain 1); user 1: item 0 loses to everything (ties too); user 2: depends on the draw
+    assert result["pairs"] == 3 and 1 / 3 <= figures["hit_rate@1"] <= 2 / 3
+    assert figures["ndcg@1"] == pytest.approx(figures["hit_rate@1"])
+
+
+def test_fingerprint_ignores_rerank_settings_while_it_is_off(tmp_path):
+    base = config(tmp_path, "sqlite://")
+    assert fingerprint(base) == fingerprint(config(tmp_path, "sqlite://", **{"rerank.ncf.epochs": 3}))
+    assert fingerprint(base) != fingerprint(config(tmp_path, "sqlite://", **RERANK))
+    with pytest.raises(ConfigError, match="without --shards"):
+        check_sharded(config(tmp_path, "sqlite://", **RERANK), 2)
+    with pytest.raises(ConfigError, match="rerank.ncf.layers"):
+        load_config(base={"rerank": {"ncf": {"layers": "63,8"}}}, env={})
+
+
+def test_run_publishes_reranked_lists_and_evaluates_them(tmp_path, db_url, monkeypatch):
+    cfg = config(tmp_path, db_url, **RERANK)
+    summary = run_job(cfg)
+    run = RunDir(tmp_path / "work" / "runs" / summary["run_id"])
+    lists, dataset = TopLists.load(run.file("lists.npz")), Dataset.load(run.path)
+    assert summary["seconds"]["rerank"] > 0 and run.file("rerank/model.tar.gz").exists()
+    assert lineage.recorded(run.file("lists.npz"), lineage.RERANK_KEY) == lineage.model_digest(
+        run.file("rerank/model.tar.gz"))
+    trained = np.unique(dataset.train.user)
+    assert set(np.unique(lists.user[lists.source == SOURCE_RERANKED])) == set(trained)
+    assert np.bincount(lists.user).max() == 15
+    # the NeuMF in the run directory gives the published scores
+    model, _ = ncf.load_artifact(run.file("rerank/model.tar.gz"))
+    rows = lists.source == SOURCE_RERANKED
+    np.testing.assert_allclose(lists.score[rows], ncf.predict(model, lists.user[rows], lists.item[rows]), rtol=1e-6)
+    # and it is the model train_ncf makes from the run's training pairs (what the SageMaker entry point trains on)
+    again = ncf.train_ncf(*training_pairs(dataset), dataset.n_users, dataset.n_items, model.settings)
+    assert all((a == b).all() for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        sources = dict(conn.execute(sa.text("SELECT source, COUNT(*) FROM current_recommendations "
+                                            "GROUP BY source")).fetchall())
+    engine.dispose()
+    assert sources.get(SOURCE_RERANKED) == rows.sum() and sum(sources.values()) == len(lists)
+    evaluated = json.loads(run.metrics.read_text())["evaluate"]
+    assert set(evaluated["reranked"]) == set(evaluated["model"])
+    assert {"model", "reranked"} <= set(evaluated["sampled"]) and evaluated["sampled"]["negatives"] == 100
+    assert 0 <= evaluated["sampled"]["reranked"]["hit_rate@10"] <= 1 and "reranked_ndcg@10" in summary["metrics"]
+
+    # lineage: lists re-ranked by another NeuMF are refused at publish
+    other = ncf.train_ncf(*training_pairs(dataset), dataset.n_users, dataset.n_items,
+                          ncf.NCFSettings(epochs=1, seed=5))
+    ncf.save_artifact(other, other.settings, tmp_path / "other")
+    run.file("rerank/model.tar.gz").write_bytes(ncf.pack_artifact(tmp_path / "other"))
+    with pytest.raises(StaleArtifactError, match="another model"):
+        Stages(cfg, run, summary["run_id"]).publish()
+
+
+def test_a_failed_reranked_run_resumes_without_retraining(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cfg = config(tmp_path, db, **RERANK)
+    monkeypatch.setattr(Stages, "search", lambda self: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        run_job(cfg)
+    monkeypatch.undo()
+    monkeypatch.setattr(Stages, "rerank", lambda self: pytest.fail("the re-ranker trained again"))
+    resumed = run_job(cfg)
+    assert resumed["resumed"] is True and resumed["status"] == "published"
+
+
+def test_an_old_run_directory_without_the_rerank_stage_resumes(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cfg = config(tmp_path, db)
+    monkeypatch.setattr(Stages, "evaluate", lambda self: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        run_job(cfg, run_id="old")
+    state_file = tmp_path / "work" / "runs" / "old" / "run.json"
+    state = json.loads(state_file.read_text())
+    del state["stages"]["rerank"]  # as a topx from before the re-ranker left it
+    state_file.write_text(json.dumps(state))
+    monkeypatch.undo()
+    monkeypatch.setattr(Stages, "train", lambda self: pytest.fail("train ran again"))
+    resumed = run_job(cfg)
+    assert resumed["run_id"] == "old" and resumed["resumed"] is True
+
+
+@pytest.mark.slow
+def test_cli_run_rerank_on_the_embedded_default(tmp_path, topx, monkeypatch):
+    monkeypatch.setenv("TOPX_RERANK_NCF_EPOCHS", "1")
+    monkeypatch.setenv("TOPX_RERANK_NCF_BATCH_SIZE", "4096")
+    code, summary, err = topx("run", "--rerank", "ncf", "--candidates", "150", "--workdir", str(tmp_path / "w"),
+                              "--epochs", "2", "--allow-regression")
+    assert code == 0, err
+    lists = TopLists.load(tmp_path / "w" / "runs" / summary["run_id"] / "lists.npz")
+    assert summary["rows"] == 943 * 100 and (lists.source == SOURCE_RERANKED).all()
