@@ -83,7 +83,8 @@ def top_k(score: Callable[[np.ndarray], np.ndarray], users: np.ndarray, seen: sp
 def fm_top(cfg: JobConfig, run_path: str | Path, users: np.ndarray, k: int) -> np.ndarray:
     """The lists of a trained run directory's FM for ``users``, made as ``topx evaluate`` makes
     them (exact search, training items excluded, the configured allow/deny lists, popularity for
-    users the model does not know): int64 (n, k), -1 for empty slots."""
+    users the model does not know; with ``[rerank] model``, each user's FM top
+    ``rerank.candidates`` re-ranked by the run's re-ranker): int64 (n, k), -1 for empty slots."""
     from batch.rundir import RunDir
     from batch.serve.evaluate import as_matrix
     from batch.serve.recommend import candidates, exclusion, recommend
@@ -94,6 +95,13 @@ def fm_top(cfg: JobConfig, run_path: str | Path, users: np.ndarray, k: int) -> n
     dataset, vectors = run.load_dataset(), vectors_for(run)
     allowed, _ = candidates(vectors, dataset.items, cfg.search, dataset.item_features, dataset)
     searcher = LocalSearcher(method="exact", batch_size=cfg.search.batch_size)
-    lists = recommend(vectors, searcher, top=k, candidates=allowed, users=users,
+    depth = max(k, cfg.rerank.candidates) if cfg.rerank.enabled else k
+    lists = recommend(vectors, searcher, top=depth, candidates=allowed, users=users,
                       exclude=exclusion(dataset, include_held_out=False)).lists
+    if cfg.rerank.enabled:
+        from batch.rerank.rerank import rerank
+        from batch.rerank.stage import reranker_for
+
+        model, known_users, known_items = reranker_for(cfg, run, dataset)
+        lists = rerank(lists, model, k, known_users, known_items)
     return as_matrix(lists, users, k)

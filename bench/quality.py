@@ -4,7 +4,8 @@
 
 One split (per user, the ``holdout`` latest or random interactions held out), one metric code
 (:mod:`batch.offline`: relevant = any held-out item, training items excluded, top 10) for every
-system: topx through ``topx run``'s own pipeline with its default settings, popularity, EASE and
+system: topx through ``topx run``'s own pipeline with its default settings, the same with its
+NeuMF re-ranker on (``topx+ncf``: the FM's top 200 per user re-ranked), popularity, EASE and
 implicit's ALS and BPR (the ``bench`` extra). The peers' settings are chosen on a validation
 split carved the same way from the training part (never the test split); topx runs as it ships.
 Prints one JSON line: each system's NDCG/precision/recall/MAP/hit rate@10, coverage@10 and
@@ -33,7 +34,9 @@ from batch.data.interactions import Dataset  # noqa: E402
 from batch.offline import RELEVANCE, eval_users, fm_top, list_metrics, top_k, validation_split  # noqa: E402
 
 K = 10
-SYSTEMS = ("topx", "popularity", "ease", "als", "bpr")
+SYSTEMS = ("topx", "topx+ncf", "popularity", "ease", "als", "bpr")
+# topx's own rows: its default, and the same run with the NeuMF re-ranker ([rerank] model = "ncf")
+OWN = {"topx": {}, "topx+ncf": {"rerank.model": "ncf"}}
 
 
 def load_split(data: str, protocol: str, holdout: int, seed: int) -> Dataset:
@@ -82,23 +85,25 @@ def run_peer(name: str, dataset: Dataset, protocol: str, holdout: int, seed: int
 
 
 def run_topx(data: str, protocol: str, holdout: int, seed: int, dataset: Dataset,
-             config: JobConfig | None = None) -> dict[str, Any]:
-    """topx run with its default settings (and this split) in a temporary work directory; its
-    lists for the held-out users scored with the same code as the peers'."""
+             config: JobConfig | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """topx run with its default settings (and this split; ``extra``: settings on top, e.g. the
+    re-ranker) in a temporary work directory; its lists for the held-out users scored with the
+    same code as the peers'."""
     from batch.pipeline import run_job
     from batch.rundir import RunDir
 
     with tempfile.TemporaryDirectory(prefix="topx-quality-") as work:
         # the benchmark measures the lists whatever they are: the publish gate must not stop it
         overrides = {"workdir": work, "data.path": data, "data.split": protocol, "data.holdout": holdout,
-                     "data.seed": seed, "search.top": K, "publish.gate.allow_regression": True}
+                     "data.seed": seed, "search.top": K, "publish.gate.allow_regression": True, **(extra or {})}
         cfg = load_config(env={}, overrides=overrides, base=config.to_dict() if config else None)
         summary = run_job(cfg, fresh=True)
         run = RunDir(Path(work) / "runs" / summary["run_id"])
         _same_split(run.load_dataset(), dataset)
         users = eval_users(dataset)
         metrics = list_metrics(fm_top(cfg, run.path, users, K), users, dataset, K)
-        seconds = run.read_json("run.json")["stages"]["train"]["seconds"]
+        stages = run.read_json("run.json")["stages"]
+        seconds = stages["train"]["seconds"] + stages.get("rerank", {}).get("seconds", 0.0)
     return {**metrics, "train_seconds": round(seconds, 2), "settings": "defaults" if config is None else "config"}
 
 
@@ -118,7 +123,7 @@ def quality(data: str, protocol: str = "last", holdout: int = 10, seed: int = 0,
     rows = []
     for name in systems:
         started = time.perf_counter()
-        result = run_topx(data, protocol, holdout, seed, dataset, job) if name == "topx" else \
+        result = run_topx(data, protocol, holdout, seed, dataset, job, OWN[name]) if name in OWN else \
             run_peer(name, dataset, protocol, holdout, seed)
         rows.append({"system": name, **result, "seconds": round(time.perf_counter() - started, 1)})
         print(f"{name}: ndcg@{K} {result[f'ndcg@{K}']:.4f}", file=sys.stderr, flush=True)
@@ -131,7 +136,7 @@ def quality(data: str, protocol: str = "last", holdout: int = 10, seed: int = 0,
 def lead(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How far topx's NDCG@10 is above (or below, negative) the best peer's, in percent."""
     topx = [row for row in rows if row["system"] == "topx"]
-    peers = [row for row in rows if row["system"] != "topx"]
+    peers = [row for row in rows if row["system"] not in OWN]
     if not topx or not peers:
         return {}
     best = max(peers, key=lambda row: row[f"ndcg@{K}"])
