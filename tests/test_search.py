@@ -76,6 +76,33 @@ def test_exact_topk_equals_a_brute_force_reference():
     assert inner.tobytes() == ref_inner.tobytes()
 
 
+def test_long_lists_scored_in_float64_equal_the_reference():
+    """k = 100 of 3,000 candidates (an audience's shape): float64 scores and the threshold
+    selection over one level of groups; a row left with fewer allowed items than k + margin falls
+    back to a full partition. Same lists, bit for bit, as the reference and as float32 scoring."""
+    from batch.serve.search import exact
+
+    rng = np.random.default_rng(11)
+    queries = rng.standard_normal((24, 17)).astype(np.float32)
+    items = rng.standard_normal((3000, 17)).astype(np.float32)
+    exclude = random_exclude(24, 3000, 0.05).tolil()
+    exclude[3, 40:] = True  # 40 left: fewer groups with an allowed item than k + margin
+    exclude[5, 100:2950] = True  # 150 left: most entries above nothing but -inf
+    exclude = exclude.tocsr()
+    item, inner = exact_topk(queries, items, 100, exclude=exclude, batch_size=7)
+    ref_item, ref_inner = reference_topk(queries, items, 100, exclude)
+    np.testing.assert_array_equal(item, ref_item)
+    assert inner.tobytes() == ref_inner.tobytes()
+    assert (item[3] >= 0).sum() == 3000 - exclude[3].nnz < 41
+    original = exact.WIDE
+    try:
+        exact.WIDE = 0  # float32 scores and gathered recomputation instead
+        other = exact_topk(queries, items, 100, exclude=exclude)
+    finally:
+        exact.WIDE = original
+    assert other[0].tobytes() == item.tobytes() and other[1].tobytes() == inner.tobytes()
+
+
 def test_results_do_not_depend_on_batching_row_order_or_the_item_subset():
     rng = np.random.default_rng(7)
     queries = (rng.standard_normal((300, 65)) * 0.3).astype(np.float32)

@@ -38,6 +38,13 @@ def rounded_inner(queries64: np.ndarray, query_norms: np.ndarray, items: np.ndar
     """
     # einsum upcasts the float32 rows as it goes: half the gathered bytes of a float64 copy
     approx = np.einsum("bjd,bd->bj", items[columns], queries64)
+    return rounded_from(approx, queries64, query_norms, items, item_norms, columns)
+
+
+def rounded_from(approx: np.ndarray, queries64: np.ndarray, query_norms: np.ndarray, items: np.ndarray,
+                 item_norms: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """:func:`rounded_inner` from ``approx``, float64 (b, j): the same inner products summed in
+    float64 in any order (by einsum, or by a float64 ``dgemm``); the other arguments as there."""
     # Twice the bound: the norms themselves carry a rounding error, and a margin costs nothing.
     error = 2.0 * gamma(queries64.shape[1], F64_UNIT) * query_norms[:, None] * item_norms[columns]
     result = approx.astype(np.float32)

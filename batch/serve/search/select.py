@@ -16,11 +16,40 @@ def largest(block: np.ndarray, fetch: int, widths: tuple[int, ...]) -> tuple[np.
         cols = argtop(block, fetch)
         return cols, np.take_along_axis(block, cols, axis=1)
     width, groups = widths[0], n // widths[0]
+    if len(widths) == 1:
+        return _above_threshold(block, fetch, width)
     chosen, _ = largest(_slab_max(block.reshape(b, width, groups)), fetch, widths[1:])
     members = (chosen[:, None, :] + (np.arange(width, dtype=np.int64) * groups)[:, None]).reshape(b, -1)
     values = np.take(block, members + (np.arange(b, dtype=np.int64) * n)[:, None])
     best = argtop(values, fetch)
     return np.take_along_axis(members, best, axis=1), np.take_along_axis(values, best, axis=1)
+
+
+def _above_threshold(block: np.ndarray, fetch: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`largest` over one level of groups, for a ``fetch`` that is a large share of the
+    groups (long lists: audiences): θ, the ``fetch``-th largest group maximum, is a value at least
+    ``fetch`` entries reach, so the ``fetch`` largest entries are among those ≥ θ (on random data
+    some 9 % more than ``fetch``); one pass gathers them and a small partition picks from them.
+    Cheaper there than partitioning the group maxima by index and then the best groups' members."""
+    b, n = block.shape
+    groups = n // width
+    maxima = _slab_max(block.reshape(b, width, groups))
+    if maxima.dtype == np.float32:
+        theta = np.partition(maxima, groups - fetch, axis=1)[:, groups - fetch]
+    else:  # partitioned as float32, 1.5× faster; one float32 step down stays ≤ the float64 θ
+        theta = np.partition(maxima.astype(np.float32), groups - fetch, axis=1)[:, groups - fetch]
+        theta = np.nextafter(theta, np.float32(-np.inf)).astype(block.dtype)
+    if np.isneginf(theta).any():  # a row with fewer than fetch allowed groups: every entry is ≥ θ
+        cols = argtop(block, fetch)
+        return cols, np.take_along_axis(block, cols, axis=1)
+    row, col = np.divmod(np.flatnonzero(block >= theta[:, None]), n)  # each row's columns together
+    counts = np.bincount(row, minlength=b)
+    slot = np.arange(len(col)) - np.repeat(np.cumsum(counts) - counts, counts)
+    cols = np.zeros((b, counts.max()), np.int64)
+    values = np.full((b, counts.max()), -np.inf, block.dtype)  # padding: below every entry ≥ θ > -inf
+    cols[row, slot], values[row, slot] = col, block[row, col]
+    best = argtop(values, fetch)
+    return np.take_along_axis(cols, best, axis=1), np.take_along_axis(values, best, axis=1)
 
 
 def _slab_max(slabs: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,7 +15,8 @@ class ItemTable:
     row in the table, or -1 if not a candidate. ``block``: float32 (c_pad, d), C-contiguous, the
     candidates padded with zero rows to a multiple of the product of ``widths``. ``norms``: float64
     (c_pad,) their Euclidean norms. ``widths``: the group width of each selection level
-    (:func:`group_widths`).
+    (:func:`group_widths`). ``block64``: ``block`` as float64, for searches that score in float64
+    (:func:`~batch.serve.search.exact.exact_topk` with long lists), else None.
     """
 
     index: np.ndarray
@@ -23,6 +24,7 @@ class ItemTable:
     block: np.ndarray
     norms: np.ndarray
     widths: tuple[int, ...]
+    block64: np.ndarray | None = None
 
     @classmethod
     def build(cls, items: np.ndarray, candidates: np.ndarray | None, fetch: int) -> ItemTable:
@@ -40,6 +42,10 @@ class ItemTable:
         block[:len(index)] = items[index]
         norms = np.sqrt(np.einsum("cd,cd->c", block, block, dtype=np.float64))
         return cls(index, position, block, norms, widths)
+
+    def with_float64(self) -> ItemTable:
+        """This table with ``block64`` filled in."""
+        return replace(self, block64=self.block.astype(np.float64))
 
     @property
     def size(self) -> int:
