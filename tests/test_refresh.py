@@ -344,3 +344,27 @@ def test_publish_refresh_merges_text_ids_in_key_order_and_needs_its_source_curre
         publish_refresh(db_url, run_info("r3"), "r1", make_lists(2), mine, items)
     assert exit_code(refused.value) == 75 and "run r2 is current" in str(refused.value)
     assert dict(query(db_url, "SELECT id, status FROM runs")) == {"r1": "superseded", "r2": "current"}
+
+
+def test_with_free_user_vectors_new_activity_only_leaves_the_list(seeded, tmp_path, topx, sqlite_url):
+    """Without the history block a trained user's vector is its own id column, which new
+    interactions cannot move: the refreshed list is the old ranking without the new items."""
+    from batch.cli import main
+
+    job = _job(tmp_path, "[train.ials]\nhistory = false\n")
+    work = tmp_path / "work"
+    assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--config", str(job), "--epochs", "3",
+                 "--num-factors", "8", "--top", str(TOP), "--allow-regression", "--database-url", sqlite_url]) == 0
+    assert not RunDir(next((work / "runs").iterdir())).load_layout().user_history
+    source = query(sqlite_url, "SELECT id FROM runs WHERE status = 'current'")[0][0]
+    old = rows_of(sqlite_url, source, ["1"])
+    data = new_activity(seeded, tmp_path, 1, [int(old[0][2]), int(old[1][2])], 7777, [45])
+    users = tmp_path / "users.txt"
+    users.write_text("1\n7777\n")
+    summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", sqlite_url,
+                 "--workdir", str(work), "--config", str(job), "--allow-regression")
+    # No history block and no features for 7777: the popularity list.
+    assert summary["refresh"]["vectors"] == {"trained": 1, "history_or_features": 0, "popularity": 1}
+    new = rows_of(sqlite_url, summary["run_id"], ["1"])
+    assert [row[2:4] for row in new[:TOP - 2]] == [row[2:4] for row in old[2:]]
+    assert {row[5] for row in rows_of(sqlite_url, summary["run_id"], ["7777"])} == {1}
