@@ -25,9 +25,13 @@ from batch.errors import PublishError, TransientError
 from batch.lists import SOURCE_POPULARITY
 from batch.publish.rows import RunRows
 
-# The counts `runs` stores (see RunRows.stats), computed over a table holding one run's rows.
-_STATS = ("SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT item_id), "
-          "COUNT(DISTINCT CASE WHEN source = {fallback} THEN user_id END) FROM {table} WHERE run_id = :run_id")
+# The counts `runs` stores (see RunRows.stats), computed over a table holding one run's rows. Per-user
+# and per-item GROUP BYs rather than COUNT(DISTINCT ...), which PostgreSQL answers by sorting every
+# row once per count: about 5 s instead of under 1 s for 2M rows.
+_STATS = ("SELECT COALESCE(SUM(n), 0), COUNT(*), COALESCE(SUM(fallback), 0), "
+          "(SELECT COUNT(*) FROM (SELECT item_id FROM {table} WHERE run_id = :run_id GROUP BY item_id) i) "
+          "FROM (SELECT user_id, COUNT(*) AS n, MAX(CASE WHEN source = {fallback} THEN 1 ELSE 0 END) AS fallback "
+          "FROM {table} WHERE run_id = :run_id GROUP BY user_id) u")
 
 
 class PublishLockedError(PublishError, TransientError):
@@ -103,7 +107,7 @@ def stats_of(conn: Connection, table: str, run_id: str) -> dict[str, int]:
     """Counts of one run's rows in ``table`` (an SQL-quoted name): n_rows, n_users,
     n_items_recommended, n_fallback_users."""
     sql = text(_STATS.format(fallback=int(SOURCE_POPULARITY), table=table))
-    n_rows, n_users, n_items, n_fallback = conn.execute(sql, {"run_id": run_id}).one()
+    n_rows, n_users, n_fallback, n_items = (int(v) for v in conn.execute(sql, {"run_id": run_id}).one())
     return {"n_rows": n_rows, "n_users": n_users, "n_items_recommended": n_items, "n_fallback_users": n_fallback}
 
 

@@ -98,7 +98,9 @@ def _load_and_switch(conn: Connection, sink: CollectingSink, run: RunInfo, rows:
     try:
         with conn.begin():
             phases = sink.load_refresh(conn, rows, source_run_id, refreshed)
+            start = perf_counter()
             stats = sink.collected_stats(conn, run.run_id)
+            phases["stats_s"] = perf_counter() - start
             candidate = gates.Candidate(run.run_id, run.metrics, stats["n_rows"], stats["n_users"], known_users)
             verdict = gates.judge(gate, candidate, require_current(conn, source_run_id))
             if not verdict["passed"]:
