@@ -64,7 +64,7 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     wanted = read_users(users, source.users, header=cfg.data.columns.user)
     now = load_dataset(resolve_data(cfg.data, cfg.workdir))
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
-                          _searcher(cfg))
+                          _searcher(cfg), reranker(cfg, run, source))
     report = {"source_run": current["id"], "users_file": str(users), "duplicates": wanted.duplicates, **found.report}
     info = RunInfo(run_id=check_run_id(run_id) if run_id else new_run_id(), config=cfg.to_dict(),
                    model_location=current["model_location"], started_at=datetime.now(UTC),
@@ -137,6 +137,20 @@ def check_rules(cfg: JobConfig, run: RunDir) -> None:
                                  f"from those run {run.path.name}'s lists were made with: a refresh keeps the "
                                  f"run's rules, so that refreshed and carried-over lists agree; run topx run to "
                                  f"publish lists with new rules")
+
+
+def reranker(cfg: JobConfig, run: RunDir, source):
+    """The run's re-ranker when its settings re-rank (``[rerank] model``), else None; the run's
+    lists must have been re-ranked by that very model, or not at all when it does not
+    (:class:`StaleArtifactError`), like the carried-over rows."""
+    if run.file("lists.npz").exists():
+        lineage.check_reranker(run, cfg.rerank.enabled, f"a refresh re-ranks as run {run.path.name} did: keep its "
+                                                        f"[rerank] settings")
+    if not cfg.rerank.enabled:
+        return None
+    from batch.rerank.stage import reranker_for
+
+    return reranker_for(cfg, run, source)
 
 
 def _searcher(cfg: JobConfig):

@@ -368,3 +368,36 @@ def test_with_free_user_vectors_new_activity_only_leaves_the_list(seeded, tmp_pa
     new = rows_of(sqlite_url, summary["run_id"], ["1"])
     assert [row[2:4] for row in new[:TOP - 2]] == [row[2:4] for row in old[2:]]
     assert {row[5] for row in rows_of(sqlite_url, summary["run_id"], ["7777"])} == {1}
+
+
+def test_a_run_that_re_ranks_has_its_refreshed_lists_re_ranked(seeded, tmp_path, topx, sqlite_url):
+    """The run's NeuMF re-ranks the refreshed users it knows, under the run's user indices; a new
+    user keeps the FM's list, as users NeuMF did not train on do in the run."""
+    from batch.cli import main
+    from batch.config import load_config
+    from batch.rerank.ncf import predict
+    from batch.rerank.stage import reranker_for
+
+    work = tmp_path / "work"
+    job = _job(tmp_path, "[rerank.ncf]\nepochs = 1\n")
+    assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--epochs", "3", "--num-factors", "8",
+                 "--top", str(TOP), "--rerank", "ncf", "--candidates", "10", "--allow-regression",
+                 "--database-url", sqlite_url, "--config", str(job)]) == 0
+    source = query(sqlite_url, "SELECT id FROM runs WHERE status = 'current'")[0][0]
+    users = tmp_path / "users.txt"
+    users.write_text("1\n7777\n")
+    data = new_activity(seeded, tmp_path, 1, [], 7777, [45, 38])
+    summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", sqlite_url,
+                 "--workdir", str(work), "--allow-regression", "--config", str(job))
+    assert summary["refresh"]["reranked_users"] == 1
+    mine = rows_of(sqlite_url, summary["run_id"], ["1"])
+    assert len(mine) == TOP and {row[5] for row in mine} == {2}
+    run = RunDir(work / "runs" / source)
+    dataset = run.load_dataset()
+    model, _, _ = reranker_for(load_config(env={}, base=run.read_json("config.json")), run, dataset)
+    u = dataset.users.index([1])
+    expected = predict(model, np.repeat(u, TOP), dataset.items.index([int(row[2]) for row in mine]))
+    np.testing.assert_allclose([row[3] for row in mine], expected, rtol=1e-5)
+    assert {row[5] for row in rows_of(sqlite_url, summary["run_id"], ["7777"])} == {0}
+    assert rows_of(sqlite_url, summary["run_id"], ["1", "7777"], keep=False) == \
+        rows_of(sqlite_url, source, ["1", "7777"], keep=False)

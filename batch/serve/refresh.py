@@ -35,12 +35,15 @@ from batch.config import JobConfig
 from batch.data.interactions import Dataset, IdMap
 from batch.errors import DataError, EmptyDataError, InvalidValueError
 from batch.features.design import HISTORY_EXPONENT, DesignLayout, normalise_rows
-from batch.lists import TopLists
+from batch.lists import SOURCE_RERANKED, TopLists
 from batch.serve.recommend import candidates, category_cap, recommend
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors, user_vectors
 from batch.serve.search import Searcher
 
 log = logging.getLogger("topx.serve")
+
+# The run's re-ranker: NeuMF and the boolean masks of the run's users and items it knows.
+Reranker = tuple[Any, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,15 @@ def _user_id(text: str, integer: bool, location: str, line: int):
 
 
 def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: Dataset, vectors: Vectors,
-                  wanted: IdMap, current: Dataset | None, searcher: Searcher) -> Refreshed:
+                  wanted: IdMap, current: Dataset | None, searcher: Searcher, reranker: Reranker | None = None
+                  ) -> Refreshed:
     """The lists of the ``wanted`` users: vectors from ``model`` (trained on ``layout`` over the
     run's data set ``source``, repackaged as ``vectors``) and their current history (the run's
     interactions and ``current``'s, the data source read now; None: the run's only), searched
     with the run's candidate rules (``cfg.search``: allow/deny lists, attribute rules,
-    availability at the run's reference time, suppression, category cap, seen items)."""
+    availability at the run's reference time, suppression, category cap, seen items), and
+    re-ranked as the run's lists were when the run re-ranks (``reranker``: the run's NeuMF and
+    the users and items it knows, :func:`batch.rerank.stage.reranker_for`)."""
     history, activity = current_history(source, current, wanted)
     rows = design_rows(layout, source, current, wanted, history)
     users, const = user_vectors(model, rows)
@@ -124,15 +130,41 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
     allowed, report = candidates(vectors, source.items, cfg.search, source.item_features, source)
     exclude = history if cfg.search.exclude_seen else None
     exclude, suppressed = _suppressed(cfg, source, wanted, exclude)
-    found = recommend(mine, searcher, top=cfg.search.top, exclude=exclude, candidates=allowed,
+    depth = cfg.search.top if reranker is None else max(cfg.rerank.candidates, cfg.search.top)
+    found = recommend(mine, searcher, top=depth, exclude=exclude, candidates=allowed,
                       cap=category_cap(cfg.search, source))
+    lists = found.lists if reranker is None else _reranked(found.lists, reranker, cfg.search.top, source, wanted)
     known = source.users.contains(wanted.ids)
     by_vector = np.bincount(status, minlength=3)
     summary = {**report, **suppressed, **found.report,
                "users": len(wanted), "known_to_run": int(known.sum()), "unknown_to_run": int((~known).sum()),
                "vectors": {"trained": int(by_vector[TRAINED]), "history_or_features": int(by_vector[FEATURES_ONLY]),
                            "popularity": int(by_vector[COLD])}, **activity}
-    return Refreshed(found.lists, wanted, summary)
+    if reranker is not None:
+        summary["reranked_users"] = int(np.unique(lists.user[lists.source == SOURCE_RERANKED]).size)
+    return Refreshed(lists, wanted, summary)
+
+
+def _reranked(lists: TopLists, reranker: Reranker, top: int, source: Dataset, wanted: IdMap) -> TopLists:
+    """``lists`` (each user's FM candidates) re-ranked by the run's NeuMF and cut to ``top``, as
+    the run's search stage does (:func:`batch.rerank.rerank.rerank`): NeuMF knows users by the
+    run's indices, so the wanted users the run has are re-ranked under those; the others keep
+    their FM list, as users NeuMF did not train on do in the run."""
+    from batch.rerank.rerank import rerank
+
+    model, known_users, known_items = reranker
+    found = source.users.contains(wanted.ids)
+    at = np.full(len(wanted), -1, np.int64)
+    at[found] = source.users.index(wanted.ids[found], what="user")
+    back = np.full(source.n_users, -1, np.int64)
+    back[at[found]] = np.flatnonzero(found)
+    in_run = at[lists.user] >= 0
+    theirs = lists.take(np.flatnonzero(in_run))
+    done = rerank(TopLists(at[theirs.user].astype(np.int32), *theirs.columns()[1:]), model, top, known_users,
+                  known_items)
+    done = TopLists(back[done.user].astype(np.int32), *done.columns()[1:])
+    merged = TopLists.concat([done, lists.take(np.flatnonzero(~in_run & (lists.rank <= top)))])
+    return merged.take(np.argsort(merged.user, kind="stable"))
 
 
 def current_history(source: Dataset, current: Dataset | None, wanted: IdMap) -> tuple[sp.csr_matrix, dict]:
