@@ -187,6 +187,22 @@ class IALSConfig:
     history: bool = setting(True, "users as the items they interacted with (the design's user history block, one "
                                   "column per item, |history|^-½ each) instead of a free vector per user")
     history_reg: float = setting(0.03, "λ of the history columns' factors")
+    item_item: float = setting(0.5, "weight β of the closed-form item-item member (EASE) whose scores are added to "
+                                    "iALS's as a block of factors of its own (0: iALS alone)")
+    item_item_l2: float = setting(300.0, "the item-item member's L2 regularisation λ")
+    item_item_recency: float = setting(1.0, "extra weight of a user's recent items in the item-item member: each "
+                                            "item counts 1 + recency × ½^(age / half_life), age = how many of the "
+                                            "user's items came after it")
+    item_item_half_life: float = setting(5.0, "half-life of that extra weight, in items")
+    item_item_max_rank: int = setting(1024, "the item-item member is exact with min(users, items) factors; beyond "
+                                            "this many it is left out")
+    item_item_max_cells: int = setting(20_000_000, "the item-item member is left out beyond this many users × items "
+                                                   "(it takes a dense users × items product)")
+
+    @property
+    def extra_factors(self) -> int:
+        """The most factors the item-item member adds to ``num_factors`` (its rank is at most this)."""
+        return self.item_item_max_rank if self.item_item > 0 else 0
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)
@@ -194,6 +210,12 @@ class IALSConfig:
         _positive("train.ials.reg_exponent", self.reg_exponent, zero_ok=True)
         _positive("train.ials.cg_steps", self.cg_steps, zero_ok=True)
         _positive("train.ials.history_reg", self.history_reg, zero_ok=True)
+        _positive("train.ials.item_item", self.item_item, zero_ok=True)
+        _positive("train.ials.item_item_l2", self.item_item_l2)
+        _positive("train.ials.item_item_recency", self.item_item_recency, zero_ok=True)
+        _positive("train.ials.item_item_half_life", self.item_item_half_life)
+        _positive("train.ials.item_item_max_rank", self.item_item_max_rank, zero_ok=True)
+        _positive("train.ials.item_item_max_cells", self.item_item_max_cells, zero_ok=True)
 
 
 @dataclass(frozen=True)

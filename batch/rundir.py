@@ -79,9 +79,16 @@ class RunDir:
         return read_model(str(self.model), shape=self._model_shape())
 
     def _model_shape(self) -> tuple[int, int] | None:
-        factors = self.read_json("config.json").get("train", {}).get("hyperparameters", {}).get("num_factors")
+        """The largest (feature_dim, k) the run's settings allow: ``num_factors``, plus the
+        item-item member's most factors when local implicit training may add it."""
+        train = self.read_json("config.json").get("train", {})
+        factors = train.get("hyperparameters", {}).get("num_factors")
         if not self.layout.exists() or not isinstance(factors, int):
             return None
+        ials = train.get("ials", {})
+        if train.get("mode") == "implicit" and train.get("backend") == "local" and \
+                train.get("objective") in ("auto", "ials") and ials.get("item_item", 0) > 0:
+            factors += int(ials.get("item_item_max_rank", 0))
         return self.load_layout().feature_dim, factors
 
     def load_layout(self) -> DesignLayout:

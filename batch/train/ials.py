@@ -37,13 +37,15 @@ class IALSFactors:
     """``user``: float32 (n_users, k); ``item``: float32 (n_items, k); ``user_bias``: float32
     (n_users,); ``item_bias``: float32 (n_items,). Score of (u, i) = user[u]·item[i] + user_bias[u]
     + item_bias[i]. ``history``: float32 (n_history_columns, k), Y when users are their history
-    (then ``user`` is H Y and ``user_bias`` zero)."""
+    (then ``user`` is H Y + ``user_id`` and ``user_bias`` zero); ``user_id``: float32 (n_users, k),
+    the part of a history user's vector on its id column (None: none), block-orthogonal to Y."""
 
     user: np.ndarray
     item: np.ndarray
     user_bias: np.ndarray
     item_bias: np.ndarray
     history: np.ndarray | None = None
+    user_id: np.ndarray | None = None
 
     def scores(self, users: np.ndarray | None = None) -> np.ndarray:
         """float32 (len(users), n_items) scores of every item for ``users`` (default all)."""

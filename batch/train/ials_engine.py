@@ -5,6 +5,13 @@ term w_u + w_i, so the iALS score ⟨x_u, x_i⟩ + b_u + b_i *is* an FM with V's
 item rows x_i and w = (b_u, b_i). Side-feature columns get zero factors and weights (the id
 columns carry the fit), so the artifact, the repackaging identity and everything downstream are
 those of any other FM.
+
+Where the data is small enough, a second, closed-form member joins it
+(:mod:`batch.train.item_item`, EASE scored on recency-weighted profiles) as a block of factors of
+its own: user rows [x_u, β m_u] (with the history block: history rows [y_j, 0] and the id column
+[0, β m_u]), item rows [x_i, m_i]. The blocks are orthogonal, so the FM's score is the iALS score
+plus β times the member's, exactly, and the artifact is still one FM (k = num_factors + the
+member's rank).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from batch.config import FMHyperparameters, IALSConfig
 from batch.features.design import Design
 from batch.train import FitResult
 from batch.train.ials import IALSFactors, IALSSettings, fit_ials
+from batch.train.item_item import ItemItemSettings, fit_item_item, profiles
 from batch.train.local import import_torch, pick_device
 from batch.train.samples import Samples, SampleSource
 
@@ -58,10 +66,43 @@ class IALSTrainer:
             return False
 
         factors = fit_ials(torch, R, settings, history=history_block(design), device=device, on_epoch=on_epoch)
+        ials_seconds = time.perf_counter() - started
+        member = item_item_settings(s)
+        rank = 0
+        if member.applies(*R.shape):
+            p = source.positives
+            W = profiles(p.user, p.item, p.timestamp, *R.shape, member.recency, member.half_life)
+            factors = with_item_item(factors, *fit_item_item(R, W, member.l2), member.weight)
+            rank = factors.item.shape[1] - hp.num_factors
+            log.info("item-item member (EASE, λ %g, weight %g): %d factors, %.1f s", member.l2, member.weight,
+                     rank, time.perf_counter() - started - ials_seconds)
+        elif member.weight > 0:
+            log.info("item-item member left out: %d users × %d items is beyond train.ials.item_item_max_rank "
+                     "%d or item_item_max_cells %d", *R.shape, member.max_rank, member.max_cells)
         seconds = time.perf_counter() - started
         details = {"engine": "local", "objective": "ials", "device": device, "seconds": round(seconds, 3),
-                   "samples_per_s": round(R.nnz * hp.epochs / max(seconds, 1e-9)), "history": history}
+                   "samples_per_s": round(R.nnz * hp.epochs / max(ials_seconds, 1e-9)), "history": history,
+                   "item_item_factors": rank}
         return FitResult(to_fm(factors, design, predictor_type), details)
+
+
+def item_item_settings(s: IALSConfig) -> ItemItemSettings:
+    """The item-item member's settings from the ``train.ials`` section."""
+    return ItemItemSettings(weight=s.item_item, l2=s.item_item_l2, recency=s.item_item_recency,
+                            half_life=s.item_item_half_life, max_rank=s.item_item_max_rank,
+                            max_cells=s.item_item_max_cells)
+
+
+def with_item_item(factors: IALSFactors, users: np.ndarray, items: np.ndarray, weight: float) -> IALSFactors:
+    """``factors`` with the member's block appended: scores become the iALS scores plus ``weight``
+    × users[u]·items[i]. With the history block the member's user rows sit on the id columns."""
+    member = (weight * users).astype(np.float32)
+    history = None if factors.history is None else \
+        np.hstack([factors.history, np.zeros((len(factors.history), member.shape[1]), np.float32)])
+    user_id = None if factors.history is None else np.hstack(
+        [np.zeros_like(factors.user) if factors.user_id is None else factors.user_id, member])
+    return IALSFactors(np.hstack([factors.user, member]), np.hstack([factors.item, items.astype(np.float32)]),
+                       factors.user_bias, factors.item_bias, history, user_id)
 
 
 def interaction_weights(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -95,7 +136,8 @@ def to_fm(factors: IALSFactors, design: Design, predictor_type: str) -> FMModel:
     V (feature_dim, k) and w (feature_dim,) float32. Users are their id column's factors, or,
     with the history block, their history's factors Y (their id columns then get zero factors
     and the weight that cancels the pairwise terms inside the history); side-feature columns
-    get zeros."""
+    get zeros. With the item-item member (:func:`with_item_item`) the history user's id column
+    carries the member's block."""
     layout, k = design.layout, factors.user.shape[1]
     V = np.zeros((layout.feature_dim, k), np.float32)
     w = np.zeros(layout.feature_dim, np.float32)
@@ -106,5 +148,11 @@ def to_fm(factors: IALSFactors, design: Design, predictor_type: str) -> FMModel:
         V[users], w[users] = factors.user, factors.user_bias
     else:
         V[layout.user_history_offset:layout.user_history_offset + layout.n_items] = factors.history
-        w[users] = -history_pairwise(history_block(design), factors.history)
+        H = history_block(design)
+        w[users] = -history_pairwise(H, factors.history)
+        if factors.user_id is not None:
+            # the id column's pairwise term with the history (0 when the blocks are orthogonal)
+            V[users] = factors.user_id
+            w[users] -= np.einsum("nk,nk->n", factors.user_id.astype(np.float64),
+                                  np.asarray(H.astype(np.float64) @ factors.history)).astype(np.float32)
     return FMModel(V=V, w=w, b=BIAS, predictor_type=predictor_type)

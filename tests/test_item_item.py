@@ -1,0 +1,132 @@
+"""The item-item member (EASE on recency-weighted profiles): its exact factors against EASE's
+closed form computed the plain way, the profiles, the FM it joins and the ranking it gives."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from blocks import blocks_dataset
+
+from batch.config import FMHyperparameters, IALSConfig
+from batch.features.design import build_design
+from batch.serve.repackage import repackage
+from batch.train.ials import IALSSettings, fit_ials
+from batch.train.ials_engine import BIAS, IALSTrainer, history_block, interaction_weights, to_fm, with_item_item
+from batch.train.item_item import ItemItemSettings, fit_item_item, profiles
+from batch.train.samples import training_source
+
+
+def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float) -> np.ndarray:
+    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + λ‖B‖², diag B = 0, from its Lagrangian
+    solution with the items × items inverse formed directly."""
+    P = np.linalg.inv(X.T @ X + l2 * np.eye(X.shape[1]))
+    B = np.eye(X.shape[1]) - P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return W @ B
+
+
+def random_pairs(n_users, n_items, seed):
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
+    X[0, :] = 0
+    X[0, 1] = 1  # a user of one item
+    X[:, 2] = 0  # an item nobody has
+    W = X * rng.uniform(1, 2, X.shape)
+    return X, W
+
+
+@pytest.mark.parametrize("shape", [(6, 11), (11, 6)])
+def test_the_factors_give_eases_scores_on_every_pair_a_user_does_not_have(shape):
+    X, W = random_pairs(*shape, seed=1)
+    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0)
+    assert users.dtype == items.dtype == np.float32
+    assert users.shape[1] == items.shape[1] == min(shape)
+    expected = brute_force_ease(X, W, 3.0)
+    unseen = X == 0
+    np.testing.assert_allclose((users.astype(np.float64) @ items.T)[unseen], expected[unseen], rtol=1e-4, atol=1e-5)
+
+
+def test_ease_weights_solve_the_constrained_least_squares():
+    # the closed form is the optimum: the gradient of ‖X − XB‖² + λ‖B‖² vanishes off the diagonal
+    X, _ = random_pairs(11, 6, seed=2)
+    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(X), 2.0)
+    B = items.T.astype(np.float64)  # user rows are X itself on this side
+    np.testing.assert_allclose(users, X)
+    gradient = 2 * X.T @ (X @ B - X) + 2 * 2.0 * B
+    off = ~np.eye(6, dtype=bool)
+    assert np.abs(gradient[off]).max() < 1e-4
+    assert np.all(np.diag(B) == 0)
+
+
+def test_profiles_weight_recent_items_and_count_a_repeat_once_at_its_latest():
+    # user 0: item 2 at t=1, item 1 at t=2 and t=5, item 3 at t=2 (after item 1's first by input order)
+    W = profiles(np.array([0, 0, 0, 1, 0]), np.array([1, 2, 1, 0, 3]), np.array([5, 1, 2, 0, 2]), 2, 4,
+                 recency=1.0, half_life=1.0)
+    np.testing.assert_allclose(W.toarray(), [[0, 2.0, 1.25, 1.5], [2.0, 0, 0, 0]])
+    flat = profiles(np.array([0, 0, 0]), np.array([1, 2, 1]), np.array([3, 2, 1]), 1, 3, recency=0.0, half_life=5.0)
+    np.testing.assert_array_equal(flat.toarray(), [[0, 1, 1]])
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_the_fm_with_the_member_and_its_repackaged_vectors_score_as_ials_plus_beta_ease(history):
+    ds = blocks_dataset(n_users=6, n_items=20)
+    design = build_design(ds, history=history)
+    R = interaction_weights(ds.train.user, ds.train.item, ds.n_users, ds.n_items)
+    factors = fit_ials(torch, R, IALSSettings(factors=3, epochs=2), history=history_block(design))
+    W = profiles(ds.train.user, ds.train.item, ds.train.timestamp, 6, 20, recency=1.0, half_life=2.0)
+    member = fit_item_item(R, W, 5.0)
+    combined = with_item_item(factors, *member, 0.7)
+    assert combined.item.shape[1] == 3 + 6
+    unseen = R.toarray() == 0
+    expected = factors.scores() + 0.7 * brute_force_ease(R.toarray(), W.toarray(), 5.0) + BIAS
+    np.testing.assert_allclose((combined.scores() + BIAS)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
+    model = to_fm(combined, design, "binary_classifier")
+    users, items = np.repeat(np.arange(6), 20), np.tile(np.arange(20), 6)
+    fm = model.decision(design.pair_rows(users, items))
+    np.testing.assert_allclose(fm, (combined.scores() + BIAS).ravel(), rtol=1e-4, atol=1e-4)
+    vectors = repackage(model, ds, design.layout)
+    np.testing.assert_allclose(vectors.scores(users, items), fm, rtol=1e-4, atol=1e-4)
+
+
+def fit_trainer(ds, config: IALSConfig, seed=0, factors=4):
+    design = build_design(ds, history=config.history)
+    source = training_source(ds, "implicit", threshold=4, negatives=4, seed=0)
+    hp = FMHyperparameters(num_factors=factors, epochs=3, seed=seed)
+    return design, IALSTrainer(config, "cpu").fit(design, source, None, hp, "binary_classifier")
+
+
+def test_the_trainer_adds_the_member_only_within_its_size_limits_and_is_deterministic():
+    ds = blocks_dataset(n_users=12, n_items=30)
+    _, with_member = fit_trainer(ds, IALSConfig())
+    assert with_member.model.V.shape[1] == 4 + 12 and with_member.details["item_item_factors"] == 12
+    _, again = fit_trainer(ds, IALSConfig())
+    np.testing.assert_array_equal(with_member.model.V, again.model.V)
+    np.testing.assert_array_equal(with_member.model.w, again.model.w)
+    for limited in (IALSConfig(item_item_max_rank=11), IALSConfig(item_item_max_cells=359), IALSConfig(item_item=0)):
+        _, alone = fit_trainer(ds, limited)
+        assert alone.model.V.shape[1] == 4 and alone.details["item_item_factors"] == 0
+
+
+def test_the_member_alone_ranks_each_users_own_taste_group_first():
+    # Known answer: even users like even items, odd users odd ones. With iALS nearly switched off
+    # (one factor, one epoch, tiny β scale against the member's), the member's lists hold only
+    # the user's own group and its held-out item ranks among that group's 13 unseen items.
+    ds = blocks_dataset()
+    design, result = fit_trainer(ds, IALSConfig(item_item=50.0, item_item_l2=50.0), factors=1)
+    users = np.repeat(np.arange(ds.n_users), ds.n_items)
+    items = np.tile(np.arange(ds.n_items), ds.n_users)
+    scores = result.model.decision(design.pair_rows(users, items)).reshape(ds.n_users, ds.n_items)
+    masked = np.where(ds.train.matrix(ds.n_users, ds.n_items).toarray(), -np.inf, scores)
+    same_group = (np.arange(ds.n_users)[:, None] % 2) == (np.arange(ds.n_items)[None, :] % 2)
+    top10 = np.argsort(-masked, axis=1)[:, :10]
+    assert np.mean(np.take_along_axis(same_group, top10, 1)) == 1.0
+    rank = (masked > masked[ds.test.user, ds.test.item][:, None]).sum(1)
+    assert np.all(rank < 13)
+
+
+def test_settings_gate():
+    s = ItemItemSettings(max_rank=10, max_cells=200)
+    assert s.applies(10, 20) and not s.applies(11, 20) and not s.applies(10, 21)
+    assert not ItemItemSettings(weight=0).applies(2, 2)
+    with pytest.raises(ValueError, match="l2 must be positive"):
+        fit_item_item(sp.csr_matrix(np.eye(2)), sp.csr_matrix(np.eye(2)), 0.0)
