@@ -13,9 +13,11 @@ is fitted on the plain 0/1 matrix X.
 The member is exact, not an approximation: with r = min(n_users, n_items) factors,
 
 - more items than users: by Woodbury, P = (I − XᵀAX) / λ with A = (λI + XXᵀ)⁻¹ (n_users²), so
-  for i not among the user's items the score is (W XᵀA)_u · (X_:i / (λ P_ii)): user rows W XᵀA,
-  item rows the columns of X over λ P_ii (r = n_users). On a user's own items this omits B's
-  zero-diagonal correction, which ranks nothing (they are excluded from the lists);
+  for i not among the user's items the score is (W XᵀA)_u · X_:i / (λ P_ii). With A^½ from the
+  eigendecomposition of λI + XXᵀ, user rows are W Xᵀ A^½ and item rows (Xᵀ A^½)_i / (λ P_ii)
+  (r = n_users): items' inner products are then EASE's item-item affinities XᵀAX (scaled), a
+  fair space for similar items. On a user's own items this omits B's zero-diagonal correction,
+  which ranks nothing (they are excluded from the lists);
 - otherwise: user rows W, item rows Bᵀ (r = n_items), every score exact.
 
 So the cost is min(n_users, n_items)³ plus a dense n_users × n_items product: the engine leaves
@@ -79,11 +81,14 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float) -> tuple[np.nda
     W = sp.csr_matrix(W, dtype=np.float64)
     n_users, n_items = X.shape
     if n_items > n_users:
-        A = np.linalg.inv((X @ X.T).toarray() + l2 * np.eye(n_users))  # (n_users, n_users)
-        AX = np.asarray(X.T @ A).T  # A X: (n_users, n_items), A symmetric
-        scaled_diag = 1.0 - np.asarray(X.multiply(AX).sum(0)).ravel()  # λ P_ii
-        users = np.asarray(W @ X.T @ A)
-        items = (X.multiply(1.0 / scaled_diag[None, :])).T.toarray()
+        # A = Q Λ⁻¹ Qᵀ split evenly, A^½ = Q Λ^-½ (up to a rotation): items' inner products are
+        # then XᵀAX, EASE's own item-item affinities, which similar items (cosine) can use
+        eigenvalues, Q = np.linalg.eigh((X @ X.T).toarray() + l2 * np.eye(n_users))
+        half = Q / np.sqrt(eigenvalues)[None, :]  # (n_users, n_users)
+        XtA = np.asarray(X.T @ half)  # (n_items, n_users): rows Xᵀ A^½
+        scaled_diag = 1.0 - np.einsum("ir,ir->i", XtA, XtA)  # λ P_ii
+        users = np.asarray(W @ XtA)
+        items = XtA / scaled_diag[:, None]
     else:
         P = np.linalg.inv((X.T @ X).toarray() + l2 * np.eye(n_items))
         B = -P / np.diag(P)[None, :]
