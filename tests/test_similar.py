@@ -407,3 +407,55 @@ def test_a_category_cap_keeps_user_and_similar_lists_full_within_it(run_dir, tmp
     job.write_text('[search]\nmax_per_category = 1\nmethod = "hnsw"\n')
     code, _, err = topx("recommend", "--run", run_dir, "--config", str(job))
     assert code == 2 and "search.max_per_category needs the local exact search" in err
+
+
+def test_postgres_loads_keyed_rows_by_copy_with_any_text_and_all_or_nothing(pg_url, monkeypatch):
+    """Similar items, audiences and item attributes reach PostgreSQL by binary COPY, never an
+    INSERT; ids and values with quotes, tabs, line breaks, backslashes and non-ASCII come back
+    as they were, attributes over several COPYs; a COPY that fails leaves the previous run's rows."""
+    import sqlalchemy as sa
+
+    from batch.errors import PublishError
+    from batch.publish import keyed as keyed_module
+    from batch.publish import make_engine
+
+    texts = ["a\tb", 'quo"te', "line\nbreak", "back\\slash", "Ünïcödé 映画", "comma,semi;", "x" * 300, "plain"]
+    items = IdMap(np.array(texts + [f"i{n}" for n in range(2)]))
+    users = IdMap(np.array(["ü1", "u\t2", "u3", "u4", "u5", "u6"]))
+    n = len(items)
+    similar = KeyedLists(np.repeat(np.arange(n, dtype=np.int32), 2), np.tile(np.array([1, 2], np.int32), n),
+                         ((np.repeat(np.arange(n), 2) + np.tile([1, 2], n)) % n).astype(np.int32),
+                         np.linspace(1, 0, 2 * n).astype(np.float32))
+    audience = KeyedLists(np.array([0, 0, 4], np.int32), np.array([1, 2, 1], np.int32),
+                          np.array([1, 0, 2], np.int32), np.array([2.5, -1.5, 0.125], np.float32))
+    attributes = {"genres": np.array(texts[::-1] + ["", None], dtype=object),
+                  "price": np.array([f"{p:.2f}" for p in range(n)], dtype=object)}
+    monkeypatch.setattr(keyed_module, "CHUNK_ROWS", 7)  # 18 attribute rows: three COPYs
+
+    engine = make_engine(pg_url)
+    statements = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *a: statements.append(statement))
+    publish_run(pg_url, run_info("r1"), make_lists(), users, items, similar=similar, audiences=audience,
+                item_attributes=attributes, engine=engine)
+    assert [s for s in statements if "INSERT INTO" in s and any(
+        t in s for t in ("similar_items", "audiences", "item_attributes"))] == []
+
+    got = [(k, r, v, np.float32(s)) for k, r, v, s in query(pg_url, "SELECT item_id, rank, similar_item_id, score "
+                                                               "FROM similar_items ORDER BY item_id, rank")]
+    want = sorted((str(items.ids[k]), int(r), str(items.ids[v]), s) for k, r, v, s in
+                  zip(similar.key, similar.rank, similar.value, similar.score, strict=True))
+    assert got == want
+    assert query(pg_url, "SELECT item_id, rank, user_id, score FROM audiences ORDER BY item_id, rank") == [
+        ("a\tb", 1, "u\t2", 2.5), ("a\tb", 2, "ü1", -1.5), ("Ünïcödé 映画", 1, "u3", 0.125)]
+    got = query(pg_url, "SELECT item_id, name, value FROM item_attributes WHERE run_id = 'r1'")
+    want = [(str(items.ids[i]), name, str(v)) for name, column in attributes.items() for i, v in enumerate(column)
+            if v not in ("", None)]
+    assert sorted(got) == sorted(want) and len(got) == 18
+
+    bad = {"genres": np.array(["fine"] * (n - 1) + ["nul\x00byte"], dtype=object)}  # the second COPY fails
+    with pytest.raises(PublishError, match="previous run stays current.*0x00"):
+        publish_run(pg_url, run_info("r2"), make_lists(shift=1), users, items, similar=similar,
+                    item_attributes=bad, engine=engine)
+    assert query(pg_url, "SELECT run_id, COUNT(*) FROM item_attributes GROUP BY run_id") == [("r1", 18)]
+    assert query(pg_url, "SELECT id FROM runs WHERE status = 'current'") == [("r1",)]
+    engine.dispose()

@@ -1,8 +1,9 @@
 """Item-keyed rows published with a run: ``similar_items`` and ``audiences`` (see
 :mod:`batch.serve.similar`), and ``item_attributes`` (the item file's columns). Their rows are
-checked and given external ids before the database is touched, inserted in the run's switch
+checked and given external ids before the database is touched, loaded in the run's switch
 transaction (after the sink has loaded and attached the users' lists) and deleted whenever the
-sink deletes the run's rows."""
+sink deletes the run's rows. PostgreSQL takes them by binary COPY (:mod:`batch.publish.pgcopy`,
+as the users' lists), SQLite through the driver's ``executemany``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from batch.data.interactions import IdMap
 from batch.errors import PublishError
 from batch.lists import KeyedLists
 from batch.publish.models import KEYED_TABLES
+from batch.publish.pgcopy import Field, Number, PrefetchReader, TextFields, copy_stream
 from batch.publish.rows import id_text
 
 CHUNK_ROWS = 20_000
+COPY_BLOCK = 1 << 22  # bytes handed to the server per write
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class KeyedRows:
 
     def __len__(self) -> int:
         return len(self.lists)
+
+    def copy_parts(self, run_id: str) -> Iterator[tuple[tuple[Field, ...], Iterator[tuple[np.ndarray, ...]]]]:
+        """One binary COPY of the table's columns (run_id, item_id, rank, value id, score): its
+        fields and its blocks of columns, text columns as indices into each field's values."""
+        fields = (TextFields.from_text(np.array([run_id])), TextFields.from_text(self.key_text), Number(">i4"),
+                  TextFields.from_text(self.value_text), Number(">f4"))
+        yield fields, ((np.zeros(len(part), np.int64), part.key, part.rank, part.value, part.score)
+                       for part in self.lists.chunks(CHUNK_ROWS * 8))
 
     def records(self, run_id: str) -> Iterator[list[dict]]:
         """Row dicts for the table's insert, :data:`CHUNK_ROWS` at a time."""
@@ -81,6 +92,19 @@ class AttributeRows:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def copy_parts(self, run_id: str) -> Iterator[tuple[tuple[Field, ...], Iterator[tuple[np.ndarray, ...]]]]:
+        """Binary COPYs of the table's columns (run_id, item_id, name, value), :data:`CHUNK_ROWS`
+        rows each: a text field is laid out as wide as its longest value, so a long value widens
+        only its own chunk."""
+        run = TextFields.from_text(np.array([run_id]))
+        for start in range(0, len(self), CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, len(self))
+            names, name_index = np.unique(np.array(self.names[start:stop], dtype=str), return_inverse=True)
+            rows = np.arange(stop - start)
+            fields = (run, TextFields.from_text(self.item_text[start:stop]), TextFields.from_text(names),
+                      TextFields.from_text(np.array(self.values[start:stop], dtype=str)))
+            yield fields, iter([(np.zeros(len(rows), np.int64), rows, name_index, rows)])
 
     def records(self, run_id: str) -> Iterator[list[dict]]:
         """Row dicts for the table's insert, :data:`CHUNK_ROWS` at a time."""
@@ -127,10 +151,30 @@ def load(conn: Connection, run_id: str, rows: list[KeyedRows | AttributeRows]) -
         if conn.dialect.name == "sqlite":
             _sqlite_insert(conn, table, part.records(run_id))
         else:
-            for records in part.records(run_id):
-                conn.execute(table.insert(), records)
+            _postgres_copy(conn, table, part.copy_parts(run_id))
         counts[part.table] = len(part)
     return counts
+
+
+def _postgres_copy(conn: Connection, table, parts: Iterator[tuple[tuple[Field, ...], Iterator]]) -> None:
+    """Each part by one binary ``COPY … FROM STDIN``, encoded on a thread while the server
+    parses (as the users' lists are loaded): 590,000 similar items took 3-6 s, against 30-37 s
+    as an ``executemany`` of SQLAlchemy's parameter dicts (2-core machine under load)."""
+    from psycopg2 import sql
+
+    conn.exec_driver_sql("SET LOCAL client_encoding = 'UTF8'")  # the COPY sends UTF-8 text
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(column.name) for column in table.c))
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        for fields, blocks in parts:
+            reader = PrefetchReader(copy_stream(fields, blocks))
+            try:
+                cursor.copy_expert(statement, reader, size=COPY_BLOCK)
+            finally:
+                reader.close()
+    finally:
+        cursor.close()
 
 
 def _sqlite_insert(conn: Connection, table, chunks: Iterator[list[dict]]) -> None:
