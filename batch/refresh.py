@@ -65,7 +65,8 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     now = load_dataset(resolve_data(cfg.data, cfg.workdir))
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
                           _searcher(cfg), reranker(cfg, run, source))
-    report = {"source_run": current["id"], "users_file": str(users), "duplicates": wanted.duplicates, **found.report}
+    report = {"source_run": current["id"], "model_run": run.path.name, "users_file": str(users),
+              "duplicates": wanted.duplicates, **found.report}
     info = RunInfo(run_id=check_run_id(run_id) if run_id else new_run_id(), config=cfg.to_dict(),
                    model_location=current["model_location"], started_at=datetime.now(UTC),
                    metrics={**(current["metrics"] or {}),
@@ -95,13 +96,24 @@ def current_run(url: str, require_existing: Callable[[str], str]) -> dict[str, A
 
 
 def source_dir(located: JobConfig, current: dict[str, Any], given: str | None) -> RunDir:
-    """The current run's run directory: ``given``, else ``<workdir>/runs/<run id>``, else the
-    directory of the run's ``model_location``; :class:`NoRunError` when none holds a model."""
+    """The current run's run directory: ``given``, else the work directory's run of the current
+    run's model (the current run, or the run a refresh run's model came from: ``model_run``),
+    pulled from an ``s3://`` work directory into the scratch directory, else the directory of
+    the run's ``model_location``; :class:`NoRunError` when none holds a model."""
+    from batch.runstore import RunStore
+
     if given is not None:
         run = RunDir(given)
         run.require("model.tar.gz")
         return run
-    places = [] if storage.is_s3(located.workdir) else [Path(located.workdir) / "runs" / current["id"]]
+    model_run = ((current.get("counts") or {}).get("refresh") or {}).get("model_run", current["id"])
+    places = []
+    if storage.is_s3(located.workdir):
+        store = RunStore(located.workdir, located.scratch)
+        if store.state(model_run):
+            places.append(store.pull(model_run).path)
+    else:
+        places.append(Path(located.workdir) / "runs" / model_run)
     if current.get("model_location") and not storage.is_s3(current["model_location"]):
         places.append(Path(current["model_location"]).parent)
     for place in places:
@@ -169,7 +181,7 @@ def _searcher(cfg: JobConfig):
 
 def _counted(report: dict[str, Any]) -> dict[str, Any]:
     """What ``runs.counts`` records of a refresh: where its users' lists came from."""
-    keys = ("source_run", "users", "known_to_run", "unknown_to_run", "vectors", "users_with_new_activity",
+    keys = ("source_run", "model_run", "users", "known_to_run", "unknown_to_run", "vectors", "users_with_new_activity",
             "new_interactions", "unknown_item_interactions")
     return {key: report[key] for key in keys if key in report}
 

@@ -401,3 +401,41 @@ def test_a_run_that_re_ranks_has_its_refreshed_lists_re_ranked(seeded, tmp_path,
     assert {row[5] for row in rows_of(sqlite_url, summary["run_id"], ["7777"])} == {0}
     assert rows_of(sqlite_url, summary["run_id"], ["1", "7777"], keep=False) == \
         rows_of(sqlite_url, source, ["1", "7777"], keep=False)
+
+
+def test_an_s3_work_directory_gives_another_machine_the_runs_model(seeded, tmp_path, topx, monkeypatch):
+    """With an s3:// work directory the refresh pulls the current run's directory into its own
+    scratch; a refresh of a refresh finds the run its model came from."""
+    import boto3
+    from moto import mock_aws
+
+    from batch import storage
+    from batch.config import load_config
+    from batch.pipeline import run_job
+
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="topx-work")
+        storage.set_s3_client(s3)
+        try:
+            run_job(load_config(env={}, base={
+                "workdir": "s3://topx-work/prod", "scratch": str(tmp_path / "machine-a"),
+                "data": {"path": str(seeded["data"])}, "search": {"top": TOP},
+                "train": {"hyperparameters": {"epochs": 2, "num_factors": 8}},
+                "publish": {"database_url": db, "gate": {"allow_regression": True}}}))
+            source = query(db, "SELECT id FROM runs WHERE status = 'current'")[0][0]
+            monkeypatch.setenv("TOPX_SCRATCH", str(tmp_path / "machine-b"))
+            users = tmp_path / "users.txt"
+            users.write_text("1\n")
+            argv = ("refresh", "--users", str(users), "--workdir", "s3://topx-work/prod", "--database-url", db,
+                    "--allow-regression")
+            first = ok(topx, *argv)
+            assert first["refresh"]["model_run"] == source
+            assert (tmp_path / "machine-b" / "runs" / source / "model.tar.gz").exists()
+            shutil.rmtree(tmp_path / "machine-a")  # the machine that trained is gone
+            second = ok(topx, *argv)
+            assert second["source_run"] == first["run_id"] and second["refresh"]["model_run"] == source
+            assert rows_of(db, second["run_id"]) == rows_of(db, first["run_id"])  # the same list again
+        finally:
+            storage.set_s3_client(None)
