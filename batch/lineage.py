@@ -11,6 +11,12 @@ The similar items and audiences published with a run (``similar.npz``, ``audienc
 depend on the candidate rules (allow and deny lists, attribute rules, suppression file): they,
 and ``lists.npz``, record a digest of those rules (:func:`rules_digest`) as ``rules_sha256``, and
 publishing refuses similar items or audiences made with other rules than the users' lists.
+Rules that depend on time (availability, a suppression file's ``until``) are applied at the run's
+reference time (:func:`batch.data.availability.reference_time`), which the three files record
+beside the digest as ``reference_time`` (ISO 8601, when such a rule is set): files made at
+another reference time are refused too (:func:`check_reference`). It is a key of its own, not
+part of the digest, because the digest is a function of the settings alone (``topx refresh``
+compares it with the settings it is given).
 
 Lists re-ranked by the second stage (:mod:`batch.rerank`) record the re-ranker's digest, the
 SHA-256 of ``rerank/model.tar.gz``, as ``rerank_sha256`` (and the ``evaluate`` section of
@@ -30,6 +36,7 @@ from batch.errors import StaleArtifactError
 
 KEY = "model_sha256"
 RULES_KEY = "rules_sha256"
+REFERENCE_KEY = "reference_time"
 RERANK_KEY = "rerank_sha256"
 RERANK_MODEL = "rerank/model.tar.gz"
 # Sections of metrics.json computed from the model or its lists.
@@ -82,6 +89,21 @@ def check_rules(lists_rules: str | None, rules: str | None, what: str, remedy: s
     if rules is None or rules != lists_rules:
         raise StaleArtifactError(f"{what} was made with other candidate rules (allow/deny lists, attribute rules, "
                                  f"suppression file) than the users' lists, or does not say which: {remedy}")
+
+
+def recorded_rules(npz: str | Path) -> dict[str, str | None]:
+    """The candidate rules' lineage an ``.npz`` file records: its rules digest and reference time
+    (None for what it does not record)."""
+    return {key: recorded(npz, key) for key in (RULES_KEY, REFERENCE_KEY)}
+
+
+def check_reference(lists_time: str | None, time: str | None, what: str, remedy: str) -> None:
+    """Raise :class:`StaleArtifactError` unless ``what`` (recording reference time ``time``) had
+    its time-dependent rules applied at the users' lists' reference time ``lists_time``."""
+    if time != lists_time:
+        raise StaleArtifactError(f"{what} applied availability and suppression at another reference time "
+                                 f"({time or 'none recorded'}) than the users' lists ({lists_time or 'none recorded'})"
+                                 f": {remedy}")
 
 
 def check(model: str | Path, digest: str | None, what: str, remedy: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from batch import lineage, storage
+from batch import storage
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig, compute_settings
 from batch.errors import ConfigError, PublishError, StageError
@@ -33,7 +33,7 @@ from batch.rundir import RunDir
 from batch.runinfo import run_info
 from batch.runstore import RunStore
 from batch.shardplan import check_sharded
-from batch.stages import Stages, keyed_lists
+from batch.stages import Stages, keyed_lists, rules
 
 log = logging.getLogger("topx.run")
 
@@ -94,7 +94,7 @@ def finalize(cfg: JobConfig, run_id: str, *, clients: AwsClients = NO_CLIENTS) -
     stages = Stages(cfg, state.run, run_id, clients)
     dataset = state.run.load_dataset()
     stages.keyed_lists()  # similar items and audiences: item-keyed, computed once here, not per shard
-    keyed = keyed_lists(state.run, lineage.rules_digest(cfg.search))
+    keyed = keyed_lists(state.run, rules(cfg, state.run))
     try:
         result = finalize_run(stages.database_url(), run_info(cfg, state.run, run_id, dataset), dataset.items,
                               item_titles=dataset.item_titles, item_attributes=dataset.item_attributes,

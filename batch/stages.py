@@ -76,7 +76,7 @@ class Stages:
         if cfg.rerank.enabled:  # the FM's search yields the candidates the re-ranker cuts to x
             cfg = replace(cfg, search=replace(cfg.search, top=max(cfg.rerank.candidates, cfg.search.top)))
         found = search_run(cfg, self.run, make_searcher(cfg, run_id=self.run_id, clients=self.clients))
-        lists, report, extra = found.lists, found.report, rules(self.cfg)
+        lists, report, extra = found.lists, found.report, rules(self.cfg, self.run)
         if self.cfg.rerank.enabled:
             from batch.rerank.stage import rerank_run
 
@@ -99,7 +99,7 @@ class Stages:
             path.unlink(missing_ok=True)  # a resumed run with other settings keeps no stale file
             if wanted:
                 found = make(self.cfg, self.run)
-                self.run.save_derived(path.name, found, **rules(self.cfg))
+                self.run.save_derived(path.name, found, **rules(self.cfg, self.run))
                 summary[f"{name}_rows"] = len(found)
         return summary
 
@@ -123,7 +123,7 @@ class Stages:
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
                            item_attributes=dataset.item_attributes,
                            keep_runs=self.cfg.publish.keep_runs, gate=self.cfg.publish.gate,
-                           **keyed_lists(self.run, lineage.recorded(self.run.file("lists.npz"), lineage.RULES_KEY)))
+                           **keyed_lists(self.run, lineage.recorded_rules(self.run.file("lists.npz"))))
 
     def report(self) -> dict[str, Any]:
         """The run's HTML report, with the trend of the last published runs from the database."""
@@ -145,15 +145,21 @@ class Stages:
         return database_url(self.cfg, secrets_client=self.clients.secrets)
 
 
-def rules(cfg: JobConfig) -> dict[str, str]:
-    """The lineage argument recording the candidate rules' digest (:func:`batch.lineage.rules_digest`)."""
-    return {lineage.RULES_KEY: lineage.rules_digest(cfg.search)}
+def rules(cfg: JobConfig, run: RunDir) -> dict[str, str]:
+    """The lineage argument recording the candidate rules' digest (:func:`batch.lineage.rules_digest`)
+    and, when a rule depends on time, the run's reference time it was applied at."""
+    from batch.data.availability import rules_reference_time
+
+    at = rules_reference_time(cfg.search, run.read_json("report.json"))
+    return {lineage.RULES_KEY: lineage.rules_digest(cfg.search),
+            **({lineage.REFERENCE_KEY: at.isoformat()} if at is not None else {})}
 
 
-def keyed_lists(run: RunDir, lists_rules: str | None) -> dict[str, Any]:
+def keyed_lists(run: RunDir, lists_rules: dict[str, str | None]) -> dict[str, Any]:
     """``similar`` / ``audiences`` arguments of ``publish_run`` from the run directory's files,
     refused (:class:`~batch.errors.StaleArtifactError`) when made from another model than the
-    run's or with other candidate rules (digest ``lists_rules``) than the users' lists."""
+    run's, or with other candidate rules or at another reference time (``lists_rules``:
+    :func:`rules` of the users' lists) than the users' lists."""
     from batch.lists import KeyedLists
 
     found = {}
@@ -162,7 +168,10 @@ def keyed_lists(run: RunDir, lists_rules: str | None) -> dict[str, Any]:
         if path.exists():
             remedy = f"rerun topx {command} --run {run.path}, or delete {path}"
             found[name] = run.load_derived(path.name, KeyedLists, remedy)
-            lineage.check_rules(lists_rules, lineage.recorded(path, lineage.RULES_KEY), str(path), remedy)
+            made = lineage.recorded_rules(path)
+            lineage.check_rules(lists_rules.get(lineage.RULES_KEY), made[lineage.RULES_KEY], str(path), remedy)
+            lineage.check_reference(lists_rules.get(lineage.REFERENCE_KEY), made[lineage.REFERENCE_KEY], str(path),
+                                    remedy)
     return found
 
 

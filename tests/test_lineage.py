@@ -136,3 +136,44 @@ def test_similar_items_and_audiences_made_with_other_candidate_rules_are_refused
     assert topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")[0] == 0
     rows = similar_rows(url)
     assert rows and denied not in {str(similar) for _, similar, _ in rows}
+
+
+def test_suppression_until_is_judged_at_the_runs_reference_time_which_the_files_record(tmp_path, topx, data):
+    """Not the clock: a pair suppressed until 2021 is in force for a run whose data came in 2020,
+    whenever its search runs; lists and audiences record that time, and publishing refuses
+    audiences made at another one (the data re-ingested in between)."""
+    run, url = tmp_path / "R", f"sqlite:///{tmp_path / 'topx.db'}"
+    train(topx, data, run, seed=1)
+    dataset = RunDir(run).load_dataset()
+    suppress = tmp_path / "suppress.csv"
+    suppress.write_text(f"{dataset.users.ids[0]},{dataset.items.ids[0]},2021-01-01\n")
+    report = json.loads((run / "report.json").read_text())
+
+    def ingested(at: str) -> None:
+        (run / "report.json").write_text(json.dumps({**report, "ingested_at": at}))
+
+    ingested("2020-06-01T00:00:00+00:00")
+    code, summary, err = topx("recommend", "--run", str(run), "--top", "5", "--suppress", str(suppress))
+    assert code == 0, err
+    assert (summary["suppress_pairs"], summary["suppress_expired"]) == (1, 0)
+    assert lineage.recorded(run / "lists.npz", lineage.REFERENCE_KEY) == "2020-06-01T00:00:00+00:00"
+    assert topx("evaluate", "--run", str(run))[0] == 0
+
+    job = tmp_path / "job.toml"
+    job.write_text(f"[search]\nsuppress = {str(suppress)!r}\n")
+    ingested("2021-06-01T00:00:00+00:00")  # the pair has expired for this time
+    code, summary, err = topx("audience", "--run", str(run), "--items", "*", "--size", "2", "--config", str(job))
+    assert code == 0, err
+    code, _, err = topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")
+    assert code == 2 and ("audiences.npz applied availability and suppression at another reference time "
+                          "(2021-06-01T00:00:00+00:00) than the users' lists (2020-06-01T00:00:00+00:00)") in err
+    ingested("2020-06-01T00:00:00+00:00")
+    assert topx("audience", "--run", str(run), "--items", "*", "--size", "2", "--config", str(job))[0] == 0
+    assert topx("publish", "--run", str(run), "--database-url", url, "--allow-regression")[0] == 0
+
+    # search.reference_time, when set, is the time instead of the ingest's
+    job.write_text(f"[search]\nsuppress = {str(suppress)!r}\nreference_time = \"2022-01-01\"\n")
+    code, summary, err = topx("recommend", "--run", str(run), "--top", "5", "--config", str(job))
+    assert code == 0, err
+    assert (summary["suppress_pairs"], summary["suppress_expired"]) == (0, 1)
+    assert lineage.recorded(run / "lists.npz", lineage.REFERENCE_KEY) == "2022-01-01T00:00:00+00:00"

@@ -101,7 +101,7 @@ def _recommend(args: argparse.Namespace) -> dict[str, Any]:
     run, cfg = _run_config(args)
     found = search_run(cfg, run, make_searcher(cfg))
     lists = found.lists
-    run.save_derived("lists.npz", lists, **rules(cfg))
+    run.save_derived("lists.npz", lists, **rules(cfg, run))
     if args.out:
         dataset = run.load_dataset()
         write_csv(lists, dataset.users, dataset.items, args.out)
@@ -117,7 +117,7 @@ def _similar(args: argparse.Namespace) -> dict[str, Any]:
     if cfg.similar.top < 1:
         raise ConfigError("similar.top must be > 0 for topx similar")
     found = similar_for_run(cfg, run)
-    run.save_derived("similar.npz", found, **rules(cfg))
+    run.save_derived("similar.npz", found, **rules(cfg, run))
     dataset = run.load_dataset()
     if args.out:
         write_csv(found, dataset.items, dataset.items, ("item_id", "similar_item_id"), args.out,
@@ -142,7 +142,7 @@ def _audience(args: argparse.Namespace) -> dict[str, Any]:
     if cfg.audience.items is None:
         raise ConfigError("topx audience needs --items FILE (or [audience] items in the job file)")
     found = audiences_for_run(cfg, run)
-    run.save_derived("audiences.npz", found, **rules(cfg))
+    run.save_derived("audiences.npz", found, **rules(cfg, run))
     if args.out:
         dataset = run.load_dataset()
         write_csv(found, dataset.items, dataset.users, ("item_id", "user_id"), args.out)
@@ -191,4 +191,4 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, item_attributes=dataset.item_attributes,
                        keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
-                       **keyed_lists(run, lineage.recorded(run.file("lists.npz"), lineage.RULES_KEY)))
+                       **keyed_lists(run, lineage.recorded_rules(run.file("lists.npz"))))

@@ -40,15 +40,29 @@ def parse_time(value: str, *, end_of_day: bool = False) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def reference_time(search: SearchConfig, dataset: Dataset) -> datetime:
-    """The run's reference time: ``search.reference_time``, else when its data was ingested."""
+def reference_time(search: SearchConfig, report: dict, need: str = "search.availability") -> datetime:
+    """The run's reference time: ``search.reference_time``, else when its data was ingested
+    (``report``: the data set's report, :attr:`Dataset.report`, ``report.json`` in the run
+    directory). Raises :class:`ConfigError` saying that ``need`` needs it when neither is known."""
     if search.reference_time is not None:
         return parse_time(search.reference_time)
-    ingested = dataset.report.get("ingested_at")
+    ingested = report.get("ingested_at")
     if ingested is None:
-        raise ConfigError("search.availability needs the run's reference time: this run's data set does not record "
-                          "when it was ingested (made by an older topx); set search.reference_time (ISO 8601)")
+        raise ConfigError(f"{need} needs the run's reference time: this run's data set does not record when it was "
+                          f"ingested (made by an older topx); set search.reference_time (ISO 8601)")
     return parse_time(str(ingested))
+
+
+def rules_reference_time(search: SearchConfig, report: dict) -> datetime | None:
+    """The reference time the candidate rules are applied at, when one applies them (availability,
+    or a suppression file, whose ``until`` times are compared with it); None when none does or
+    the run does not know its time (an ``until`` then stops the suppression file's reading)."""
+    if not (search.availability or search.suppress):
+        return None
+    try:
+        return reference_time(search, report)
+    except ConfigError:
+        return None
 
 
 def available(search: SearchConfig, dataset: Dataset) -> tuple[np.ndarray | None, dict]:
@@ -62,7 +76,7 @@ def available(search: SearchConfig, dataset: Dataset) -> tuple[np.ndarray | None
     if not any(name in attributes for name in COLUMNS):
         raise ConfigError(f"search.availability: the item file has none of the columns {', '.join(COLUMNS)} "
                           f"(its columns: {', '.join(sorted(attributes)) or 'none'})")
-    at = reference_time(search, dataset)
+    at = reference_time(search, dataset.report)
     mask = np.ones(dataset.n_items, bool)
     report: dict = {"reference_time": at.isoformat()}
     for name in COLUMNS:

@@ -69,13 +69,16 @@ def category_cap(search: SearchConfig, dataset: Dataset) -> Cap | None:
 
 def suppressed_pairs(search: SearchConfig, dataset: Dataset, exclude: sp.csr_matrix | None
                      ) -> tuple[sp.csr_matrix | None, dict]:
-    """``exclude`` with the pairs of the ``search.suppress`` file in force now added, and the
-    file's report (:func:`~batch.serve.suppress.read_suppression`); unchanged without a file."""
+    """``exclude`` with the pairs of the ``search.suppress`` file in force at the run's
+    reference time added, and the file's report (:func:`~batch.serve.suppress.read_suppression`);
+    unchanged without a file."""
     if search.suppress is None:
         return exclude, {}
+    from batch.data.availability import reference_time
     from batch.serve.suppress import read_suppression
 
-    pairs, report = read_suppression(search.suppress, dataset.users, dataset.items)
+    pairs, report = read_suppression(search.suppress, dataset.users, dataset.items,
+                                     lambda: reference_time(search, dataset.report, "search.suppress with until times"))
     return (pairs if exclude is None else sp.csr_matrix(exclude + pairs, dtype=bool)), report
 
 

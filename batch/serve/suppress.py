@@ -3,7 +3,9 @@ emailed about last week or bought in another channel.
 
 The file is CSV without a header, one pair a line: ``user_id,item_id`` or
 ``user_id,item_id,until`` with ``until`` an ISO 8601 date or time (UTC when it names no zone);
-a pair with an ``until`` at or before the reference time has expired and is ignored. ``#``
+a pair with an ``until`` at or before the run's reference time (the one availability uses,
+:func:`~batch.data.availability.reference_time`: fixed with the run, not the clock when the
+search runs) has expired and is ignored. ``#``
 comment lines and blank lines are skipped. A malformed line stops the run with
 :class:`~batch.errors.DataError` naming file, line and column; ids not in the data are reported
 by line (logged and counted in the search summary), never dropped silently, since a user or an
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -29,13 +32,15 @@ log = logging.getLogger("topx.serve")
 SHOWN = 10  # unknown-id lines named in the log and the summary
 
 
-def read_suppression(location: str, users: IdMap, items: IdMap, now: datetime | None = None
-                     ) -> tuple[sp.csr_matrix, dict]:
-    """The file's pairs in force at ``now`` (default: the current time) as a bool CSR
-    (n_users, n_items), and a report: ``suppress_pairs`` (in force, known), ``suppress_expired``,
-    ``suppress_unknown`` and ``suppress_unknown_lines`` (the first :data:`SHOWN`)."""
-    now = now or datetime.now(UTC)
+def read_suppression(location: str, users: IdMap, items: IdMap,
+                     now: datetime | Callable[[], datetime] | None = None) -> tuple[sp.csr_matrix, dict]:
+    """The file's pairs in force at ``now`` as a bool CSR (n_users, n_items), and a report:
+    ``suppress_pairs`` (in force, known), ``suppress_expired``, ``suppress_unknown`` and
+    ``suppress_unknown_lines`` (the first :data:`SHOWN`). ``now``: the run's reference time, or
+    a function giving it, called only when a pair has an ``until`` (default: the current time)."""
     rows = _rows(location)
+    if any(until is not None for *_, until in rows):
+        now = now() if callable(now) else now or datetime.now(UTC)
     live = [(line, user, item) for line, user, item, until in rows if until is None or until > now]
     line_no = np.array([line for line, _, _ in live], np.int64)
     user_ids = np.array([user for _, user, _ in live], dtype=str)
