@@ -109,7 +109,7 @@ def _runs(args: argparse.Namespace) -> dict[str, Any]:
 
 def runs_table(runs: list[dict[str, Any]], now: datetime | None = None) -> str:
     """The runs as an aligned text table: run, status, mode, rows, NDCG@10 next to the popularity
-    list's, age."""
+    list's, age; and the source run of each ``topx refresh`` run, when there are any."""
     now = now or datetime.now(UTC)
     refreshes = any(_refreshed_from(run) for run in runs)  # a column of its own only when there are any
     rows = [("RUN", "STATUS", "MODE", "ROWS", "NDCG@10 (POPULARITY)", "AGE") + (("REFRESH OF",) if refreshes else ())]
