@@ -439,3 +439,31 @@ def test_an_s3_work_directory_gives_another_machine_the_runs_model(seeded, tmp_p
             assert rows_of(db, second["run_id"]) == rows_of(db, first["run_id"])  # the same list again
         finally:
             storage.set_s3_client(None)
+
+
+def test_the_runs_suppression_file_holds_for_refreshed_and_new_users(seeded, tmp_path, topx, sqlite_url):
+    """Suppressed pairs are excluded for the refreshed users, a new user's too (its lines name a
+    user the run did not know, and count as unknown only there)."""
+    from batch.cli import main
+
+    dataset = RunDir(seeded["run"]).load_dataset()
+    every = dataset.all_interactions()
+    seen = set(dataset.items.ids[every.item[every.user == dataset.users.index([1])[0]]].tolist())
+    allowed = {1: [i for i in dataset.items.ids.tolist() if i not in seen][:8],
+               7777: [i for i in range(60, 70) if i not in (45, 38)][:8]}
+    suppress = tmp_path / "suppress.csv"
+    suppress.write_text("".join(f"{u},{i}\n" for u, keep in allowed.items() for i in dataset.items.ids.tolist()
+                                if i not in keep))
+    job = _job(tmp_path, f'[search]\nsuppress = "{suppress}"\n')
+    work = tmp_path / "work"
+    assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--config", str(job), "--epochs", "3",
+                 "--num-factors", "8", "--top", str(TOP), "--allow-regression", "--database-url", sqlite_url]) == 0
+    users = tmp_path / "users.txt"
+    users.write_text("1\n7777\n")
+    data = new_activity(seeded, tmp_path, 1, [], 7777, [45, 38])
+    summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", sqlite_url,
+                 "--workdir", str(work), "--config", str(job), "--allow-regression")
+    assert summary["refresh"]["suppress_unknown"] == 0 and summary["refresh"]["suppress_pairs"] == 2 * (90 - 8)
+    for user, keep in allowed.items():
+        listed = [int(row[2]) for row in rows_of(sqlite_url, summary["run_id"], [str(user)])]
+        assert len(listed) == TOP and set(listed) <= set(keep), (user, listed, keep)

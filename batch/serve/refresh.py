@@ -274,13 +274,16 @@ def _trained(source: Dataset, wanted: IdMap) -> np.ndarray:
 
 def _suppressed(cfg: JobConfig, source: Dataset, wanted: IdMap, exclude: sp.csr_matrix | None
                 ) -> tuple[sp.csr_matrix | None, dict]:
-    """``exclude`` with the suppression file's pairs of the wanted users; the file is read against
-    the run's users and the wanted ones together, so only ids that are neither count as unknown."""
+    """``exclude`` with the suppression file's pairs of the wanted users in force at the run's
+    reference time; the file is read against the run's users and the wanted ones together, so
+    only ids that are neither count as unknown."""
     if cfg.search.suppress is None:
         return exclude, {}
+    from batch.data.availability import reference_time
     from batch.serve.suppress import read_suppression
 
     every = IdMap(np.unique(np.concatenate([source.users.ids, wanted.ids])))
-    pairs, report = read_suppression(cfg.search.suppress, every, source.items)
+    pairs, report = read_suppression(cfg.search.suppress, every, source.items, lambda: reference_time(
+        cfg.search, source.report, "search.suppress with until times"))  # the run's time, as its lists used
     mine = pairs[every.index(wanted.ids, what="user")]
     return (mine if exclude is None else sp.csr_matrix(exclude + mine, dtype=bool)), report
