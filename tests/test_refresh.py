@@ -467,3 +467,20 @@ def test_the_runs_suppression_file_holds_for_refreshed_and_new_users(seeded, tmp
     for user, keep in allowed.items():
         listed = [int(row[2]) for row in rows_of(sqlite_url, summary["run_id"], [str(user)])]
         assert len(listed) == TOP and set(listed) <= set(keep), (user, listed, keep)
+
+
+def test_a_run_directory_with_another_model_than_the_current_runs_is_refused(seeded, tmp_path, topx, sqlite_url):
+    """The run directory must hold the model the current run's lists were made from (the digest its
+    stored metrics record), or the refreshed lists would not match the carried ones."""
+    source = published(topx, seeded, sqlite_url)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET metrics = json_set(metrics, '$.evaluate.model_sha256', :d) "
+                             "WHERE id = :r"), {"d": "0" * 64, "r": source})
+    engine.dispose()
+    users = tmp_path / "users.txt"
+    users.write_text("1\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--run", str(seeded["run"]),
+                        "--allow-regression")
+    assert code == 2 and "another model" in err and "--run" in err
+    assert [row[0] for row in query(sqlite_url, "SELECT id FROM runs")] == [source]
