@@ -12,6 +12,14 @@ activity), without training.
    activity (:mod:`batch.serve.refresh`), and their lists are searched.
 4. :func:`batch.publish.refresh.publish_refresh` publishes the new run, gated like any run.
 
+Run ids: a refresh publishes a new run and never writes over a published one. ``--run-id R``
+naming a run that was published (current, superseded or pruned) is refused
+(:class:`~batch.publish.refresh.RunIdTakenError`, exit 2), with one exception that makes a retried
+job idempotent: when R is the current run and is a refresh of the very same users (the digest of
+their ids, ``users_sha256``, recorded in ``runs.counts.refresh``), that refresh already published
+and its summary is returned (``already_published``) without computing or publishing anything.
+An id whose publish failed or was rejected may be used again, as for ``topx publish``.
+
 Metrics: a refresh neither trains nor evaluates, and the model is the source run's, so the new
 run carries the source run's stored metrics, marked ``refresh`` (with ``source_run`` and a note
 saying so); the publish gate judges those, and its other checks (rows present, users without a
@@ -20,6 +28,7 @@ list) on the new run's own rows.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +38,7 @@ from typing import Any
 from batch import lineage, storage
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.config import JobConfig
+from batch.data.interactions import IdMap
 from batch.errors import NoRunError, StaleArtifactError
 from batch.rundir import RunDir
 
@@ -49,7 +59,7 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     from batch.pipeline import check_run_id, new_run_id
     from batch.publish import database_url
     from batch.publish.connect import require_existing
-    from batch.publish.refresh import publish_refresh
+    from batch.publish.refresh import publish_refresh, published_run
     from batch.publish.registry import RunInfo
     from batch.serve.refresh import read_users, refresh_lists
     from batch.serve.repackage import vectors_for
@@ -62,12 +72,16 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     check_rules(cfg, run)
     source = run.load_dataset()
     wanted = read_users(users, source.users, header=cfg.data.columns.user)
+    new_id = check_run_id(run_id) if run_id else new_run_id()
+    earlier = published_run(url, new_id) if run_id else None
+    if earlier is not None:
+        return already_published(earlier, users_digest(wanted.ids))
     now = load_dataset(resolve_data(cfg.data, cfg.workdir))
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
                           _searcher(cfg), reranker(cfg, run, source))
     report = {"source_run": current["id"], "model_run": run.path.name, "users_file": str(users),
-              "duplicates": wanted.duplicates, **found.report}
-    info = RunInfo(run_id=check_run_id(run_id) if run_id else new_run_id(), config=cfg.to_dict(),
+              "users_sha256": users_digest(wanted.ids), "duplicates": wanted.duplicates, **found.report}
+    info = RunInfo(run_id=new_id, config=cfg.to_dict(),
                    model_location=current["model_location"], started_at=datetime.now(UTC),
                    metrics={**(current["metrics"] or {}),
                             "refresh": {"source_run": current["id"], "note": METRICS_NOTE}},
@@ -76,6 +90,27 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
                                 keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
                                 known_users=source.n_users + found.report["unknown_to_run"])
     return {"command": "refresh", **published, "refresh": report}
+
+
+def users_digest(ids: IdMap) -> str:
+    """Hex SHA-256 of a refresh's user ids (sorted, unique, as text, one a line): which users a
+    refresh run refreshed, for telling a retry of it from another refresh."""
+    return hashlib.sha256("".join(f"{value}\n" for value in ids.ids.tolist()).encode()).hexdigest()
+
+
+def already_published(row: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The summary of the refresh run ``row`` (a published run's ``runs`` row) when it is current
+    and refreshed the users of ``digest`` (a retry of that refresh); else
+    :class:`~batch.publish.refresh.RunIdTakenError`."""
+    from batch.publish.refresh import taken
+
+    done = (row.get("counts") or {}).get("refresh") or {}
+    if row["status"] != "current" or done.get("users_sha256") != digest:
+        raise taken(row["id"], row["status"] if row["status"] != "current" or not done else
+                    "current, a refresh of other users")
+    log.info("run %s is current and refreshed these very users: nothing to do", row["id"])
+    return {"command": "refresh", "run_id": row["id"], "source_run": done.get("source_run"), "already_published": True,
+            "rows": row["n_rows"], "users": row["n_users"], "refresh": done}
 
 
 def current_run(url: str, require_existing: Callable[[str], str]) -> dict[str, Any]:
@@ -181,8 +216,8 @@ def _searcher(cfg: JobConfig):
 
 def _counted(report: dict[str, Any]) -> dict[str, Any]:
     """What ``runs.counts`` records of a refresh: where its users' lists came from."""
-    keys = ("source_run", "model_run", "users", "known_to_run", "unknown_to_run", "vectors", "users_with_new_activity",
-            "new_interactions", "unknown_item_interactions")
+    keys = ("source_run", "model_run", "users_sha256", "users", "known_to_run", "unknown_to_run", "vectors",
+            "users_with_new_activity", "new_interactions", "unknown_item_interactions")
     return {key: report[key] for key in keys if key in report}
 
 

@@ -484,3 +484,48 @@ def test_a_run_directory_with_another_model_than_the_current_runs_is_refused(see
                         "--allow-regression")
     assert code == 2 and "another model" in err and "--run" in err
     assert [row[0] for row in query(sqlite_url, "SELECT id FROM runs")] == [source]
+
+
+def test_a_refresh_never_writes_over_a_published_run_and_a_retry_is_idempotent(seeded, tmp_path, topx, db_url):
+    """--run-id naming a published run is refused (exit 2) and changes nothing; the same refresh
+    retried with its own run id (it is current, same users) returns its summary."""
+    from datetime import UTC, datetime
+
+    from batch.lists import TopLists
+    from batch.publish.refresh import RunIdTakenError, publish_refresh
+    from batch.publish.registry import RunInfo
+    from batch.transient import exit_code
+
+    source = published(topx, seeded, db_url)
+    users = tmp_path / "users.txt"
+    users.write_text("3\n")
+    argv = ["refresh", "--users", str(users), "--database-url", db_url, "--run", str(seeded["run"]),
+            "--allow-regression", "--run-id", "refresh-1"]
+    first = ok(topx, *argv)
+    tables = ("recommendations", "similar_items", "audiences", "item_attributes")
+
+    def everything():
+        return {"runs": query(db_url, "SELECT id, status, n_rows, n_users FROM runs ORDER BY id"),
+                **{t: query(db_url, f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in tables}}
+
+    before = everything()
+    assert before["runs"] == sorted([(source, "superseded", 60 * TOP, 60), ("refresh-1", "current", 60 * TOP, 60)])
+    assert len(rows_of(db_url, "refresh-1")) == 60 * TOP
+    again = ok(topx, *argv)  # an orchestrator's retry of the same job
+    assert again["already_published"] is True and again["run_id"] == "refresh-1" and again["source_run"] == source
+    assert (again["rows"], again["users"]) == (first["rows"], first["users"])
+    assert everything() == before
+    other = tmp_path / "other.txt"
+    other.write_text("5\n")
+    for run_id, status in (("refresh-1", "current, a refresh of other users"), (source, "superseded")):
+        code, _, err = topx("refresh", "--users", str(other), "--database-url", db_url, "--run", str(seeded["run"]),
+                            "--allow-regression", "--run-id", run_id)
+        assert code == 2 and f"run id {run_id} is taken: that run is {status}" in err
+        assert everything() == before
+    # The publisher checks under its lock too: the current run's own id as the new run's.
+    dataset = RunDir(seeded["run"]).load_dataset()
+    info = RunInfo(run_id="refresh-1", config={}, model_location="", started_at=datetime.now(UTC))
+    with pytest.raises(RunIdTakenError) as refused:
+        publish_refresh(db_url, info, "refresh-1", TopLists.empty(), dataset.users, dataset.items)
+    assert exit_code(refused.value) == 2
+    assert everything() == before

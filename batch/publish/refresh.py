@@ -6,7 +6,9 @@ run's storage (:meth:`~batch.publish.base.Sink.load_refresh`), in the same trans
 the refreshed rows, judges the run by the publish gate and switches to it. So, as with any
 publish, readers see the previous run complete until the new one is complete, and a failure at
 any point leaves the previous run current. The run the refresh was computed from must still be
-current when the publisher lock is held (:class:`SourceChangedError` otherwise).
+current when the publisher lock is held (:class:`SourceChangedError` otherwise), and the new run's
+id must never have been published (:class:`RunIdTakenError`): registering a published id again
+would load the refresh over that run's rows, and copy the carried rows from the run being written.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from batch.publish import gate as gates
 from batch.publish import keyed, registry, upkeep
 from batch.publish.base import CollectingSink, sink_for
 from batch.publish.connect import engine_scope, session, shown
+from batch.publish.models import PRUNED, PUBLISHED
 from batch.publish.publisher import DEFAULT_CHUNK_ROWS, record_failure, reject
 from batch.publish.registry import RunInfo
 from batch.publish.rows import RunRows, id_text
@@ -33,6 +36,30 @@ from batch.publish.rows import RunRows, id_text
 class SourceChangedError(PublishError, TransientError):
     """Another run became current while the refresh computed its lists from the previous one.
     Temporary: running the refresh again computes it from the new current run (exit 75)."""
+
+
+class RunIdTakenError(PublishError):
+    """The refresh's run id names a run that was published (current, superseded or pruned): a
+    refresh publishes a new run and never writes over one (exit 2)."""
+
+    exit_code = 2
+
+
+# Statuses of a run id a refresh may not take: its rows are, or were, published.
+TAKEN = (*PUBLISHED, PRUNED)
+
+
+def published_run(database_url: str | None, run_id: str, *, engine: Engine | None = None) -> dict[str, Any] | None:
+    """The ``runs`` row of ``run_id`` when it was published (:data:`TAKEN`), else None."""
+    with engine_scope(database_url, engine) as eng, session(eng) as conn:
+        found = registry.find(conn, run_id)
+    return found if found is not None and found["status"] in TAKEN else None
+
+
+def taken(run_id: str, status: str) -> RunIdTakenError:
+    """The error for a refresh whose run id ``run_id`` is a published run's (``status``)."""
+    return RunIdTakenError(f"run id {run_id} is taken: that run is {status}; a refresh publishes a new run and never "
+                           f"writes over a published one: pass another --run-id, or none for a new id")
 
 
 class _Refused(Exception):
@@ -51,7 +78,9 @@ def publish_refresh(database_url: str | None, run: RunInfo, source_run_id: str, 
     current in one transaction if the publish ``gate`` passes it (``known_users``: users the
     model knows, for its count of users without a list). ``items`` maps the lists' item indices.
 
-    Raises :class:`SourceChangedError` when ``source_run_id`` is not the current run,
+    Raises :class:`RunIdTakenError` when ``run.run_id`` is a published run's id (the current
+    run's, a superseded or a pruned one's; an id whose publish failed or was rejected may be
+    published again), :class:`SourceChangedError` when ``source_run_id`` is not the current run,
     :class:`~.gate.GateRefusedError` when the gate refuses (the run is kept as ``rejected``),
     :class:`PublishError` on any other failure; the previous run stays current in every case.
     """
@@ -66,6 +95,9 @@ def publish_refresh(database_url: str | None, run: RunInfo, source_run_id: str, 
             recovered = upkeep.recover(conn, sink)
             with conn.begin():
                 require_current(conn, source_run_id)
+                status = registry.status(conn, run.run_id)
+                if status in TAKEN:
+                    raise taken(run.run_id, status)
                 registry.register(conn, run, registry.now())
             outcome = _load_and_switch(conn, sink, run, rows, source_run_id, refreshed,
                                        (len(items), known_users), gate or GateConfig())

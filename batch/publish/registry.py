@@ -185,6 +185,15 @@ def status(conn: Connection, run_id: str) -> str | None:
     return _status(conn, run_id)
 
 
+def find(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """The run's row as plain values (as :func:`current`), None if the run is unknown."""
+    if not inspect(conn).has_table("runs"):
+        return None
+    check_runs_table(conn)
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    return None if row is None else _plain(row._mapping)
+
+
 def current_id(conn: Connection) -> str | None:
     return conn.execute(select(runs.c.id).where(runs.c.status == CURRENT)).scalar()
 
