@@ -90,15 +90,18 @@ class Stages:
     def keyed_lists(self) -> dict[str, Any]:
         """Similar items (``[similar] top`` > 0) and audiences (``[audience] items`` set), saved
         as ``similar.npz`` / ``audiences.npz`` for the publish stage."""
+        from batch.serve.search import make_keyed_searcher
         from batch.serve.similar import audiences_for_run, similar_for_run
 
         summary: dict[str, Any] = {}
-        for name, wanted, make in (("similar", self.cfg.similar.top > 0, similar_for_run),
-                                   ("audiences", self.cfg.audience.items is not None, audiences_for_run)):
+        for name, what, wanted, make in (("similar", "similar", self.cfg.similar.top > 0, similar_for_run),
+                                         ("audiences", "audience", self.cfg.audience.items is not None,
+                                          audiences_for_run)):
             path = self.run.file(f"{name}.npz")
             path.unlink(missing_ok=True)  # a resumed run with other settings keeps no stale file
             if wanted:
-                found = make(self.cfg, self.run)
+                searcher = make_keyed_searcher(self.cfg, what, run_id=self.run_id, clients=self.clients)
+                found = make(self.cfg, self.run, searcher=searcher)
                 self.run.save_derived(path.name, found, **rules(self.cfg, self.run))
                 summary[f"{name}_rows"] = len(found)
         return summary

@@ -141,4 +141,5 @@ def test_a_failing_entry_point_stops_the_run_and_the_resumed_run_reuses_the_fm_j
     summary = run_job(cfg, clients=aws.clients(), run_id="nightly")
     assert summary["run_id"] == "nightly"
     created = [r["TrainingJobName"] for r in aws.sent("CreateTrainingJob")]
-    assert created == ["topx-nightly-fm", "topx-nightly-ncf", "topx-nightly-ncf-r2", "topx-nightly-knn"]
+    assert created == ["topx-nightly-fm", "topx-nightly-ncf", "topx-nightly-ncf-r2", "topx-nightly-knn",
+                       "topx-nightly-knn-similar"]  # similar items: a k-NN index of the item factors

@@ -19,18 +19,20 @@ from batch.config import load_config
 from batch.emulator.local import local_engines
 from batch.emulator.server import emulator_server
 from batch.errors import AwsJobError
-from batch.lists import TopLists
+from batch.lists import KeyedLists, TopLists
 from batch.pipeline import run_job
 from batch.publish import make_engine
 from batch.rundir import RunDir
 from batch.serve.recommend import candidates, exclusion, recommend
 from batch.serve.repackage import Vectors
 from batch.serve.search.local import LocalSearcher
+from batch.serve.similar import audiences_for_run, similar_for_run
 
 SETTINGS = {
     "data": {"synth": {"users": 60, "items": 90, "interactions": 2400, "seed": 5}},
     "train": {"hyperparameters": {"epochs": 2, "num_factors": 6, "mini_batch_size": 128}},
     "search": {"top": 8},
+    "audience": {"items": "*", "size": 5},
     "sagemaker": {"region": REGION, "role_arn": ROLE, "s3_prefix": f"s3://{BUCKET}/topx", "poll_s": 0.01,
                   "channel_shards": 2},
 }
@@ -74,10 +76,17 @@ def test_sagemaker_run_publishes_exactly_the_lists_of_the_local_search(tmp_path,
                                                     published.columns(), local.columns(), strict=True):
         assert np.array_equal(sagemaker_column, local_column), name
 
+    # similar items and audiences through k-NN jobs of their own: the local exact search's too
+    for name, make in (("similar", similar_for_run), ("audiences", audiences_for_run)):
+        got, want = KeyedLists.load(run.file(f"{name}.npz")), make(cfg, run)
+        assert len(want) and all(np.array_equal(getattr(got, c), getattr(want, c))
+                                 for c in ("key", "rank", "value", "score")), name
+
     rows, runs = view(db_url)
     assert runs[summary["run_id"]] == "current" and len(rows) == len(published) == summary["rows"]
-    assert any(job.endswith("-fm") for job in aws.training_jobs())
-    assert any(job.endswith("-knn") for job in aws.training_jobs()) and len(aws.transform_jobs()) == 1
+    assert [job.removeprefix(f"topx-{summary['run_id']}") for job in aws.training_jobs()] == \
+        ["-fm", "-knn", "-knn-audience", "-knn-similar"]
+    assert len(aws.transform_jobs()) == 3
     assert run.read_json("metrics.json")["train"]["engine"]["job_name"].endswith("-fm")
 
 

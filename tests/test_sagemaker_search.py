@@ -171,3 +171,51 @@ def test_users_who_have_seen_too_much_for_k_are_warned_about(caplog, monkeypatch
     plan = KnnPlan.of(SearchRequest(vectors, 10, heavy.tocsr(), request.candidates))
     assert plan.k == 1024
     assert "1 users have seen more than 1014 candidate items" in caplog.text
+
+
+def assert_same_keyed(got, want):
+    assert len(want) > 0
+    for name in ("key", "rank", "value", "score"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("integers", [True, False])
+def test_similar_items_and_audiences_through_knn_are_the_local_exact_searchs(aws, integers):
+    """Similar items: k-NN over the item factors, queried by them (cosine and inner product);
+    audiences: k-NN over the users, queried by the items, seen pairs excluded. Exact ties
+    (integer vectors) and order-dependent float32 sums (normal ones) alike: the local lists."""
+    from batch.config import SimilarConfig
+    from batch.serve.search import make_keyed_searcher
+    from batch.serve.similar import audiences, similar_items
+
+    vectors = tied_vectors(n_users=40, n_items=60, dim=5, integers=integers)
+    request = search_request(vectors)
+    cfg = sagemaker_config()
+    allowed = request.candidates & vectors.recommendable
+    for metric, run_id in (("cosine", "run-cos"), ("inner_product", "run-ip")):
+        settings = SimilarConfig(top=4, metric=metric)
+        knn = make_keyed_searcher(replace_backend(cfg), "similar", run_id=run_id, clients=aws.clients())
+        assert_same_keyed(similar_items(vectors, settings, allowed, searcher=knn),
+                          similar_items(vectors, settings, allowed))
+    items = np.array([0, 4, 8, 20, 59], np.int64)
+    knn = make_keyed_searcher(replace_backend(cfg), "audience", run_id="run-1", clients=aws.clients())
+    got = audiences(vectors, items, 6, request.exclude, searcher=knn)
+    assert_same_keyed(got, audiences(vectors, items, 6, request.exclude))
+    assert not request.exclude[got.value, got.key].any() and not np.isin(got.value, [3, 9]).any()
+    assert aws.training_jobs() == ["topx-run-1-knn-audience", "topx-run-cos-knn-similar", "topx-run-ip-knn-similar"]
+    assert aws.transform_jobs() == ["topx-run-1-knn-audience-transform", "topx-run-cos-knn-similar-transform",
+                                    "topx-run-ip-knn-similar-transform"]
+
+
+def replace_backend(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, search=replace(cfg.search, backend="sagemaker"))
+
+
+def test_keyed_searches_stay_local_on_the_local_backend():
+    from batch.serve.search import make_keyed_searcher
+
+    assert make_keyed_searcher(load_config(env={}), "similar", run_id="r") is None
+    assert make_keyed_searcher(replace_backend(sagemaker_config()), "audience", run_id="r").name == "knn-audience"

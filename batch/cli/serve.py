@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", dest="cfg_similar__metric", choices=["cosine", "inner_product"])
     p.add_argument("--item", help="external item id whose list to print")
     p.add_argument("--out", metavar="FILE.csv", help="also write every list as CSV")
-    add_config_options(p)
+    add_config_options(p, "--search-backend")
     p.set_defaults(handler=_similar)
 
     p = subparsers.add_parser("audience", help="for each given item, the users most likely to want it",
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--items", dest="cfg_audience__items", metavar="FILE", help="item ids, one per line ('*': all)")
     p.add_argument("--size", dest="cfg_audience__size", type=int, metavar="N", help="users per item (default 1000)")
     p.add_argument("--out", metavar="FILE.csv", help="also write the audiences as CSV")
-    add_config_options(p)
+    add_config_options(p, "--search-backend")
     p.set_defaults(handler=_audience)
 
     p = subparsers.add_parser("publish", help="publish a run directory's lists to the database",
@@ -110,13 +110,14 @@ def _recommend(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _similar(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.search import make_keyed_searcher
     from batch.serve.similar import similar_for_run, write_csv
     from batch.stages import rules
 
     run, cfg = _run_config(args)
     if cfg.similar.top < 1:
         raise ConfigError("similar.top must be > 0 for topx similar")
-    found = similar_for_run(cfg, run)
+    found = similar_for_run(cfg, run, searcher=make_keyed_searcher(cfg, "similar", run_id=run.path.name))
     run.save_derived("similar.npz", found, **rules(cfg, run))
     dataset = run.load_dataset()
     if args.out:
@@ -135,13 +136,14 @@ def _similar(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _audience(args: argparse.Namespace) -> dict[str, Any]:
+    from batch.serve.search import make_keyed_searcher
     from batch.serve.similar import audiences_for_run, write_csv
     from batch.stages import rules
 
     run, cfg = _run_config(args)
     if cfg.audience.items is None:
         raise ConfigError("topx audience needs --items FILE (or [audience] items in the job file)")
-    found = audiences_for_run(cfg, run)
+    found = audiences_for_run(cfg, run, searcher=make_keyed_searcher(cfg, "audience", run_id=run.path.name))
     run.save_derived("audiences.npz", found, **rules(cfg, run))
     if args.out:
         dataset = run.load_dataset()

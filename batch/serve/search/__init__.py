@@ -72,6 +72,18 @@ def make_searcher(cfg: JobConfig, *, run_id: str | None = None, clients: AwsClie
                          recall_sample=cfg.search.recall_sample)
 
 
+def make_keyed_searcher(cfg: JobConfig, what: str, *, run_id: str, clients: AwsClients = NO_CLIENTS
+                        ) -> Searcher | None:
+    """The engine of an item-keyed search (``what``: ``similar`` items or ``audience``s,
+    :mod:`batch.serve.similar`): SageMaker k-NN when ``cfg.search.backend`` is sagemaker (its jobs
+    named ``knn-<what>``), else None: the local exact search, whatever ``search.method`` says."""
+    if cfg.search.backend != "sagemaker":
+        return None
+    from batch.serve.search.sagemaker import SageMakerKnnSearcher
+
+    return SageMakerKnnSearcher(cfg, run_id=run_id, clients=clients, name=f"knn-{what}")
+
+
 def probabilities(scores: np.ndarray, predictor_type: str) -> np.ndarray:
     """sigmoid(score) for a binary classifier, NaN for a regressor: float32."""
     if predictor_type != "binary_classifier":

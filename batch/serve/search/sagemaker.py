@@ -112,14 +112,18 @@ def _warn_short_lists(lost: sp.csr_matrix | None, top: int) -> None:
 class SageMakerKnnSearcher:
     """Searches with SageMaker k-NN jobs of run ``run_id``; see the module docstring.
 
-    ``clients``: boto3 clients to use instead of creating them.
+    ``clients``: boto3 clients to use instead of creating them. ``name``: the stage the jobs and
+    S3 objects are named after (``knn``: the users' lists, ``knn-similar`` and ``knn-audience``:
+    the item-keyed searches of :mod:`batch.serve.similar`), so that the run's searches of
+    different indexes keep jobs of their own.
     """
 
-    def __init__(self, cfg: JobConfig, *, run_id: str, clients: AwsClients = NO_CLIENTS):
-        self.cfg = cfg
+    def __init__(self, cfg: JobConfig, *, run_id: str, clients: AwsClients = NO_CLIENTS, name: str = "knn"):
+        self.cfg, self.name = cfg, name
         self.session = SageMakerSession(cfg.sagemaker, run_id, sagemaker_client=clients.sagemaker,
                                         s3_client=clients.s3)
         self.jobs = JobRunner(self.session)
+        self.transform_stage = "transform" if name == "knn" else f"{name}-transform"
 
     def search(self, request: SearchRequest) -> SearchResult:
         """Top-x lists of the request's non-COLD users, exactly as the local exact search ranks them."""
@@ -145,19 +149,19 @@ class SageMakerKnnSearcher:
 
         def create(name: str, tags: list[dict[str, str]]) -> None:
             objects = S3Objects(self.session.s3, self.session.bucket)
-            parts = objects.upload_parts(self.session.key("knn", "items"), len(vectors), 1,
+            parts = objects.upload_parts(self.session.key(self.name, "items"), len(vectors), 1,
                                          _dense_writer(vectors, labels))
             s = self.cfg.sagemaker
             self.session.sagemaker.create_training_job(**training_request(
-                self.session, name=name, stage="knn", image=image, hyperparameters=hyper,
-                channels=[channel("train", self.session.uri("knn", "items") + "/", "FullyReplicated")],
+                self.session, name=name, stage=self.name, image=image, hyperparameters=hyper,
+                channels=[channel("train", self.session.uri(self.name, "items") + "/", "FullyReplicated")],
                 instance_type=s.knn_instance_type, instance_count=1, volume=volume_gb(parts), tags=tags))
 
-        return self.jobs.ensure(TRAINING, "knn", fingerprint(hyper, vectors, labels), create)
+        return self.jobs.ensure(TRAINING, self.name, fingerprint(hyper, vectors, labels), create)
 
     def _model(self, index: JobOutcome, image: str) -> str:
         """The model serving the index; named after the k-NN job's attempt, made once."""
-        name = self.session.job_name("knn-model", index.attempt)
+        name = self.session.job_name(f"{self.name}-model", index.attempt)
         artifact = index.description["ModelArtifacts"]["S3ModelArtifacts"]
         try:
             found = self.session.sagemaker.describe_model(ModelName=name)
@@ -177,19 +181,21 @@ class SageMakerKnnSearcher:
         """The transform's input objects: contiguous users, several objects for several instances."""
         s = self.cfg.sagemaker
         bounds = part_bounds(len(plan.users), max(s.channel_shards, s.transform_instance_count))
-        return [Part(self.session.key("knn", "users", f"part-{n:05d}.rec"), a, b, 0) for n, (a, b) in enumerate(bounds)]
+        return [Part(self.session.key(self.name, "users", f"part-{n:05d}.rec"), a, b, 0)
+                for n, (a, b) in enumerate(bounds)]
 
     def _transform(self, request: SearchRequest, plan: KnnPlan, model: str, parts: list[Part]) -> JobOutcome:
         users = request.vectors.users[plan.users]
 
         def create(name: str, tags: list[dict[str, str]]) -> None:
             objects = S3Objects(self.session.s3, self.session.bucket)
-            objects.upload_parts(self.session.key("knn", "users"), len(users), len(parts), _dense_writer(users, None))
+            objects.upload_parts(self.session.key(self.name, "users"), len(users), len(parts),
+                                 _dense_writer(users, None))
             self.session.sagemaker.create_transform_job(**transform_request(
-                self.session, name=name, model=model, input_uri=self.session.uri("knn", "users") + "/",
-                output_uri=self.session.uri("knn", "lists", name), tags=tags))
+                self.session, name=name, model=model, input_uri=self.session.uri(self.name, "users") + "/",
+                output_uri=self.session.uri(self.name, "lists", name), tags=tags))
 
-        return self.jobs.ensure(TRANSFORM, "transform", fingerprint(model, users, len(parts)), create)
+        return self.jobs.ensure(TRANSFORM, self.transform_stage, fingerprint(model, users, len(parts)), create)
 
     def _lists(self, request: SearchRequest, plan: KnnPlan, transform: JobOutcome, parts: list[Part]) -> TopLists:
         """Parse each input object's ``.out`` (found by name under the output path) in input order."""
