@@ -7,7 +7,9 @@ activity), without training.
    model the run was published from (its SHA-256 against the one the run's metrics record).
 2. Settings: the run's own (its ``config.json``), under ``--config``, ``TOPX_*`` and options, as for
    the serving commands; the candidate rules must be the run's (their digest against the one its
-   ``lists.npz`` records), since the carried rows were made with them.
+   ``lists.npz`` records), and so must every other setting that decides the lists
+   (:data:`PINNED`: list length, seen items, the category cap's column, the re-ranker and its
+   candidates), since the carried rows were made with them.
 3. The job's data source is read again as ``topx run`` ingests it, for the users' current
    activity (:mod:`batch.serve.refresh`), and their lists are searched.
 4. :func:`batch.publish.refresh.publish_refresh` publishes the new run, gated like any run.
@@ -70,6 +72,7 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     check_model(run, current)
     cfg = settings(_saved(run))
     check_rules(cfg, run)
+    check_settings(cfg, run)
     source = run.load_dataset()
     wanted = read_users(users, source.users, header=cfg.data.columns.user)
     new_id = check_run_id(run_id) if run_id else new_run_id()
@@ -184,6 +187,31 @@ def check_rules(cfg: JobConfig, run: RunDir) -> None:
                                  f"from those run {run.path.name}'s lists were made with: a refresh keeps the "
                                  f"run's rules, so that refreshed and carried-over lists agree; run topx run to "
                                  f"publish lists with new rules")
+
+
+# Settings besides the candidate rules that decide a user's list; a refresh must keep the run's.
+PINNED = ("search.top", "search.exclude_seen", "search.category", "rerank.model", "rerank.candidates")
+
+
+def check_settings(cfg: JobConfig, run: RunDir) -> None:
+    """Every setting of :data:`PINNED` that decides the run's lists must be the run's (its saved
+    ``config.json``), as the carried rows were made with it (:class:`StaleArtifactError` naming
+    each one that differs; ``search.category`` only counts with a category cap,
+    ``rerank.candidates`` only with a re-ranker)."""
+    from batch.config import load_config
+
+    saved = load_config(env={}, base=_saved(run))
+    relevant = {"search.category": saved.search.max_per_category > 0, "rerank.candidates": saved.rerank.enabled}
+    differ = []
+    for name in PINNED:
+        section, key = name.split(".")
+        mine, theirs = getattr(getattr(cfg, section), key), getattr(getattr(saved, section), key)
+        if relevant.get(name, True) and mine != theirs:
+            differ.append(f"{name} {mine!r} (the run's: {theirs!r})")
+    if differ:
+        raise StaleArtifactError(f"{'; '.join(differ)}: a refresh keeps the settings run {run.path.name}'s lists were "
+                                 f"made with, so that refreshed and carried-over lists agree; leave them as the run "
+                                 f"had them, or run topx run to publish lists with new settings")
 
 
 def reranker(cfg: JobConfig, run: RunDir, source):

@@ -529,3 +529,43 @@ def test_a_refresh_never_writes_over_a_published_run_and_a_retry_is_idempotent(s
         publish_refresh(db_url, info, "refresh-1", TopLists.empty(), dataset.users, dataset.items)
     assert exit_code(refused.value) == 2
     assert everything() == before
+
+
+@pytest.mark.parametrize("env, config, named", [
+    ({"TOPX_SEARCH_TOP": "8"}, "", "search.top 8 (the run's: 5)"),
+    ({"TOPX_SEARCH_EXCLUDE_SEEN": "false"}, "", "search.exclude_seen False (the run's: True)"),
+    ({}, "[rerank]\nmodel = \"ncf\"\n", "rerank.model 'ncf' (the run's: 'none')"),
+])
+def test_refresh_refuses_list_settings_other_than_the_runs(seeded, tmp_path, topx, db_url, monkeypatch, env, config,
+                                                            named):
+    """Settings that decide a list besides the candidate rules (length, seen items, re-ranker)
+    must be the run's: refused with exit 2, nothing published."""
+    source = published(topx, seeded, db_url)
+    users = tmp_path / "users.txt"
+    users.write_text("3\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    extra = ["--config", str(_job(tmp_path, config))] if config else []
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", db_url, "--run", str(seeded["run"]),
+                        "--allow-regression", *extra)
+    assert code == 2 and named in err and "a refresh keeps the settings" in err
+    assert query(db_url, "SELECT id, status FROM runs") == [(source, "current")]
+
+
+def test_refresh_refuses_another_category_column_under_the_runs_cap(seeded, tmp_path, topx, sqlite_url):
+    """With a category cap, the column it counts by is the run's too; without one it does not matter."""
+    from batch.cli import main
+
+    work = tmp_path / "work"
+    capped = _job(tmp_path, "[search]\nmax_per_category = 2\n")
+    assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--epochs", "1", "--num-factors", "8",
+                 "--top", str(TOP), "--allow-regression", "--database-url", sqlite_url, "--config", str(capped)]) == 0
+    users = tmp_path / "users.txt"
+    users.write_text("3\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[search]\nmax_per_category = 2\ncategory = \"occupation\"\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--workdir", str(work),
+                        "--allow-regression", "--config", str(other))
+    assert code == 2 and "search.category 'occupation' (the run's: 'genre')" in err
+    assert ok(topx, "refresh", "--users", str(users), "--database-url", sqlite_url, "--workdir", str(work),
+              "--allow-regression")["refresh"]["users"] == 1
