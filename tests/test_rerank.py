@@ -16,7 +16,7 @@ from batch.lists import SOURCE_MODEL, SOURCE_POPULARITY, SOURCE_RERANKED, TopLis
 from batch.pipeline import fingerprint, run_job
 from batch.publish import make_engine
 from batch.rerank import ncf
-from batch.rerank.protocol import sampled_ranking
+from batch.rerank.protocol import sampled_negatives, sampled_ranking
 from batch.rerank.rerank import rerank
 from batch.rerank.train import training_pairs
 from batch.rundir import RunDir
@@ -87,6 +87,33 @@ def test_sampled_protocol_on_a_known_answer():
     # user 0: rank 1 (hit, gain 1); user 1: item 0 loses to everything (ties too); user 2: depends on the draw
     assert result["pairs"] == 3 and 1 / 3 <= figures["hit_rate@1"] <= 2 / 3
     assert figures["ndcg@1"] == pytest.approx(figures["hit_rate@1"])
+
+
+def test_sampled_negatives_are_distinct_unseen_items_drawn_uniformly():
+    # 90 items, user 0 has seen 0..9 (train or held out); 4,000 pairs of user 0, 2,000 of user 1 (nothing seen)
+    users = np.repeat([0, 1], [4000, 2000])
+    seen = np.arange(10, dtype=np.int64)
+    drawn, valid = sampled_negatives(users, seen, 90, np.arange(90), 40, seed=3)
+    assert valid.all() and drawn.shape == (6000, 40)
+    assert all(len(np.unique(row)) == 40 for row in drawn)  # without replacement
+    assert not np.isin(drawn[users == 0], seen).any()
+    # every unseen item of user 0 is drawn in 40 of 80 rows on average: 2,000 ± 32 (σ) per item
+    counts = np.bincount(drawn[users == 0].ravel(), minlength=90)
+    assert (counts[:10] == 0).all() and np.abs(counts[10:] - 2000).max() < 200
+    again, _ = sampled_negatives(users, seen, 90, np.arange(90), 40, seed=3)
+    np.testing.assert_array_equal(again, drawn)  # seeded
+
+
+def test_sampled_protocol_ranks_against_every_unseen_item_when_fewer_than_negatives():
+    # 12 items in the pool; user 0 has seen 8 of them (one held out: item 11), user 1 only item 0
+    seen = np.unique(np.r_[np.arange(7), 11, 12 * 1 + 0])
+    drawn, valid = sampled_negatives(np.array([0, 1]), seen, 12, np.arange(12), 10, seed=0)
+    assert sorted(drawn[0][valid[0]]) == [7, 8, 9, 10] and valid[1].all()
+    assert len(np.unique(drawn[1])) == 10 and not np.isin(drawn[1], [0]).any()  # 10 of its 11 unseen items
+    result = sampled_ranking({"by_index": lambda u, i: i.astype(float)}, np.array([0, 1]), np.array([11, 0]), seen,
+                             12, np.arange(12), negatives=10, k=1, seed=0)
+    # user 0's item 11 beats its 4 unseen items (hit); user 1's item 0 loses to all 10
+    assert result["short_pairs"] == 1 and result["by_index"]["hit_rate@1"] == 0.5
 
 
 def test_fingerprint_ignores_rerank_settings_while_it_is_off(tmp_path):

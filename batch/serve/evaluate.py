@@ -13,8 +13,8 @@ and for the lists the search stage made for every user (``published``).
 With a re-ranker (``[rerank] model``), the FM's lists are re-ranked as in production and
 reported as ``reranked`` beside ``model`` (the FM's lists) and ``popularity``; the publish gate
 judges the ``reranked`` figures, since those are the lists a run publishes. ``sampled`` holds
-the NCF paper's protocol (HR@k and NDCG@k, each held-out item among 100 sampled ones) for the FM
-and the re-ranker.
+the NCF paper's protocol (HR@k and NDCG@k, each held-out item among 100 distinct items the user
+never interacted with, sampled without replacement) for the FM and the re-ranker.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def sampled_protocol(dataset: Dataset, relevant: Interactions, users: np.ndarray
                      k: int, seed: int) -> dict[str, Any]:
     """The NCF paper's figures (:mod:`batch.rerank.protocol`) of each scorer over the evaluated
     ``users``' relevant held-out pairs whose user and item have training interactions, against
-    100 items with training interactions sampled per pair (seeded by ``seed``)."""
+    100 distinct items with training interactions that the user never interacted with, drawn
+    without replacement per pair (seeded by ``seed``; fewer where the user has not that many)."""
     from batch.rerank.protocol import sampled_ranking
 
     trained_users = np.bincount(dataset.train.user, minlength=dataset.n_users) > 0
