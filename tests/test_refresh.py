@@ -147,9 +147,9 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     signed_up = rows_of(db_url, new, ["8889"])
     assert len(signed_up) == TOP and {row[5] for row in signed_up} == {0}
     assert [row[3] for row in signed_up] == sorted((row[3] for row in signed_up), reverse=True)
-    # User 3 (no new activity) gets the model's list from its whole history, seen items excluded.
-    three, _ = model_list(run, 3, [], TOP)
-    assert [row[2] for row in rows_of(db_url, new, ["3"])] == three
+    # User 3 (no new activity) keeps the run's vector: the run's list, row for row.
+    assert report["runs_vectors"] == 1 and report["users_with_changed_features"] == 0
+    assert rows_of(db_url, new, ["3"]) == rows_of(db_url, source, ["3"])
 
     # What readers see: the views, the dashboards' SQL, the runs table.
     status = dict(query(db_url, "SELECT id, status FROM runs"))
@@ -569,3 +569,23 @@ def test_refresh_refuses_another_category_column_under_the_runs_cap(seeded, tmp_
     assert code == 2 and "search.category 'occupation' (the run's: 'genre')" in err
     assert ok(topx, "refresh", "--users", str(users), "--database-url", sqlite_url, "--workdir", str(work),
               "--allow-regression")["refresh"]["users"] == 1
+
+
+def test_refreshing_users_without_new_activity_reproduces_their_lists(seeded, tmp_path, topx, db_url):
+    """No new activity (the data unchanged): the refreshed users' lists are the run's, row for row
+    (their vectors are the run's, not rebuilt from train and held-out history); one new
+    interaction rebuilds that user's vector from their whole history."""
+    source = published(topx, seeded, db_url)
+    users = tmp_path / "users.txt"
+    users.write_text("3\n5\n1\n")
+    same = ok(topx, "refresh", "--users", str(users), "--data", str(seeded["data"]), "--database-url", db_url,
+              "--run", str(seeded["run"]), "--allow-regression")
+    assert rows_of(db_url, same["run_id"]) == rows_of(db_url, source)
+    assert same["refresh"]["users_with_new_activity"] == 0 and same["refresh"]["runs_vectors"] == 3
+    data = new_activity(seeded, tmp_path, 5, [int(rows_of(db_url, source, ["5"])[0][2])], 7777, [])
+    moved = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
+               "--run", str(seeded["run"]), "--allow-regression")
+    assert moved["refresh"]["users_with_new_activity"] == 1 and moved["refresh"]["runs_vectors"] == 2
+    assert rows_of(db_url, moved["run_id"], ["5"], keep=False) == rows_of(db_url, source, ["5"], keep=False)
+    expected, _ = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
+    assert [row[2] for row in rows_of(db_url, moved["run_id"], ["5"])] == expected

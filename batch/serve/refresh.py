@@ -2,9 +2,14 @@
 (``topx refresh --users FILE``: new sign-ups, users with new interactions).
 
 "Current activity" is every interaction the job's data source holds for the user now, read as
-``topx run`` ingests it, together with those the run itself was trained and evaluated on. A
+``topx run`` ingests it, together with those the run itself was trained and evaluated on. A user
+has *new activity* when the data source holds interactions of theirs with items the model knows
+that the run's data (train and held-out) did not, or, when the model has a user feature block,
+other feature values than the run's data. A user of the run without new activity keeps the
+run's own vector (``vectors.npz``, built at training time from the training history only), so
+their refreshed list is the run's list, row for row (``runs_vectors`` counts them). Every other
 user's vector is the model's, built from a design row as at training time
-(:mod:`batch.features.design`):
+(:mod:`batch.features.design`) over their whole current history:
 
 * the user's id column when the model trained it (a free user vector cannot learn from new
   interactions, but the new interactions are still excluded from its list);
@@ -118,12 +123,17 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
     availability at the run's reference time, suppression, category cap, seen items), and
     re-ranked as the run's lists were when the run re-ranks (``reranker``: the run's NeuMF and
     the users and items it knows, :func:`batch.rerank.stage.reranker_for`)."""
-    history, activity = current_history(source, current, wanted)
+    history, activity, fresh = current_history(source, current, wanted)
     rows = design_rows(layout, source, current, wanted, history)
     users, const = user_vectors(model, rows)
     status = np.full(len(wanted), COLD, np.uint8)
     status[np.diff(rows[:, layout.user_feature_offset:].tocsr().indptr) > 0] = FEATURES_ONLY
     status[_trained(source, wanted)] = TRAINED
+    known = source.users.contains(wanted.ids)
+    changed = fresh | _features_changed(layout, source, current, wanted)
+    same = np.flatnonzero(known & ~changed)  # the run's users without new activity: the run's own vectors
+    at = source.users.index(wanted.ids[same], what="user")
+    users[same], const[same], status[same] = vectors.users[at], vectors.user_const[at], vectors.user_status[at]
     mine = Vectors(users=users, user_const=const, items=vectors.items, user_status=status,
                    item_status=vectors.item_status, popularity=vectors.popularity,
                    predictor_type=vectors.predictor_type)
@@ -134,12 +144,12 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
     found = recommend(mine, searcher, top=depth, exclude=exclude, candidates=allowed,
                       cap=category_cap(cfg.search, source))
     lists = found.lists if reranker is None else _reranked(found.lists, reranker, cfg.search.top, source, wanted)
-    known = source.users.contains(wanted.ids)
     by_vector = np.bincount(status, minlength=3)
     summary = {**report, **suppressed, **found.report,
                "users": len(wanted), "known_to_run": int(known.sum()), "unknown_to_run": int((~known).sum()),
                "vectors": {"trained": int(by_vector[TRAINED]), "history_or_features": int(by_vector[FEATURES_ONLY]),
-                           "popularity": int(by_vector[COLD])}, **activity}
+                           "popularity": int(by_vector[COLD])}, "runs_vectors": len(same), **activity,
+               "users_with_changed_features": int((known & ~fresh & changed).sum())}
     if reranker is not None:
         summary["reranked_users"] = int(np.unique(lists.user[lists.source == SOURCE_RERANKED]).size)
     return Refreshed(lists, wanted, summary)
@@ -167,15 +177,18 @@ def _reranked(lists: TopLists, reranker: Reranker, top: int, source: Dataset, wa
     return merged.take(np.argsort(merged.user, kind="stable"))
 
 
-def current_history(source: Dataset, current: Dataset | None, wanted: IdMap) -> tuple[sp.csr_matrix, dict]:
+def current_history(source: Dataset, current: Dataset | None, wanted: IdMap
+                    ) -> tuple[sp.csr_matrix, dict, np.ndarray]:
     """Bool CSR (len(wanted), source.n_items): each wanted user's interactions with the run's
-    items, in the run's data (train and held-out) and in ``current``; and the new activity's
-    counts (interactions ``current`` holds that the run did not, users with any, and
-    interactions with items the run does not know)."""
+    items, in the run's data (train and held-out) and in ``current``; the new activity's counts
+    (interactions with the run's items ``current`` holds that the run did not, users with any,
+    and interactions with items the run does not know); and bool (len(wanted),): the users
+    with new activity (new interactions with items the run knows)."""
     shape = (len(wanted), source.n_items)
     before = _rows_of(source.all_interactions().matrix(source.n_users, source.n_items), source.users, wanted)
     if current is None:
-        return before, {"users_with_new_activity": 0, "new_interactions": 0, "unknown_item_interactions": 0}
+        return before, {"users_with_new_activity": 0, "new_interactions": 0, "unknown_item_interactions": 0}, \
+            np.zeros(len(wanted), bool)
     every = current.all_interactions()
     item_known = source.items.contains(current.items.ids)
     to_source = np.full(current.n_items, -1, np.int64)
@@ -189,9 +202,19 @@ def current_history(source: Dataset, current: Dataset | None, wanted: IdMap) -> 
     new = now.astype(np.int8) - now.multiply(before).astype(np.int8)
     new.eliminate_zeros()
     history = sp.csr_matrix(before + now, dtype=bool)
-    return history, {"users_with_new_activity": int(np.count_nonzero(np.diff(new.tocsr().indptr))),
-                     "new_interactions": int(new.nnz),
-                     "unknown_item_interactions": int(np.count_nonzero(mine & ~known_item))}
+    fresh = np.diff(new.tocsr().indptr) > 0
+    return history, {"users_with_new_activity": int(np.count_nonzero(fresh)), "new_interactions": int(new.nnz),
+                     "unknown_item_interactions": int(np.count_nonzero(mine & ~known_item))}, fresh
+
+
+def _features_changed(layout: DesignLayout, source: Dataset, current: Dataset | None, wanted: IdMap) -> np.ndarray:
+    """Bool (len(wanted),): the users whose features, as the model's user feature block reads
+    them, differ between ``current`` (where it has the user) and the run's data."""
+    if not layout.user_feature_columns or current is None:
+        return np.zeros(len(wanted), bool)
+    columns = layout.user_feature_columns
+    diff = (_features(columns, source, current, wanted) != _features(columns, source, None, wanted)).tocsr()
+    return np.diff(diff.indptr) > 0
 
 
 def design_rows(layout: DesignLayout, source: Dataset, current: Dataset | None, wanted: IdMap,
