@@ -224,6 +224,13 @@ def test_a_failing_entry_point_fails_the_job_with_the_end_of_its_stderr(aws, cha
     assert (outcome.name, outcome.attempt) == ("topx-run-1-ncf-r2", 2) and destination.exists()
 
 
+def test_a_script_that_outlives_its_runtime_limit_is_stopped(aws, channel_file, tmp_path):
+    with pytest.raises(TrainingJobFailedError) as failed:
+        script_job(aws, max_runtime_s=1).train(channel_file, {"epochs": "1", "sleep": "60"}, tmp_path / "model.tar.gz")
+    assert failed.value.reason == ("MaxRuntimeExceeded: Training job topx-run-1-ncf ran longer than "
+                                   "MaxRuntimeInSeconds (1 s) and was stopped")
+
+
 def test_a_run_started_again_reuses_its_completed_job(aws, channel_file, tmp_path):
     first, again = tmp_path / "a" / "model.tar.gz", tmp_path / "b" / "model.tar.gz"
     script_job(aws).train(channel_file, {"epochs": "2"}, first)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -178,20 +180,35 @@ def _gpus() -> int:
 
 
 def run_program(job: Any, program: str, args: list[str], code: Path, env: dict[str, str]) -> None:
-    """Run the script to its end; its output goes to the emulator's log, as to CloudWatch."""
+    """Run the script to its end; each line it prints goes to the emulator's log as it comes, as
+    to CloudWatch, and the last lines of its stderr are kept for the FailureReason."""
     limit = job.stopping_condition.get("MaxRuntimeInSeconds") if job.stopping_condition else None
-    try:
-        done = subprocess.run([sys.executable, "-c", _BOOTSTRAP, program, *args], cwd=code, env=env,
-                              capture_output=True, text=True, timeout=limit)
-    except subprocess.TimeoutExpired:
-        raise EmulatedJobError(f"MaxRuntimeExceeded: Training job {job.training_job_name} ran longer than "
-                               f"MaxRuntimeInSeconds ({limit} s) and was stopped") from None
-    for stream in (done.stdout, done.stderr):
-        for line in stream.splitlines():
-            log.info("[%s] %s", job.training_job_name, line)
-    if done.returncode != 0:
-        shown = " ".join(["python", program, *args])
-        raise EmulatedJobError(failure_reason(done.returncode, done.stderr, shown))
+    name, tail = job.training_job_name, deque(maxlen=STDERR_LINES)
+    with subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, program, *args], cwd=code, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        readers = [threading.Thread(target=_forward, args=(stream, name, kept), daemon=True)
+                   for stream, kept in ((process.stdout, None), (process.stderr, tail))]
+        for reader in readers:
+            reader.start()
+        try:
+            returncode = process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise EmulatedJobError(f"MaxRuntimeExceeded: Training job {name} ran longer than "
+                                   f"MaxRuntimeInSeconds ({limit} s) and was stopped") from None
+        finally:
+            for reader in readers:
+                reader.join()
+    if returncode != 0:
+        raise EmulatedJobError(failure_reason(returncode, "\n".join(tail), " ".join(["python", program, *args])))
+
+
+def _forward(stream: Any, name: str, kept: deque | None) -> None:
+    for line in stream:
+        line = line.rstrip("\n")
+        log.info("[%s] %s", name, line)
+        if kept is not None:
+            kept.append(line)
 
 
 def failure_reason(code: int, stderr: str, command: str) -> str:
