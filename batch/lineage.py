@@ -21,7 +21,9 @@ compares it with the settings it is given).
 Lists re-ranked by the second stage (:mod:`batch.rerank`) record the re-ranker's digest, the
 SHA-256 of ``rerank/model.tar.gz``, as ``rerank_sha256`` (and the ``evaluate`` section of
 ``metrics.json`` as ``rerank_sha256``); publishing refuses re-ranked lists whose re-ranker is not
-the run's, and lists that are not re-ranked when the run re-ranks.
+the run's, lists that are not re-ranked when the run re-ranks (:func:`check_reranker`), and lists
+whose evaluation, which the publish gate judges, was made with another re-ranker or none
+(:func:`check_evaluated`).
 """
 
 from __future__ import annotations
@@ -146,3 +148,25 @@ def check_reranker(run: Any, enabled: bool, remedy: str) -> None:
     if digest is None:
         raise StaleArtifactError(f"{lists} is not re-ranked but the run's settings re-rank (rerank.model): {remedy}")
     check(run.file(RERANK_MODEL), digest, str(lists), remedy)
+
+
+def check_evaluated(run: Any, remedy: str) -> None:
+    """Raise :class:`StaleArtifactError` unless the evaluation in the run's ``metrics.json`` (the
+    figures the publish gate judges: ``reranked`` when present, else ``model``) was made with
+    the re-ranker that re-ranked ``lists.npz``, or without one when the lists are not re-ranked."""
+    lists = run.file("lists.npz")
+    made = recorded(lists, RERANK_KEY)
+    evaluated = run.read_json("metrics.json").get("evaluate")
+    if not evaluated:
+        return
+    judged = evaluated.get(RERANK_KEY) if evaluated.get("reranked") else None
+    if judged == made:
+        return
+    if made is None:
+        raise StaleArtifactError(f"{lists} is not re-ranked but the evaluation in {run.file('metrics.json')} judges "
+                                 f"re-ranked lists (evaluate.reranked): {remedy}")
+    if judged is None:
+        raise StaleArtifactError(f"{lists} is re-ranked but the evaluation in {run.file('metrics.json')} judges the "
+                                 f"FM's lists (no re-ranker): {remedy}")
+    raise StaleArtifactError(f"{lists} was re-ranked by another re-ranker (sha256 {made[:12]}…) than the evaluation in "
+                             f"{run.file('metrics.json')} (sha256 {judged[:12]}…): {remedy}")

@@ -69,20 +69,7 @@ class Stages:
                 "items_by_status": _counts(vectors.item_status)}
 
     def search(self) -> dict[str, Any]:
-        from batch.serve.recommend import search_run
-        from batch.serve.search import make_searcher
-
-        cfg = self.cfg
-        if cfg.rerank.enabled:  # the FM's search yields the candidates the re-ranker cuts to x
-            cfg = replace(cfg, search=replace(cfg.search, top=max(cfg.rerank.candidates, cfg.search.top)))
-        found = search_run(cfg, self.run, make_searcher(cfg, run_id=self.run_id, clients=self.clients))
-        lists, report, extra = found.lists, found.report, rules(self.cfg, self.run)
-        if self.cfg.rerank.enabled:
-            from batch.rerank.stage import rerank_run
-
-            lists, reranked = rerank_run(self.cfg, self.run, lists)
-            report, extra = {**report, **reranked}, {**extra, **lineage.reranker(self.run)}
-        self.run.save_derived("lists.npz", lists, **extra)
+        lists, report = search_lists(self.cfg, self.run, run_id=self.run_id, clients=self.clients)
         return {"users": lists.n_users, "rows": len(lists), "top": self.cfg.search.top,
                 "popularity_users": int(np.unique(lists.user[lists.source == SOURCE_POPULARITY]).size),
                 "short_lists": _short_lists(lists, self.cfg.search.top), **report, **self.keyed_lists()}
@@ -121,6 +108,7 @@ class Stages:
         lists = self.run.load_derived("lists.npz", TopLists, remedy)
         lineage.check_reranker(self.run, self.cfg.rerank.enabled, remedy)
         self.run.model_metrics(f"rerun topx evaluate --run {self.run.path}")  # before touching the database
+        lineage.check_evaluated(self.run, f"rerun topx evaluate --run {self.run.path}")
         record_churn(url, self.run, self.run_id, lists, dataset, self.cfg.evaluate.k)
         return publish_run(url, run_info(self.cfg, self.run, self.run_id, dataset), lists,
                            dataset.users, dataset.items, item_titles=dataset.item_titles,
@@ -146,6 +134,29 @@ class Stages:
         from batch.publish import database_url
 
         return database_url(self.cfg, secrets_client=self.clients.secrets)
+
+
+def search_lists(cfg: JobConfig, run: RunDir, *, run_id: str | None = None,
+                 clients: AwsClients = NO_CLIENTS) -> tuple[TopLists, dict[str, Any]]:
+    """The users' lists of the search stage (and ``topx recommend --run``), saved as the run's
+    ``lists.npz``: the FM's top x; with a re-ranker (``[rerank] model``) the FM's top
+    ``rerank.candidates`` re-ranked by the run's re-ranker and cut to x, recording its digest.
+    Returns them and the search's report. ``run_id`` and ``clients``: for a SageMaker search."""
+    from batch.serve.recommend import search_run
+    from batch.serve.search import make_searcher
+
+    wide = cfg
+    if cfg.rerank.enabled:  # the FM's search yields the candidates the re-ranker cuts to x
+        wide = replace(cfg, search=replace(cfg.search, top=max(cfg.rerank.candidates, cfg.search.top)))
+    found = search_run(wide, run, make_searcher(wide, run_id=run_id, clients=clients))
+    lists, report, extra = found.lists, found.report, rules(cfg, run)
+    if cfg.rerank.enabled:
+        from batch.rerank.stage import rerank_run
+
+        lists, reranked = rerank_run(cfg, run, lists)
+        report, extra = {**report, **reranked}, {**extra, **lineage.reranker(run)}
+    run.save_derived("lists.npz", lists, **extra)
+    return lists, report
 
 
 def rules(cfg: JobConfig, run: RunDir) -> dict[str, str]:

@@ -164,6 +164,41 @@ def test_run_publishes_reranked_lists_and_evaluates_them(tmp_path, db_url, monke
         Stages(cfg, run, summary["run_id"]).publish()
 
 
+def test_recommend_and_publish_on_a_reranked_run_directory(tmp_path, topx, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    summary = run_job(config(tmp_path, db, **RERANK))
+    run = RunDir(tmp_path / "work" / "runs" / summary["run_id"])
+    published, digest = TopLists.load(run.file("lists.npz")), lineage.model_digest(run.file("rerank/model.tar.gz"))
+    # topx recommend --run re-ranks as the search stage did: the same lists, recording the same re-ranker
+    code, out, err = topx("recommend", "--run", str(run.path))
+    assert code == 0, err
+    again = TopLists.load(run.file("lists.npz"))
+    np.testing.assert_array_equal(again.item, published.item)
+    np.testing.assert_array_equal(again.source, published.source)
+    np.testing.assert_allclose(again.score, published.score, rtol=1e-6)
+    assert lineage.recorded(run.file("lists.npz"), lineage.RERANK_KEY) == digest and out["reranked_users"] > 0
+    code, out, err = topx("publish", "--run", str(run.path), "--database-url", db, "--run-id", "again")
+    assert code == 0, err
+    # the FM's lists (made with the re-ranker switched off) are not published as the re-ranked run's
+    monkeypatch.setenv("TOPX_RERANK_MODEL", "none")
+    code, out, err = topx("recommend", "--run", str(run.path))
+    assert code == 0, err
+    assert lineage.recorded(run.file("lists.npz"), lineage.RERANK_KEY) is None
+    monkeypatch.delenv("TOPX_RERANK_MODEL")
+    code, _, err = topx("publish", "--run", str(run.path), "--database-url", db, "--run-id", "fm")
+    assert code == 2 and "is not re-ranked but the run's settings re-rank" in err
+    # nor judged on the re-ranked evaluation when publish itself is told not to re-rank
+    monkeypatch.setenv("TOPX_RERANK_MODEL", "none")
+    code, _, err = topx("publish", "--run", str(run.path), "--database-url", db, "--run-id", "fm")
+    assert code == 2 and "judges re-ranked lists (evaluate.reranked)" in err
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        runs = dict(conn.execute(sa.text("SELECT id, status FROM runs")).fetchall())
+        sources = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT source FROM current_recommendations"))}
+    engine.dispose()
+    assert runs == {summary["run_id"]: "superseded", "again": "current"} and SOURCE_RERANKED in sources
+
+
 def test_a_failed_reranked_run_resumes_without_retraining(tmp_path, monkeypatch):
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cfg = config(tmp_path, db, **RERANK)

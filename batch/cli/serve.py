@@ -14,7 +14,8 @@ from batch.rundir import RunDir
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("recommend", help="top-x lists for every user of a run directory",
-                              description="Search every user's best X items; writes RUNDIR/lists.npz "
+                              description="Search every user's best X items (the FM's top candidates re-ranked "
+                                          "when the run's settings re-rank, as topx run does); writes RUNDIR/lists.npz "
                                           "(and --out CSV with external ids).")
     _run_dir(p)
     add_config_options(p, "--top", "--method")
@@ -94,19 +95,16 @@ def _run_config(args: argparse.Namespace):
 
 
 def _recommend(args: argparse.Namespace) -> dict[str, Any]:
-    from batch.serve.recommend import search_run, write_csv
-    from batch.serve.search import make_searcher
-    from batch.stages import rules
+    from batch.serve.recommend import write_csv
+    from batch.stages import search_lists
 
     run, cfg = _run_config(args)
-    found = search_run(cfg, run, make_searcher(cfg))
-    lists = found.lists
-    run.save_derived("lists.npz", lists, **rules(cfg, run))
+    lists, report = search_lists(cfg, run)  # re-ranked as the run's search stage does when it re-ranks
     if args.out:
         dataset = run.load_dataset()
         write_csv(lists, dataset.users, dataset.items, args.out)
     return {"run_dir": str(run.path), "users": lists.n_users, "rows": len(lists), "top": cfg.search.top,
-            "out": args.out, **found.report}
+            "out": args.out, **report}
 
 
 def _similar(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,8 +185,11 @@ def _publish(args: argparse.Namespace) -> dict[str, Any]:
     run, cfg = _run_config(args)
     dataset = run.load_dataset()
     lists = run.load_derived("lists.npz", TopLists, f"run topx recommend --run {run.path} first")
+    lineage.check_reranker(run, cfg.rerank.enabled, f"rerun topx recommend --run {run.path} with the run's [rerank] "
+                                                    f"settings")
     run_id = args.run_id or run.path.resolve().name
     run.model_metrics(f"run topx evaluate --run {run.path} first")  # refused before touching the database
+    lineage.check_evaluated(run, f"rerun topx evaluate --run {run.path} with the run's [rerank] settings")
     record_churn(database_url(cfg), run, run_id, lists, dataset, cfg.evaluate.k)
     return publish_run(database_url(cfg), run_info(cfg, run, run_id, dataset), lists, dataset.users, dataset.items,
                        item_titles=dataset.item_titles, item_attributes=dataset.item_attributes,
