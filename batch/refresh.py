@@ -63,7 +63,7 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     from batch.publish.connect import require_existing
     from batch.publish.refresh import publish_refresh, published_run
     from batch.publish.registry import RunInfo
-    from batch.serve.refresh import read_users, refresh_lists
+    from batch.serve.refresh import in_data, read_users, refresh_lists
     from batch.serve.repackage import vectors_for
 
     url = database_url(located, secrets_client=clients.secrets)
@@ -76,14 +76,16 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     source = run.load_dataset()
     wanted = read_users(users, source.users, header=cfg.data.columns.user)
     new_id = check_run_id(run_id) if run_id else new_run_id()
+    digest = users_digest(wanted.ids)  # of every id the file names, those skipped below included
     earlier = published_run(url, new_id) if run_id else None
     if earlier is not None:
-        return already_published(earlier, users_digest(wanted.ids))
+        return already_published(earlier, digest)
     now = load_dataset(resolve_data(cfg.data, cfg.workdir))
+    wanted, unknown = in_data(wanted, source, now, users)
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
                           _searcher(cfg), reranker(cfg, run, source))
     report = {"source_run": current["id"], "model_run": run.path.name, "users_file": str(users),
-              "users_sha256": users_digest(wanted.ids), "duplicates": wanted.duplicates, **found.report}
+              "users_sha256": digest, "duplicates": wanted.duplicates, **unknown, **found.report}
     info = RunInfo(run_id=new_id, config=cfg.to_dict(),
                    model_location=current["model_location"], started_at=datetime.now(UTC),
                    metrics={**(current["metrics"] or {}),
@@ -245,7 +247,7 @@ def _searcher(cfg: JobConfig):
 def _counted(report: dict[str, Any]) -> dict[str, Any]:
     """What ``runs.counts`` records of a refresh: where its users' lists came from."""
     keys = ("source_run", "model_run", "users_sha256", "users", "known_to_run", "unknown_to_run", "vectors",
-            "users_with_new_activity", "new_interactions", "unknown_item_interactions")
+            "users_with_new_activity", "new_interactions", "unknown_item_interactions", "not_in_data")
     return {key: report[key] for key in keys if key in report}
 
 

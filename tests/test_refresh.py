@@ -123,12 +123,14 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     new = summary["run_id"]
     report = summary["refresh"]
     assert summary["source_run"] == source and summary["superseded"] == source
-    assert report["users"] == 5 and report["duplicates"] == 1
-    assert (report["known_to_run"], report["unknown_to_run"]) == (2, 3)
-    assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 1}
+    assert report["users"] == 4 and report["duplicates"] == 1
+    # 8888 is in neither the run's data nor the data source: a typo, skipped and named.
+    assert report["not_in_data"] == 1 and report["not_in_data_ids"] == ["8888"]
+    assert (report["known_to_run"], report["unknown_to_run"]) == (2, 2)
+    assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 0}
     assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
 
-    refreshed = ["1", "3", "7777", "8888", "8889"]
+    refreshed = ["1", "3", "7777", "8888", "8889"]  # 8888 keeps the run's rows: none
     # Every other user's rows, byte for byte.
     assert rows_of(db_url, new, refreshed, keep=False) == rows_of(db_url, source, refreshed, keep=False)
     assert len(rows_of(db_url, new, refreshed, keep=False)) == (len(before) - 2) * TOP
@@ -141,8 +143,7 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     # The new user with history gets a model list without its items; the one without anything, popularity.
     newcomer = rows_of(db_url, new, ["7777"])
     assert len(newcomer) == TOP and {row[5] for row in newcomer} == {0} and not {"45", "38"} & {r[2] for r in newcomer}
-    nobody = rows_of(db_url, new, ["8888"])
-    assert len(nobody) == TOP and {row[5] for row in nobody} == {1}
+    assert rows_of(db_url, new, ["8888"]) == []
     # The sign-up with features only: the model's list from its features (its scores, not popularity).
     signed_up = rows_of(db_url, new, ["8889"])
     assert len(signed_up) == TOP and {row[5] for row in signed_up} == {0}
@@ -162,9 +163,9 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert [(r[0], r[1], r[3], r[4], r[5]) for r in carried] == [row[1:] for row in rows_of(db_url, source, ["2"])]
     assert {r[6] for r in carried} == {new}
     runs = {row[0]: row for row in query(db_url, (SQL / "dashboard_runs.sql").read_text())}
-    assert runs[new][-2:] == (source, 5) and runs[source][-2:] == (None, None)
+    assert runs[new][-2:] == (source, 4) and runs[source][-2:] == (None, None)
     n_rows, n_users = query(db_url, "SELECT n_rows, n_users FROM runs WHERE id = :r", r=new)[0]
-    assert (n_rows, n_users) == (summary["rows"], 63) and n_rows == len(rows_of(db_url, new))
+    assert (n_rows, n_users) == (summary["rows"], 62) and n_rows == len(rows_of(db_url, new))
     # Similar items, audiences and item attributes are carried over.
     for table, key in (("similar_items", "item_id, rank"), ("item_attributes", "item_id, name"),
                        ("audiences", "item_id, rank")):
@@ -179,8 +180,12 @@ def test_a_refresh_of_a_refresh_carries_the_refreshed_rows(seeded, tmp_path, top
     source = published(topx, seeded, sqlite_url)
     first = tmp_path / "first.txt"
     first.write_text("9001\n")
+    data = tmp_path / "data"
+    shutil.copytree(seeded["data"], data)
+    with open(data / "u.user", "a") as f:
+        f.write("9001|30|F|writer|12345\n")  # a new sign-up
     one = ok(topx, "refresh", "--users", str(first), "--database-url", sqlite_url, "--run", str(seeded["run"]),
-             "--allow-regression")["run_id"]
+             "--allow-regression", "--data", str(data))["run_id"]
     second = tmp_path / "second.txt"
     second.write_text("5\n")
     two = ok(topx, "refresh", "--users", str(second), "--database-url", sqlite_url, "--allow-regression",
@@ -589,3 +594,36 @@ def test_refreshing_users_without_new_activity_reproduces_their_lists(seeded, tm
     assert rows_of(db_url, moved["run_id"], ["5"], keep=False) == rows_of(db_url, source, ["5"], keep=False)
     expected, _ = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
     assert [row[2] for row in rows_of(db_url, moved["run_id"], ["5"])] == expected
+
+
+def test_a_users_file_with_a_byte_order_mark_and_a_header_names_only_its_users(tmp_path):
+    """A UTF-8 byte order mark is dropped, so the header stays a header (string ids: it would
+    have become a user) and a first integer id parses."""
+    from batch.data.interactions import IdMap
+    from batch.serve.refresh import read_users
+
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfuser_id\nu3\nu1\n")
+    found = read_users(str(path), IdMap(np.array(["u1", "u3"])), header="user")
+    assert found.ids.ids.tolist() == ["u1", "u3"] and found.lines.tolist() == [3, 2]
+    path.write_bytes(b"\xef\xbb\xbf7\n3\n")
+    assert read_users(str(path), IdMap(np.array([1, 3]))).ids.ids.tolist() == [3, 7]
+
+
+def test_ids_in_neither_the_run_nor_the_data_are_skipped_with_file_and_line(seeded, tmp_path, topx, sqlite_url):
+    """A typo'd id (in neither the run's data set nor the data source) is reported by file and
+    line and skipped, not published with a popularity list; a file of typos only is refused."""
+    source = published(topx, seeded, sqlite_url)
+    users = tmp_path / "users.txt"
+    users.write_bytes(b"\xef\xbb\xbfuser_id\n3\n99999\n")
+    code, summary, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--run",
+                              str(seeded["run"]), "--allow-regression")
+    assert code == 0 and summary["refresh"]["users"] == 1 and summary["refresh"]["not_in_data_ids"] == ["99999"]
+    assert f"{users} line 3: user 99999 is neither in the run's data set nor in the data source" in err
+    assert rows_of(sqlite_url, summary["run_id"]) == rows_of(sqlite_url, source)
+    assert query(sqlite_url, "SELECT n_users FROM runs WHERE id = :r", r=summary["run_id"]) == [(60,)]
+    users.write_text("99999\n")
+    code, _, err = topx("refresh", "--users", str(users), "--database-url", sqlite_url, "--run", str(seeded["run"]),
+                        "--allow-regression")
+    assert code == 2 and "none of its 1 user id(s) is in the run's data set or the data source" in err
+    assert "line 1" in err and str(users) in err

@@ -54,10 +54,12 @@ Reranker = tuple[Any, np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class RefreshUsers:
     """The users a FILE names: ``ids`` their external ids (sorted, unique; int64 when the run's
-    user ids are integers), ``duplicates`` lines naming a user named before."""
+    user ids are integers), ``duplicates`` lines naming a user named before, ``lines`` the line
+    first naming each id (int64, aligned with ``ids``; None when not read from a file)."""
 
     ids: IdMap
     duplicates: int = 0
+    lines: np.ndarray | None = None
 
 
 @dataclass
@@ -72,15 +74,17 @@ class Refreshed:
 
 def read_users(location: str, users: IdMap, header: str = "user_id") -> RefreshUsers:
     """The user ids of a file, one a line (a CSV field: quote an id holding a comma), ``#``
-    comment and blank lines skipped; a first line equal to ``header`` (the data's user column
-    name) is a header. Ids take the run's user id type: where the run's ids are integers a line
-    that is not one is an :class:`InvalidValueError` naming file and line. Raises
-    :class:`EmptyDataError` for a file naming no user."""
+    comment and blank lines skipped; UTF-8, a byte order mark at its start dropped; a first line
+    equal to ``header`` (the data's user column name) or ``user_id`` is a header. Ids take the
+    run's user id type: where the run's ids are integers a line that is not one is an
+    :class:`InvalidValueError` naming file and line. Raises :class:`EmptyDataError` for a file
+    naming no user."""
     try:
-        text = storage.read_bytes(location).decode("utf-8")
+        text = storage.read_bytes(location).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text ({exc.reason})", file=str(location)) from None
     values: list = []
+    numbers: list[int] = []
     first = True
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -88,16 +92,46 @@ def read_users(location: str, users: IdMap, header: str = "user_id") -> RefreshU
         fields = [f.strip() for f in next(csv.reader(io.StringIO(line)))]
         if len(fields) != 1 or not fields[0]:
             raise DataError(f"expected one user id a line; got {len(fields)} fields", file=str(location), line=number)
-        if first and fields[0] == header:
+        if first and fields[0] in (header, "user_id"):
             first = False
             continue
         first = False
         values.append(_user_id(fields[0], users.is_int, location, number))
+        numbers.append(number)
     if not values:
         raise EmptyDataError("names no user id", file=str(location))
     ids = np.array(values, dtype=np.int64 if users.is_int else str)
-    unique = np.unique(ids)
-    return RefreshUsers(IdMap(unique), duplicates=len(ids) - len(unique))
+    unique, at = np.unique(ids, return_index=True)
+    return RefreshUsers(IdMap(unique), duplicates=len(ids) - len(unique), lines=np.array(numbers, np.int64)[at])
+
+
+# Ids of users in neither the run nor the data source named one by one in the report (the rest counted).
+SHOWN_UNKNOWN = 20
+
+
+def in_data(wanted: RefreshUsers, source: Dataset, current: Dataset | None, location: str
+            ) -> tuple[RefreshUsers, dict[str, Any]]:
+    """The users of ``wanted`` that the run's data set ``source`` or the data source read now
+    (``current``: interactions or user features) has; and a report of the others: ids in
+    neither are taken for typos and skipped, each logged as a warning with its file and line
+    (``not_in_data`` counts them, ``not_in_data_ids`` names the first :data:`SHOWN_UNKNOWN`). A
+    new sign-up is in the data source before it is refreshed. Raises :class:`DataError` when no
+    user of the file is in either."""
+    found = source.users.contains(wanted.ids.ids)
+    if current is not None:
+        found |= current.users.contains(wanted.ids.ids)
+    missing = np.flatnonzero(~found)
+    for at in missing:
+        log.warning("%s line %d: user %s is neither in the run's data set nor in the data source: skipped (a typo?)",
+                    location, wanted.lines[at], wanted.ids.ids[at])
+    report = {"not_in_data": len(missing),
+              "not_in_data_ids": [str(value) for value in wanted.ids.ids[missing[:SHOWN_UNKNOWN]].tolist()]}
+    if not found.any():
+        raise DataError(f"none of its {len(wanted.ids)} user id(s) is in the run's data set or the data source "
+                        f"(first: {report['not_in_data_ids'][0]!r} on line {wanted.lines[missing[0]]})",
+                        file=str(location))
+    keep = np.flatnonzero(found)
+    return RefreshUsers(IdMap(wanted.ids.ids[keep]), wanted.duplicates, wanted.lines[keep]), report
 
 
 def _user_id(text: str, integer: bool, location: str, line: int):
