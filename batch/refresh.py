@@ -85,7 +85,8 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
                           _searcher(cfg), reranker(cfg, run, source))
     report = {"source_run": current["id"], "model_run": run.path.name, "users_file": str(users),
-              "users_sha256": digest, "duplicates": wanted.duplicates, **unknown, **found.report}
+              "users_sha256": digest, "duplicates": wanted.duplicates, **unknown, **found.report,
+              **item_item_part(current, found.report)}
     info = RunInfo(run_id=new_id, config=cfg.to_dict(),
                    model_location=current["model_location"], started_at=datetime.now(UTC),
                    metrics={**(current["metrics"] or {}),
@@ -95,6 +96,24 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
                                 keep_runs=cfg.publish.keep_runs, gate=cfg.publish.gate,
                                 known_users=source.n_users + found.report["unknown_to_run"])
     return {"command": "refresh", **published, "refresh": report}
+
+
+def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """When the run's model has the item-item member (EASE, ``item_item_factors`` > 0 in its
+    training metrics), what a refresh does with it, reported as ``item_item``: ``factors``;
+    ``frozen``, users whose vector was rebuilt and whose member part (on their id column) stays
+    their training profile's; ``absent``, users whose vector was rebuilt without an id column,
+    scored by iALS alone. A warning says so when either is not 0. Empty without the member."""
+    engine = ((current.get("metrics") or {}).get("train") or {}).get("engine") or {}
+    factors = int(engine.get("item_item_factors") or 0)
+    if not factors:
+        return {}
+    part = {"factors": factors, "frozen": found["rebuilt_with_id_column"], "absent": found["rebuilt_without_id_column"]}
+    if part["frozen"] or part["absent"]:
+        log.warning("the run's model has an item-item member (%d factors): a refresh recomputes only the iALS part of "
+                    "a score; %d refreshed user(s) keep their training profile's item-item part, %d new user(s) have "
+                    "none (README: Refreshing some users)", factors, part["frozen"], part["absent"])
+    return {"item_item": part}
 
 
 def users_digest(ids: IdMap) -> str:
@@ -247,7 +266,7 @@ def _searcher(cfg: JobConfig):
 def _counted(report: dict[str, Any]) -> dict[str, Any]:
     """What ``runs.counts`` records of a refresh: where its users' lists came from."""
     keys = ("source_run", "model_run", "users_sha256", "users", "known_to_run", "unknown_to_run", "vectors",
-            "users_with_new_activity", "new_interactions", "unknown_item_interactions", "not_in_data")
+            "users_with_new_activity", "new_interactions", "unknown_item_interactions", "not_in_data", "item_item")
     return {key: report[key] for key in keys if key in report}
 
 

@@ -129,6 +129,9 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert (report["known_to_run"], report["unknown_to_run"]) == (2, 2)
     assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 0}
     assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
+    # The item-item member's part (on the id column) stays user 1's training profile's; the
+    # new users have none: iALS alone.
+    assert report["item_item"] == {"factors": 60, "frozen": 1, "absent": 2}
 
     refreshed = ["1", "3", "7777", "8888", "8889"]  # 8888 keeps the run's rows: none
     # Every other user's rows, byte for byte.
@@ -587,10 +590,12 @@ def test_refreshing_users_without_new_activity_reproduces_their_lists(seeded, tm
               "--run", str(seeded["run"]), "--allow-regression")
     assert rows_of(db_url, same["run_id"]) == rows_of(db_url, source)
     assert same["refresh"]["users_with_new_activity"] == 0 and same["refresh"]["runs_vectors"] == 3
+    assert same["refresh"]["item_item"] == {"factors": 60, "frozen": 0, "absent": 0}
     data = new_activity(seeded, tmp_path, 5, [int(rows_of(db_url, source, ["5"])[0][2])], 7777, [])
     moved = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
                "--run", str(seeded["run"]), "--allow-regression")
     assert moved["refresh"]["users_with_new_activity"] == 1 and moved["refresh"]["runs_vectors"] == 2
+    assert moved["refresh"]["item_item"] == {"factors": 60, "frozen": 1, "absent": 0}
     assert rows_of(db_url, moved["run_id"], ["5"], keep=False) == rows_of(db_url, source, ["5"], keep=False)
     expected, _ = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
     assert [row[2] for row in rows_of(db_url, moved["run_id"], ["5"])] == expected

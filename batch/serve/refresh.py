@@ -18,6 +18,13 @@ user's vector is the model's, built from a design row as at training time
 * the user history block, when the layout has one: one column per item the user interacted with
   and the model knows, |history|^-½ each, so new interactions move the vector.
 
+With implicit mode's item-item member (EASE, :mod:`batch.train.item_item`) the member's user
+row β·m_u, made from the user's training profile, sits on the user's id column (see
+:func:`batch.train.ials_engine.with_item_item`): a rebuilt vector keeps it as trained (new
+interactions move only the iALS part, through the history block), and a user without an id
+column has no member part at all (``rebuilt_with_id_column`` and ``rebuilt_without_id_column``
+count the two).
+
 A user with none of these (unknown to the model, no known item in their history, no features)
 gets the popularity list, as in every run. Items the model does not know cannot enter a vector;
 their interactions are counted (``unknown_item_interactions``).
@@ -162,12 +169,14 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
     users, const = user_vectors(model, rows)
     status = np.full(len(wanted), COLD, np.uint8)
     status[np.diff(rows[:, layout.user_feature_offset:].tocsr().indptr) > 0] = FEATURES_ONLY
-    status[_trained(source, wanted)] = TRAINED
+    trained = _trained(source, wanted)
+    status[trained] = TRAINED
     known = source.users.contains(wanted.ids)
     changed = fresh | _features_changed(layout, source, current, wanted)
     same = np.flatnonzero(known & ~changed)  # the run's users without new activity: the run's own vectors
     at = source.users.index(wanted.ids[same], what="user")
     users[same], const[same], status[same] = vectors.users[at], vectors.user_const[at], vectors.user_status[at]
+    rebuilt = ~(known & ~changed)
     mine = Vectors(users=users, user_const=const, items=vectors.items, user_status=status,
                    item_status=vectors.item_status, popularity=vectors.popularity,
                    predictor_type=vectors.predictor_type)
@@ -183,7 +192,9 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
                "users": len(wanted), "known_to_run": int(known.sum()), "unknown_to_run": int((~known).sum()),
                "vectors": {"trained": int(by_vector[TRAINED]), "history_or_features": int(by_vector[FEATURES_ONLY]),
                            "popularity": int(by_vector[COLD])}, "runs_vectors": len(same), **activity,
-               "users_with_changed_features": int((known & ~fresh & changed).sum())}
+               "users_with_changed_features": int((known & ~fresh & changed).sum()),
+               "rebuilt_with_id_column": int((rebuilt & trained).sum()),
+               "rebuilt_without_id_column": int((rebuilt & ~trained).sum())}
     if reranker is not None:
         summary["reranked_users"] = int(np.unique(lists.user[lists.source == SOURCE_RERANKED]).size)
     return Refreshed(lists, wanted, summary)
