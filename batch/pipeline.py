@@ -37,6 +37,8 @@ log = logging.getLogger("topx.run")
 # Statuses of a run the next `topx run` does not resume (waiting for shards counts as finished).
 FINISHED = ("published", "collecting", "rejected")
 STAGES = ("ingest", "train", "rerank", "repackage", "search", "evaluate", "publish", "report")
+# The rerank stage and the stages that use its model: run again when it must (_check_rerank_stage).
+RERANK_USERS = ("rerank", "search", "evaluate", "publish", "report")
 # A sharded run: its shard jobs search and load, `topx finalize` publishes (batch.shards).
 SHARDED_STAGES = ("ingest", "train", "repackage", "evaluate", "collect")
 # Run ids name a directory, an S3 prefix and every published row: short and plain.
@@ -158,6 +160,8 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     state = open_run(cfg, store, fresh=fresh, resume=resume, run_id=run_id)
     if shards is not None and state.data["status"] == "published":
         return _sharded_summary(state, False, 0.0)  # finalized already: a late retry of its prepare job
+    if shards is None:
+        _check_rerank_stage(cfg, state)
     stages = Stages(cfg, state.run, state.run_id, clients, data_root=store.local_root, shards=shards)
     resumed = bool(state.data["stages"])
     started = time.perf_counter()
@@ -174,6 +178,31 @@ def run_job(cfg: JobConfig, *, fresh: bool = False, resume: str | None = None, r
     report = store.location(state.run_id, REPORT_NAME)
     log.info("the report of run %s is at %s", state.run_id, report)
     return {**_summary(state, resumed, time.perf_counter() - started), "report": report}
+
+
+def _check_rerank_stage(cfg: JobConfig, state: RunState) -> None:
+    """A rerank stage recorded finished counts only while what it left is what ``[rerank]`` asks
+    now (``--resume`` takes a run whatever its fingerprint): when it trained another model or
+    none, or its model file is missing or not the one it recorded, it is reopened, with the
+    stages after it that use its model (search, evaluate, publish, report)."""
+    from batch.lineage import RERANK_MODEL, model_digest
+
+    done = state.data["stages"].get("rerank")
+    if done is None:
+        return
+    made, path = done.get("summary") or {}, state.run.file(RERANK_MODEL)
+    if made.get("model") != cfg.rerank.model:
+        why = f"it made model {made.get('model')!r}, the settings ask for {cfg.rerank.model!r}"
+    elif cfg.rerank.enabled and not path.exists():
+        why = f"{path} is missing"
+    elif cfg.rerank.enabled and made.get("sha256") != model_digest(path):
+        why = f"{path} is not the model it recorded"
+    else:
+        return
+    log.warning("run %s: the rerank stage runs again (%s), and the stages after it that use its model",
+                state.run_id, why)
+    for stage in RERANK_USERS:
+        state.reopen(stage)
 
 
 def _run_stage(cfg: JobConfig, store: RunStore, state: RunState, stages, stage: str, clients: AwsClients) -> None:

@@ -211,6 +211,30 @@ def test_a_failed_reranked_run_resumes_without_retraining(tmp_path, monkeypatch)
     assert resumed["resumed"] is True and resumed["status"] == "published"
 
 
+def test_resuming_with_the_reranker_retrains_a_rerank_stage_that_made_none_or_lost_its_model(tmp_path, monkeypatch):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    # a run made without the re-ranker dies in search; it is resumed with --rerank ncf
+    monkeypatch.setattr(Stages, "search", lambda self: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError):
+        run_job(config(tmp_path, db), run_id="r")
+    monkeypatch.undo()
+    run = RunDir(tmp_path / "work" / "runs" / "r")
+    assert json.loads(run.file("run.json").read_text())["stages"]["rerank"]["summary"] == {"model": "none"}
+    cfg = config(tmp_path, db, **RERANK)
+    resumed = run_job(cfg, resume="r")
+    stages = json.loads(run.file("run.json").read_text())["stages"]
+    assert resumed["status"] == "published" and stages["rerank"]["summary"]["model"] == "ncf"
+    assert lineage.recorded(run.file("lists.npz"), lineage.RERANK_KEY) == lineage.model_digest(
+        run.file("rerank/model.tar.gz"))
+    # its model lost after publishing: resuming trains it again (and searches again) instead of pointing at itself
+    run.file("rerank/model.tar.gz").unlink()
+    monkeypatch.setattr(Stages, "train", lambda self: pytest.fail("train ran again"))
+    again = run_job(cfg, resume="r")
+    assert again["status"] == "published" and run.file("rerank/model.tar.gz").exists()
+    assert lineage.recorded(run.file("lists.npz"), lineage.RERANK_KEY) == lineage.model_digest(
+        run.file("rerank/model.tar.gz"))
+
+
 def test_an_old_run_directory_without_the_rerank_stage_resumes(tmp_path, monkeypatch):
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cfg = config(tmp_path, db)

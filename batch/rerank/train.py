@@ -115,7 +115,8 @@ def load_reranker(cfg: JobConfig, run: RunDir, dataset: Dataset) -> NeuMF:
     ncf = import_ncf()
     path = run.file(MODEL_NAME)
     if not path.exists():
-        raise ArtifactError(f"{path} is missing: rerun the rerank stage (topx run --rerank ncf --resume ...)")
+        raise ArtifactError(f"{path} is missing: rerun the rerank stage (topx run --rerank ncf --resume "
+                            f"{run.path.name} trains it again)")
     try:
         model, _ = ncf.load_artifact(path, limit=size_limit(cfg, dataset))
     except ncf.NCFError as exc:
