@@ -83,7 +83,7 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     now = load_dataset(resolve_data(cfg.data, cfg.workdir))
     wanted, unknown = in_data(wanted, source, now, users)
     found = refresh_lists(cfg, run.load_model(), run.load_layout(), source, vectors_for(run), wanted.ids, now,
-                          _searcher(cfg), reranker(cfg, run, source))
+                          _searcher(cfg), reranker(cfg, run, source), member(current, run))
     report = {"source_run": current["id"], "model_run": run.path.name, "users_file": str(users),
               "users_sha256": digest, "duplicates": wanted.duplicates, **unknown, **found.report,
               **item_item_part(current, found.report)}
@@ -98,22 +98,30 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     return {"command": "refresh", **published, "refresh": report}
 
 
-def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
-    """When the run's model has the item-item member (EASE, ``item_item_factors`` > 0 in its
-    training metrics), what a refresh does with it, reported as ``item_item``: ``factors``;
-    ``frozen``, users whose vector was rebuilt and whose member part (on their id column) stays
-    their training profile's; ``absent``, users whose vector was rebuilt without an id column,
-    scored by iALS alone. A warning says so when either is not 0. Empty without the member."""
+def item_item_factors(current: dict[str, Any]) -> int:
+    """The factors of the run's item-item member (EASE; ``item_item_factors`` in its training
+    metrics), 0 when the model has none."""
     engine = ((current.get("metrics") or {}).get("train") or {}).get("engine") or {}
-    factors = int(engine.get("item_item_factors") or 0)
+    return int(engine.get("item_item_factors") or 0)
+
+
+def member(current: dict[str, Any], run: RunDir):
+    """The item-item member's settings (the run's saved ``train.ials``) and factors when the run's
+    model has one, else None."""
+    from batch.config import load_config
+    from batch.train.ials_engine import item_item_settings
+
+    factors = item_item_factors(current)
     if not factors:
-        return {}
-    part = {"factors": factors, "frozen": found["rebuilt_with_id_column"], "absent": found["rebuilt_without_id_column"]}
-    if part["frozen"] or part["absent"]:
-        log.warning("the run's model has an item-item member (%d factors): a refresh recomputes only the iALS part of "
-                    "a score; %d refreshed user(s) keep their training profile's item-item part, %d new user(s) have "
-                    "none (README: Refreshing some users)", factors, part["frozen"], part["absent"])
-    return {"item_item": part}
+        return None
+    return item_item_settings(load_config(env={}, base=_saved(run)).train.ials), factors
+
+
+def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """With the item-item member, ``item_item``: its ``factors`` and the users whose member part
+    was ``recomputed`` from their current profile (every rebuilt vector); empty without it."""
+    factors = item_item_factors(current)
+    return {"item_item": {"factors": factors, "recomputed": found["rebuilt_vectors"]}} if factors else {}
 
 
 def users_digest(ids: IdMap) -> str:

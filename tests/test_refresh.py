@@ -95,7 +95,7 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
     u = int(dataset.users.index([user])[0])
     extra = dataset.items.index(more)
     added = Interactions(np.full(len(extra), u, np.int32), extra.astype(np.int32), np.full(len(extra), 5, np.float32),
-                         np.zeros(len(extra), np.int64))
+                         np.full(len(extra), 999999999, np.int64))  # as new_activity writes them
     trained_u = np.zeros(dataset.n_users, bool)
     trained_u[dataset.train.user] = True
     trained_i = np.zeros(dataset.n_items, bool)
@@ -105,9 +105,35 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
                           history=layout.user_history, user_ids=trained_u, item_ids=trained_i)
     seen = set(now.train.item[now.train.user == u].tolist())
     items = np.array([i for i in range(dataset.n_items) if i not in seen])
-    scores = model.decision(design.pair_rows(np.full(len(items), u), items))
+    scores = model.decision(design.pair_rows(np.full(len(items), u), items)) + ease_change(run, u, now.train, items)
     best = np.argsort(-scores, kind="stable")[:top]
     return [str(dataset.items.ids[i]) for i in items[best]], scores[best]
+
+
+def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -> np.ndarray:
+    """What recomputing the item-item member's part from user u's whole ``history`` adds to the
+    FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + λI)⁻¹ on the
+    run's training matrix, scored on the user's recency-weighted profile) less the part the
+    model holds on the user's id column (the training profile's). 0 without the member."""
+    from batch.config import load_config
+    from batch.train.item_item import profiles
+
+    rank = run.read_json("metrics.json")["train"]["engine"].get("item_item_factors", 0)
+    if not rank:
+        return np.zeros(len(items))
+    settings = load_config(env={}, base=run.read_json("config.json")).train.ials
+    dataset, vectors = run.load_dataset(), np.load(run.file("vectors.npz"))
+    X = np.zeros((dataset.n_users, dataset.n_items))
+    X[dataset.train.user, dataset.train.item] = 1
+    P = np.linalg.inv(X.T @ X + settings.item_item_l2 * np.eye(dataset.n_items))
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0)
+    mine = history.user == u
+    w = profiles(np.zeros(int(mine.sum()), np.int64), history.item[mine], history.timestamp[mine], 1,
+                 dataset.n_items, settings.item_item_recency, settings.item_item_half_life).toarray()[0]
+    k = vectors["items"].shape[1] - 1
+    frozen = vectors["items"][items, k - rank:k].astype(np.float64) @ vectors["users"][u, k - rank:k]
+    return settings.item_item * (w @ B[:, items]) - frozen
 
 
 def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(seeded, tmp_path, topx, db_url):
@@ -129,9 +155,8 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert (report["known_to_run"], report["unknown_to_run"]) == (2, 2)
     assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 0}
     assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
-    # The item-item member's part (on the id column) stays user 1's training profile's; the
-    # new users have none: iALS alone.
-    assert report["item_item"] == {"factors": 60, "frozen": 1, "absent": 2}
+    # The item-item member's part is recomputed from the current profile of every rebuilt vector.
+    assert report["item_item"] == {"factors": 60, "recomputed": 3}
 
     refreshed = ["1", "3", "7777", "8888", "8889"]  # 8888 keeps the run's rows: none
     # Every other user's rows, byte for byte.
@@ -355,11 +380,12 @@ def test_publish_refresh_merges_text_ids_in_key_order_and_needs_its_source_curre
 
 
 def test_with_free_user_vectors_new_activity_only_leaves_the_list(seeded, tmp_path, topx, sqlite_url):
-    """Without the history block a trained user's vector is its own id column, which new
-    interactions cannot move: the refreshed list is the old ranking without the new items."""
+    """Without the history block (and without the item-item member, whose part new activity
+    moves) a trained user's vector is its own id column, which new interactions cannot move: the
+    refreshed list is the old ranking without the new items."""
     from batch.cli import main
 
-    job = _job(tmp_path, "[train.ials]\nhistory = false\n")
+    job = _job(tmp_path, "[train.ials]\nhistory = false\nitem_item = 0.0\n")
     work = tmp_path / "work"
     assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--config", str(job), "--epochs", "3",
                  "--num-factors", "8", "--top", str(TOP), "--allow-regression", "--database-url", sqlite_url]) == 0
@@ -590,15 +616,17 @@ def test_refreshing_users_without_new_activity_reproduces_their_lists(seeded, tm
               "--run", str(seeded["run"]), "--allow-regression")
     assert rows_of(db_url, same["run_id"]) == rows_of(db_url, source)
     assert same["refresh"]["users_with_new_activity"] == 0 and same["refresh"]["runs_vectors"] == 3
-    assert same["refresh"]["item_item"] == {"factors": 60, "frozen": 0, "absent": 0}
+    assert same["refresh"]["item_item"] == {"factors": 60, "recomputed": 0}
     data = new_activity(seeded, tmp_path, 5, [int(rows_of(db_url, source, ["5"])[0][2])], 7777, [])
     moved = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
                "--run", str(seeded["run"]), "--allow-regression")
     assert moved["refresh"]["users_with_new_activity"] == 1 and moved["refresh"]["runs_vectors"] == 2
-    assert moved["refresh"]["item_item"] == {"factors": 60, "frozen": 1, "absent": 0}
+    assert moved["refresh"]["item_item"] == {"factors": 60, "recomputed": 1}
     assert rows_of(db_url, moved["run_id"], ["5"], keep=False) == rows_of(db_url, source, ["5"], keep=False)
-    expected, _ = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
-    assert [row[2] for row in rows_of(db_url, moved["run_id"], ["5"])] == expected
+    expected, scores = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
+    mine = rows_of(db_url, moved["run_id"], ["5"])
+    assert [row[2] for row in mine] == expected
+    np.testing.assert_allclose([row[3] for row in mine], scores, rtol=1e-4, atol=1e-5)
 
 
 def test_a_users_file_with_a_byte_order_mark_and_a_header_names_only_its_users(tmp_path):
@@ -632,3 +660,20 @@ def test_ids_in_neither_the_run_nor_the_data_are_skipped_with_file_and_line(seed
                         "--allow-regression")
     assert code == 2 and "none of its 1 user id(s) is in the run's data set or the data source" in err
     assert "line 1" in err and str(users) in err
+
+
+@pytest.mark.parametrize("n_users, n_items", [(30, 50), (50, 30), (40, 40)])
+def test_the_item_item_members_user_rows_follow_from_its_item_rows(n_users, n_items):
+    """A refresh recomputes the member's user row of a profile from the item rows alone: exactly
+    what fitting gave each training user, with more items than users (Woodbury) or not."""
+    import scipy.sparse as sp
+
+    from batch.train.item_item import fit_item_item, member_user_rows, profiles
+
+    X = sp.random(n_users, n_items, density=0.2, random_state=1, format="csr")
+    X.data[:] = 1
+    pairs = X.tocoo()
+    W = profiles(pairs.row, pairs.col, np.random.default_rng(0).integers(0, 100, pairs.nnz), n_users, n_items, 1.0,
+                 5.0)
+    users, items = fit_item_item(X, W, 3.0)
+    np.testing.assert_allclose(member_user_rows(items, W, n_users, n_items), users, rtol=1e-5, atol=1e-6)

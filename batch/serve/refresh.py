@@ -20,10 +20,12 @@ user's vector is the model's, built from a design row as at training time
 
 With implicit mode's item-item member (EASE, :mod:`batch.train.item_item`) the member's user
 row β·m_u, made from the user's training profile, sits on the user's id column (see
-:func:`batch.train.ials_engine.with_item_item`): a rebuilt vector keeps it as trained (new
-interactions move only the iALS part, through the history block), and a user without an id
-column has no member part at all (``rebuilt_with_id_column`` and ``rebuilt_without_id_column``
-count the two).
+:func:`batch.train.ials_engine.with_item_item`); a rebuilt vector has that block recomputed from
+the user's profile over their current history (the run's interactions and the data source's, by
+timestamp, with the run's recency settings) by
+:func:`batch.train.item_item.member_user_rows`, exactly what training would have given that
+profile, so new interactions move both parts of the score, and a user without an id column (a
+new sign-up) gets one too.
 
 A user with none of these (unknown to the model, no known item in their history, no features)
 gets the popularity list, as in every run. Items the model does not know cannot enter a vector;
@@ -51,6 +53,7 @@ from batch.lists import SOURCE_RERANKED, TopLists
 from batch.serve.recommend import candidates, category_cap, recommend
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors, user_vectors
 from batch.serve.search import Searcher
+from batch.train.item_item import ItemItemSettings, member_user_rows, profiles
 
 log = logging.getLogger("topx.serve")
 
@@ -155,15 +158,17 @@ def _user_id(text: str, integer: bool, location: str, line: int):
 
 
 def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: Dataset, vectors: Vectors,
-                  wanted: IdMap, current: Dataset | None, searcher: Searcher, reranker: Reranker | None = None
-                  ) -> Refreshed:
+                  wanted: IdMap, current: Dataset | None, searcher: Searcher, reranker: Reranker | None = None,
+                  member: tuple[ItemItemSettings, int] | None = None) -> Refreshed:
     """The lists of the ``wanted`` users: vectors from ``model`` (trained on ``layout`` over the
     run's data set ``source``, repackaged as ``vectors``) and their current history (the run's
     interactions and ``current``'s, the data source read now; None: the run's only), searched
     with the run's candidate rules (``cfg.search``: allow/deny lists, attribute rules,
     availability at the run's reference time, suppression, category cap, seen items), and
     re-ranked as the run's lists were when the run re-ranks (``reranker``: the run's NeuMF and
-    the users and items it knows, :func:`batch.rerank.stage.reranker_for`)."""
+    the users and items it knows, :func:`batch.rerank.stage.reranker_for`). ``member``: the
+    item-item member's settings and factors when the model has one (the last factors of its
+    vectors): rebuilt vectors get that block recomputed from the user's current profile."""
     history, activity, fresh = current_history(source, current, wanted)
     rows = design_rows(layout, source, current, wanted, history)
     users, const = user_vectors(model, rows)
@@ -177,6 +182,12 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
     at = source.users.index(wanted.ids[same], what="user")
     users[same], const[same], status[same] = vectors.users[at], vectors.user_const[at], vectors.user_status[at]
     rebuilt = ~(known & ~changed)
+    if member is not None and rebuilt.any():
+        settings, rank = member
+        k = users.shape[1] - 1
+        profile = current_profiles(source, current, wanted, settings)[rebuilt]
+        users[rebuilt, k - rank:k] = (settings.weight * member_user_rows(
+            vectors.items[:, k - rank:k], profile, layout.n_users, layout.n_items)).astype(np.float32)
     mine = Vectors(users=users, user_const=const, items=vectors.items, user_status=status,
                    item_status=vectors.item_status, popularity=vectors.popularity,
                    predictor_type=vectors.predictor_type)
@@ -193,8 +204,7 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
                "vectors": {"trained": int(by_vector[TRAINED]), "history_or_features": int(by_vector[FEATURES_ONLY]),
                            "popularity": int(by_vector[COLD])}, "runs_vectors": len(same), **activity,
                "users_with_changed_features": int((known & ~fresh & changed).sum()),
-               "rebuilt_with_id_column": int((rebuilt & trained).sum()),
-               "rebuilt_without_id_column": int((rebuilt & ~trained).sum())}
+               "rebuilt_vectors": int(rebuilt.sum())}
     if reranker is not None:
         summary["reranked_users"] = int(np.unique(lists.user[lists.source == SOURCE_RERANKED]).size)
     return Refreshed(lists, wanted, summary)
@@ -250,6 +260,28 @@ def current_history(source: Dataset, current: Dataset | None, wanted: IdMap
     fresh = np.diff(new.tocsr().indptr) > 0
     return history, {"users_with_new_activity": int(np.count_nonzero(fresh)), "new_interactions": int(new.nnz),
                      "unknown_item_interactions": int(np.count_nonzero(mine & ~known_item))}, fresh
+
+
+def current_profiles(source: Dataset, current: Dataset | None, wanted: IdMap, settings: ItemItemSettings
+                     ) -> sp.csr_matrix:
+    """CSR float64 (len(wanted), source.n_items): each wanted user's item-item profile
+    (:func:`batch.train.item_item.profiles`) over their current history with the run's items:
+    the run's interactions (train and held-out) and ``current``'s, by their timestamps."""
+    parts = [(source.all_interactions(), source.users, np.arange(source.n_items))]
+    if current is not None:
+        to_source = np.full(current.n_items, -1, np.int64)
+        known = source.items.contains(current.items.ids)
+        to_source[known] = source.items.index(current.items.ids[known], what="item")
+        parts.append((current.all_interactions(), current.users, to_source))
+    user, item, time = [], [], []
+    for every, ids, items in parts:
+        at = _positions(ids, wanted)[every.user]
+        keep = (at >= 0) & (items[every.item] >= 0)
+        user.append(at[keep])
+        item.append(items[every.item[keep]])
+        time.append(every.timestamp[keep])
+    return profiles(np.concatenate(user), np.concatenate(item), np.concatenate(time), len(wanted), source.n_items,
+                    settings.recency, settings.half_life)
 
 
 def _features_changed(layout: DesignLayout, source: Dataset, current: Dataset | None, wanted: IdMap) -> np.ndarray:

@@ -95,3 +95,21 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float) -> tuple[np.nda
         np.fill_diagonal(B, 0.0)
         users, items = W.toarray(), B.T
     return np.ascontiguousarray(users, np.float32), np.ascontiguousarray(items, np.float32)
+
+
+def member_user_rows(items: np.ndarray, W: sp.csr_matrix, n_users: int, n_items: int) -> np.ndarray:
+    """The member's user rows (float32 (len(W), r)) for the profiles ``W`` (CSR (n, n_items)) from
+    its item rows ``items`` (n_items, r) as :func:`fit_item_item` made them on data of
+    ``n_users`` × ``n_items``: what it would give a user of that profile, without the training
+    matrix. With more items than users the item rows are z_i / (λP_ii), z_i = (XᵀA^½)_i and
+    λP_ii = 1 − ‖z_i‖², so s = ‖z_i‖ solves ‖m_i‖ s² + s − ‖m_i‖ = 0 and the user row is
+    Σ_j W_uj z_j; otherwise the user row is the profile itself."""
+    W = sp.csr_matrix(W, dtype=np.float64)
+    if n_items > n_users:
+        m = np.asarray(items, np.float64)
+        norm = np.linalg.norm(m, axis=1)
+        s = 2 * norm / (1 + np.sqrt(1 + 4 * norm**2))
+        rows = np.asarray(W @ (m * (1 - s**2)[:, None]))
+    else:
+        rows = W.toarray()
+    return np.ascontiguousarray(rows, np.float32)
