@@ -154,6 +154,8 @@ def test_run_publishes_reranked_lists_and_evaluates_them(tmp_path, db_url, monke
     assert set(evaluated["reranked"]) == set(evaluated["model"])
     assert {"model", "reranked"} <= set(evaluated["sampled"]) and evaluated["sampled"]["negatives"] == 100
     assert 0 <= evaluated["sampled"]["reranked"]["hit_rate@10"] <= 1 and "reranked_ndcg@10" in summary["metrics"]
+    report = run.file("report.html").read_text(encoding="utf-8")
+    assert "Accuracy at k: model, re-ranked and popularity list" in report and "The NCF paper" in report
 
     # lineage: lists re-ranked by another NeuMF are refused at publish
     other = ncf.train_ncf(*training_pairs(dataset), dataset.n_users, dataset.n_items,

@@ -12,6 +12,7 @@ import numpy as np
 from batch.errors import MissingDependencyError
 
 MODEL, POPULARITY = "#1f6fb4", "#e8862a"
+RERANKED = "#2a9d4b"  # the NeuMF re-ranker's lists
 _STYLE = {"svg.fonttype": "path", "svg.hashsalt": "topx", "font.size": 9, "axes.grid": True,
           "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
 
@@ -64,12 +65,16 @@ def loss_per_epoch(history: Sequence[dict[str, Any]]):
 
 
 @_styled
-def metrics_vs_k(model: dict[str, float], popularity: dict[str, float], ks: Sequence[int]):
-    """Precision, recall, NDCG and hit rate at each k: the model next to the popularity list."""
+def metrics_vs_k(model: dict[str, float], popularity: dict[str, float], ks: Sequence[int],
+                 reranked: dict[str, float] | None = None):
+    """Precision, recall, NDCG and hit rate at each k: the model (and its re-ranked lists, if
+    any) next to the popularity list."""
     names = ("precision", "recall", "ndcg", "hit_rate")
     fig, axes = figure(width=9, height=2.6, ncols=len(names))
+    series = [("model", model, MODEL)] + ([("re-ranked", reranked, RERANKED)] if reranked else []) + \
+        [("popularity", popularity, POPULARITY)]
     for ax, name in zip(axes, names, strict=True):
-        for label, values, color in (("model", model, MODEL), ("popularity", popularity, POPULARITY)):
+        for label, values, color in series:
             ax.plot(ks, [values.get(f"{name}@{k}", np.nan) for k in ks], marker="o", color=color, label=label)
         ax.set(xscale="log", xlabel="k", title=f"{name}@k")
         ax.set_xticks(list(ks), [str(k) for k in ks])

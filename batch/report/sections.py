@@ -53,12 +53,28 @@ def accuracy(facts: RunFacts) -> str:
     if "model" not in ev:
         return page.section("Accuracy", page.note(ev.get("skipped", "The run was not evaluated.")), anchor="accuracy")
     ks = ev.get("ks") or [ev["k"]]
+    lists = [name for name in ("model", "reranked", "popularity") if name in ev]
     rows = [[name, list_name] + [ev[list_name].get(f"{name}@{k}") for k in ks]
-            for name in ACCURACY for list_name in ("model", "popularity")]
+            for name in ACCURACY for list_name in lists]
     caption = f"Held-out accuracy at k for {ev['model'].get('users_evaluated')} users ({ev.get('relevance')})"
-    return page.section("Accuracy at k: model and popularity list",
-                        page.plot(plots.metrics_vs_k(ev["model"], ev["popularity"], ks), caption, "metrics-vs-k"),
-                        page.table(["metric", "list"] + [f"@{k}" for k in ks], rows), anchor="accuracy")
+    plot = plots.metrics_vs_k(ev["model"], ev["popularity"], ks, reranked=ev.get("reranked"))
+    return page.section("Accuracy at k: model" + (", re-ranked" if "reranked" in ev else "") + " and popularity list",
+                        page.plot(plot, caption, "metrics-vs-k"),
+                        page.table(["metric", "list"] + [f"@{k}" for k in ks], rows), *_sampled(ev),
+                        anchor="accuracy")
+
+
+def _sampled(ev: dict) -> list[str]:
+    """The NCF paper's protocol (evaluate's ``sampled``) as a table, when the run has it."""
+    sampled = ev.get("sampled") or {}
+    models = [name for name in ("model", "reranked") if name in sampled]
+    if not models or not sampled.get("pairs"):
+        return []
+    k = sampled["k"]
+    rows = [[name] + [sampled[name].get(f"{m}@{k}") for m in ("hit_rate", "ndcg")] for name in models]
+    return [page.table(["scored by", f"HR@{k}", f"NDCG@{k}"], rows),
+            page.note(f"The NCF paper's protocol: each of {sampled['pairs']} relevant held-out items ranked among "
+                      f"{sampled['negatives']} sampled items the user never interacted with.")]
 
 
 def beyond(facts: RunFacts) -> str:
@@ -67,18 +83,19 @@ def beyond(facts: RunFacts) -> str:
     if not groups:
         return page.section("Beyond accuracy", page.note("Not measured for this run."), anchor="beyond")
     k, x = ev["k"], ev["x"]
-    columns = [(f"model@{k}", "model", k), (f"popularity@{k}", "popularity", k), (f"model@{x}", "model", x),
-               (f"popularity@{x}", "popularity", x), (f"published@{x}", "published", x)]
+    columns = [(f"model@{k}", "model", k), (f"reranked@{k}", "reranked", k), (f"popularity@{k}", "popularity", k),
+               (f"model@{x}", "model", x), (f"reranked@{x}", "reranked", x), (f"popularity@{x}", "popularity", x),
+               (f"published@{x}", "published", x)]
     columns = [c for c in columns if c[1] in groups]
     rows = [[name] + [groups[g].get(f"{name}@{at}") for _, g, at in columns] for name in BEYOND
             if any(f"{name}@{at}" in groups[g] for _, g, at in columns)]
     return page.section(
         "Beyond accuracy", page.table(["metric"] + [c[0] for c in columns], rows),
-        page.note("model and popularity: the evaluation users' lists (training items excluded); published: every "
-                  "user's list as published. Coverage: share of candidate items listed at all; Gini of how often "
-                  "each candidate is listed; novelty: mean −log2 of the share of users who know an item (bits); "
-                  "ild: mean pairwise cosine distance of item factors (ild_genre: of genres); top1pct_share: list "
-                  "slots taken by the 1% most popular items."), anchor="beyond")
+        page.note("model, reranked and popularity: the evaluation users' lists (training items excluded); "
+                  "published: every user's list as published. Coverage: share of candidate items listed at all; "
+                  "Gini of how often each candidate is listed; novelty: mean −log2 of the share of users who know "
+                  "an item (bits); ild: mean pairwise cosine distance of item factors (ild_genre: of genres); "
+                  "top1pct_share: list slots taken by the 1% most popular items."), anchor="beyond")
 
 
 def long_tail(facts: RunFacts) -> str:
