@@ -103,6 +103,35 @@ def test_long_lists_scored_in_float64_equal_the_reference():
     assert other[0].tobytes() == item.tobytes() and other[1].tobytes() == inner.tobytes()
 
 
+@pytest.mark.parametrize("widths", [(), (4,), (4, 4)])
+def test_selection_holds_each_rows_largest_and_bounds_every_entry_left_out(widths):
+    """select.largest on rows with ties and banned (-inf) entries: the fetched columns are distinct
+    and hold the row's ``fetch`` largest values; nothing left out exceeds the bound; the threshold
+    level (one width) pads rows that gathered fewer entries with column 0 and -inf."""
+    from batch.serve.search.select import largest
+
+    rng = np.random.default_rng(3)
+    block = np.round(rng.standard_normal((9, 1920)), 1)  # many ties
+    block[rng.random(block.shape) < 0.1] = -np.inf
+    block[:, 0] = 9.0  # column 0 (a padded slot's) is every row's best: fetched once only
+    block[4, :30], block[4, 30:] = 1.0, -np.inf  # 30 allowed: fewer than fetch (a full partition)
+    fetch = 40
+    for rows in (block, block[:4]):
+        cols, values, bound = largest(rows, fetch, widths)
+        assert cols.shape == values.shape and cols.shape[1] >= fetch and bound.dtype == np.float64
+        for row in range(len(rows)):
+            real = values[row] > -np.inf
+            taken = cols[row][real] if cols.shape[1] > fetch else cols[row]  # padded: real slots only
+            assert len(set(taken.tolist())) == len(taken)
+            np.testing.assert_array_equal(rows[row, cols[row][real]], values[row][real])
+            assert np.sort(values[row])[::-1][:fetch].tolist() == np.sort(rows[row])[::-1][:fetch].tolist()
+            assert (np.delete(rows[row], taken) <= bound[row]).all()
+    assert cols.shape[1] > fetch if len(widths) == 1 else cols.shape[1] == fetch  # unequal counts, padded
+    assert (cols[values == -np.inf] == 0).all() or len(widths) != 1
+    cols, values, bound = largest(block, fetch, widths)
+    assert np.isneginf(bound[4]) and set(cols[4][values[4] > -np.inf].tolist()) == set(range(30))
+
+
 def test_results_do_not_depend_on_batching_row_order_or_the_item_subset():
     rng = np.random.default_rng(7)
     queries = (rng.standard_normal((300, 65)) * 0.3).astype(np.float32)

@@ -20,8 +20,9 @@ per thread. Per 128 queries:
    (``kk`` over 1/32 of them, e.g. an audience of 1,000 among 20k users) step 1 is one float64
    ``dgemm`` instead, whose scores are accurate enough to round from directly (twice the sgemm's
    cost and the block's memory, none of the gathers: 30 % faster per audience query).
-4. Proof that nothing was missed: an item left out has S ≤ θ (the kk-th largest S of its row), so
-   its true inner product is ≤ θ + γ_d·‖q‖·max‖a‖ (the sgemm error bound). A row whose k-th inner
+4. Proof that nothing was missed: an item left out has S ≤ θ (the kk-th largest S of its row; for
+   long lists, a threshold every fetched S reaches), so its true inner product is
+   ≤ θ + γ_d·‖q‖·max‖a‖ (the sgemm error bound, or the dgemm's). A row whose k-th inner
    product exceeds that is final; any other row (near-ties across the margin) is selected again
    with a 4× wider margin, until it is final or holds every candidate.
 
@@ -176,19 +177,20 @@ def _best(block: np.ndarray, queries64: np.ndarray, table: ItemTable, k: int) ->
     pending, fetch = np.arange(len(block)), min(k + MARGIN, len(table.block))
     while len(pending):
         rows = block if len(pending) == len(block) else block[pending]  # no copy on the first pass
-        cols, scores = largest(rows, fetch, table.widths)
-        found, value, proven = _rank(cols, scores, queries64[pending], norms[pending], table, k)
+        cols, scores, bound = largest(rows, fetch, table.widths)
+        found, value, proven = _rank(cols, scores, bound, queries64[pending], norms[pending], table, k)
         done = proven | (fetch >= len(table.block))
         position[pending[done]], inner[pending[done]] = found[done], value[done]
         pending, fetch = pending[~done], min(fetch * WIDEN, len(table.block))
     return position, inner
 
 
-def _rank(cols: np.ndarray, scores: np.ndarray, queries64: np.ndarray, norms: np.ndarray, table: ItemTable,
-          k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rank(cols: np.ndarray, scores: np.ndarray, bound: np.ndarray, queries64: np.ndarray, norms: np.ndarray,
+          table: ItemTable, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort fetched columns by exact inner product; return the best ``k`` (table rows int64 (b, k)
     with -1 for banned slots, inner float32 (b, k)) and whether each row is proven final (bool (b,)).
-    ``scores``: the block's float32 or float64 scores of the fetched columns."""
+    ``scores``: the block's float32 or float64 scores of the fetched columns (-inf: banned or an
+    empty slot); ``bound``: float64 (b,), no score left out exceeds it (:func:`.select.largest`)."""
     allowed = scores > -np.inf
     if scores.dtype == np.float64:  # a float64 sum already: round it, no gathering
         exact = rounded_from(scores, queries64, norms, table.block, table.norms, cols)
@@ -196,16 +198,14 @@ def _rank(cols: np.ndarray, scores: np.ndarray, queries64: np.ndarray, norms: np
         exact = rounded_inner(queries64, norms, table.block, table.norms, cols)
     cols, inner = best_k(cols, np.where(allowed, exact, -np.inf).astype(np.float32), k)
     short = allowed.shape[1] < k  # the table holds fewer than k candidates: all were fetched
-    return cols, inner, short | _proven(inner[:, k - 1], scores, allowed, norms, table)
+    return cols, inner, short | _proven(inner[:, k - 1], bound, scores.dtype, norms, table)
 
 
-def _proven(kth: np.ndarray, scores: np.ndarray, allowed: np.ndarray, norms: np.ndarray,
-            table: ItemTable) -> np.ndarray:
+def _proven(kth: np.ndarray, bound: np.ndarray, dtype: np.dtype, norms: np.ndarray, table: ItemTable) -> np.ndarray:
     """Whether no unfetched item can reach the k-th inner product ``kth`` (float32 (b,)): true when
-    a banned entry was fetched (every allowed one was), or when the k-th exceeds θ + the score's
-    error bound (sgemm's, or dgemm's for float64 ``scores``)."""
-    theta = scores.min(axis=1).astype(np.float64)
-    unit = F64_UNIT if scores.dtype == np.float64 else F32_UNIT
+    the ``bound`` on unfetched scores θ is -inf (every allowed item was fetched), or when the k-th
+    exceeds θ + the score's error bound (sgemm's, or dgemm's for a float64 score ``dtype``)."""
+    unit = F64_UNIT if dtype == np.float64 else F32_UNIT
     error = 2.0 * gamma(table.block.shape[1], unit) * norms * float(table.norms.max(initial=0))
-    ceiling = (theta + error + 1e-30).astype(np.float32)  # 1e-30: room for flushed subnormals
-    return ~allowed.all(axis=1) | (kth > ceiling)
+    ceiling = (bound + error + 1e-30).astype(np.float32)  # 1e-30: room for flushed subnormals
+    return np.isneginf(bound) | (kth > ceiling)
