@@ -116,6 +116,10 @@ class KeyedLists:
         """Rows of the filled slots of search output ``value`` int (n, k) (-1 = empty) and
         ``score`` (n, k), row r belonging to ``keys[r]``."""
         filled = value >= 0
+        if filled.all():  # the usual case (every audience full): no boolean gathers of n × k slots
+            n, k = value.shape
+            return cls(np.repeat(np.asarray(keys, np.int32), k), np.tile(np.arange(1, k + 1, dtype=np.int32), n),
+                       value.astype(np.int32).ravel(), score.astype(np.float32).ravel())
         return cls(np.repeat(np.asarray(keys, np.int32), filled.sum(1)),
                    (np.nonzero(filled)[1] + 1).astype(np.int32), value[filled].astype(np.int32),
                    score[filled].astype(np.float32))

@@ -102,6 +102,21 @@ def test_audiences_are_the_users_with_the_highest_prediction_who_have_not_seen_t
         assert np.allclose(mine.score, vectors.scores(np.array(want), np.full(7, item)), atol=1e-4)
 
 
+def test_keyed_rows_from_full_and_part_filled_slots():
+    """KeyedLists.from_slots: one row per filled slot (rank = slot + 1), the same columns whether
+    every slot is filled (the fast path) or some are empty (-1)."""
+    value = np.array([[4, 2, 7], [1, 0, 3]], np.int32)
+    score = np.array([[0.5, 0.25, 0.125], [2.0, 1.0, -1.0]], np.float32)
+    full = KeyedLists.from_slots(np.array([8, 9]), value, score)
+    assert [c.dtype for c in full.columns()] == [np.int32, np.int32, np.int32, np.float32]
+    assert full.key.tolist() == [8, 8, 8, 9, 9, 9] and full.rank.tolist() == [1, 2, 3, 1, 2, 3]
+    assert full.value.tolist() == [4, 2, 7, 1, 0, 3] and full.score.tolist() == score.ravel().tolist()
+    value[0, 2], value[1, 1:] = -1, -1
+    part = KeyedLists.from_slots(np.array([8, 9]), value, score)
+    assert part.key.tolist() == [8, 8, 9] and part.rank.tolist() == [1, 2, 1] and part.value.tolist() == [4, 2, 1]
+    assert part.score.tolist() == [0.5, 0.25, 2.0] and full.value[2] == 7  # full's columns are its own
+
+
 def test_audience_items_name_unknown_ids_by_file_and_line(tmp_path):
     items = IdMap(np.array([10, 20, 30], dtype=np.int64))
     path = tmp_path / "campaign.txt"
