@@ -228,7 +228,7 @@ class TrainConfig:
                                         "sagemaker also moves the search unless --search-backend says otherwise")
     device: Literal["auto", "cpu", "cuda"] = place("auto", "local training's device (auto: cuda when usable)")
     threshold: float = setting(4.0, "binary mode: label = rating ≥ threshold")
-    negatives: int = setting(4, "implicit mode, sampled objective: sampled negatives per positive")
+    negatives: int = setting(8, "implicit mode, sampled objective: sampled negatives per positive")
     features: bool = setting(True, "use user/item side features when the data has them")
     objective: Literal["auto", "ials", "sampled"] = setting(
         "auto", "implicit mode: ials (the FM's user × item factors fit on every pair at once, unobserved pairs as "
