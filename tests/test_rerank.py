@@ -2,6 +2,7 @@
 publishes re-ranked lists, evaluation reports them, lineage and resume hold."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,6 +115,43 @@ def test_sampled_protocol_ranks_against_every_unseen_item_when_fewer_than_negati
                              12, np.arange(12), negatives=10, k=1, seed=0)
     # user 0's item 11 beats its 4 unseen items (hit); user 1's item 0 loses to all 10
     assert result["short_pairs"] == 1 and result["by_index"]["hit_rate@1"] == 0.5
+
+
+def test_sampled_protocol_scores_in_bounded_chunks_with_the_same_figures(monkeypatch):
+    # 40 pairs over 100 items, each user has seen only its held-out item; item 99 beats every draw (hit at
+    # rank 1), item 0 loses to all
+    import batch.rerank.protocol as protocol
+
+    users, items = np.arange(40), np.where(np.arange(40) % 4 == 0, 99, 0)
+    calls = []
+
+    def by_index(u, i):
+        calls.append(len(u))
+        return i.astype(float)
+
+    monkeypatch.setattr(protocol, "CHUNK_PAIRS", 3)
+    seen = np.sort(users * 100 + items)
+    result = sampled_ranking({"by_index": by_index}, users, items, seen, 100, np.arange(100), negatives=20, k=1,
+                             seed=5)
+    assert max(calls) == 3 * 20 and sum(calls) == 40 * 21  # every pair and negative scored, 3 pairs at a time
+    assert result["pairs"] == 40 and result["by_index"]["hit_rate@1"] == 0.25 and result["short_pairs"] == 0
+    again = sampled_ranking({"by_index": by_index}, users, items, seen, 100, np.arange(100), negatives=20, k=1,
+                            seed=5)
+    assert again == result
+
+
+def test_vectors_score_pairs_in_bounded_slices(monkeypatch):
+    import batch.serve.repackage as repackage
+
+    rng = np.random.default_rng(0)
+    vectors = SimpleNamespace(users=rng.normal(size=(30, 4)).astype(np.float32), user_const=rng.normal(size=30),
+                              items=rng.normal(size=(50, 4)).astype(np.float32))
+    users, items = rng.integers(0, 30, 1000), rng.integers(0, 50, 1000)
+    whole = repackage.Vectors.scores(vectors, users, items)
+    monkeypatch.setattr(repackage, "SCORE_CELLS", 7)  # one pair (4 numbers) per slice
+    np.testing.assert_array_equal(repackage.Vectors.scores(vectors, users, items), whole)
+    expected = (vectors.users[users].astype(np.float64) * vectors.items[items]).sum(1) + vectors.user_const[users]
+    np.testing.assert_allclose(whole, expected, rtol=1e-6)
 
 
 def test_fingerprint_ignores_rerank_settings_while_it_is_off(tmp_path):
