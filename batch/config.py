@@ -189,6 +189,9 @@ class IALSConfig:
     history_reg: float = setting(0.03, "λ of the history columns' factors")
     item_item: float = setting(0.5, "weight β of the closed-form item-item member (EASE) whose scores are added to "
                                     "iALS's as a block of factors of its own (0: iALS alone)")
+    item_item_sagemaker: float = setting(15.0, "weight β of the same member on the SageMaker backend, added to "
+                                                "the SageMaker FM's scores (logits) in its artifact after the "
+                                                "training job (0: the FM alone)")
     item_item_l2: float = setting(300.0, "the item-item member's L2 regularisation λ")
     item_item_recency: float = setting(1.0, "extra weight of a user's recent items in the item-item member: each "
                                             "item counts 1 + recency × ½^(age / half_life), age = how many of the "
@@ -211,6 +214,7 @@ class IALSConfig:
         _positive("train.ials.cg_steps", self.cg_steps, zero_ok=True)
         _positive("train.ials.history_reg", self.history_reg, zero_ok=True)
         _positive("train.ials.item_item", self.item_item, zero_ok=True)
+        _positive("train.ials.item_item_sagemaker", self.item_item_sagemaker, zero_ok=True)
         _positive("train.ials.item_item_l2", self.item_item_l2)
         _positive("train.ials.item_item_recency", self.item_item_recency, zero_ok=True)
         _positive("train.ials.item_item_half_life", self.item_item_half_life)

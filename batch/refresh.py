@@ -114,7 +114,8 @@ def member(current: dict[str, Any], run: RunDir):
     factors = item_item_factors(current)
     if not factors:
         return None
-    return item_item_settings(load_config(env={}, base=_saved(run)).train.ials), factors
+    train = load_config(env={}, base=_saved(run)).train
+    return item_item_settings(train.ials, train.backend), factors
 
 
 def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:

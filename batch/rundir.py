@@ -80,14 +80,16 @@ class RunDir:
 
     def _model_shape(self) -> tuple[int, int] | None:
         """The largest (feature_dim, k) the run's settings allow: ``num_factors``, plus the
-        item-item member's most factors when local implicit training may add it."""
+        item-item member's most factors when implicit training (iALS locally, or the SageMaker
+        FM's artifact) may add it."""
         train = self.read_json("config.json").get("train", {})
         factors = train.get("hyperparameters", {}).get("num_factors")
         if not self.layout.exists() or not isinstance(factors, int):
             return None
         ials = train.get("ials", {})
-        if train.get("mode") == "implicit" and train.get("backend") == "local" and \
-                train.get("objective") in ("auto", "ials") and ials.get("item_item", 0) > 0:
+        local = train.get("backend") == "local" and train.get("objective") in ("auto", "ials")
+        weight = ials.get("item_item", 0) if local else ials.get("item_item_sagemaker", 0)
+        if train.get("mode") == "implicit" and (local or train.get("backend") == "sagemaker") and weight > 0:
             factors += int(ials.get("item_item_max_rank", 0))
         return self.load_layout().feature_dim, factors
 

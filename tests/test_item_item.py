@@ -7,12 +7,13 @@ import scipy.sparse as sp
 import torch
 from blocks import blocks_dataset
 
+from batch.artifact import FMModel
 from batch.config import FMHyperparameters, IALSConfig
 from batch.features.design import build_design
 from batch.serve.repackage import repackage
 from batch.train.ials import IALSSettings, fit_ials
 from batch.train.ials_engine import BIAS, IALSTrainer, history_block, interaction_weights, to_fm, with_item_item
-from batch.train.item_item import ItemItemSettings, fit_item_item, profiles
+from batch.train.item_item import ItemItemSettings, fit_item_item, fm_with_item_item, profiles
 from batch.train.samples import training_source
 
 
@@ -130,3 +131,37 @@ def test_settings_gate():
     assert not ItemItemSettings(weight=0).applies(2, 2)
     with pytest.raises(ValueError, match="l2 must be positive"):
         fit_item_item(sp.csr_matrix(np.eye(2)), sp.csr_matrix(np.eye(2)), 0.0)
+
+
+def test_the_member_joins_any_fm_and_its_repackaged_vectors_score_as_fm_plus_beta_ease():
+    # the SageMaker backend's case: an FM trained on sampled negatives (here random, with item
+    # side features) gets the member as an orthogonal block on the id columns
+    ds = blocks_dataset(n_users=6, n_items=20, features=True)
+    design = build_design(ds)
+    assert design.layout.item_feature_columns
+    rng = np.random.default_rng(3)
+    fm = FMModel(V=rng.normal(size=(design.layout.feature_dim, 3)), w=rng.normal(size=design.layout.feature_dim),
+                 b=0.2, predictor_type="binary_classifier")
+    R = interaction_weights(ds.train.user, ds.train.item, ds.n_users, ds.n_items)
+    W = profiles(ds.train.user, ds.train.item, ds.train.timestamp, 6, 20, recency=1.0, half_life=2.0)
+    model = fm_with_item_item(fm, design.layout, *fit_item_item(R, W, 5.0), 0.7)
+    assert model.num_factors == 3 + 6 and model.b == fm.b
+    np.testing.assert_array_equal(model.w, fm.w)
+    users, items = np.repeat(np.arange(6), 20), np.tile(np.arange(20), 6)
+    rows = design.pair_rows(users, items)
+    unseen = (R.toarray() == 0).ravel()
+    expected = fm.decision(rows) + 0.7 * brute_force_ease(R.toarray(), W.toarray(), 5.0).ravel()
+    np.testing.assert_allclose(model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
+    vectors = repackage(model, ds, design.layout)
+    np.testing.assert_allclose(vectors.scores(users, items), model.decision(rows), rtol=1e-4, atol=1e-4)
+
+
+def test_the_member_refuses_a_design_with_the_history_block_or_rows_that_do_not_fit():
+    ds = blocks_dataset(n_users=6, n_items=20)
+    for history, items, message in [(True, 20, "history block"),
+                                    (False, 19, "do not fit the design's 6 users and 20 items")]:
+        layout = build_design(ds, history=history).layout
+        fm = FMModel(V=np.zeros((layout.feature_dim, 2)), w=np.zeros(layout.feature_dim), b=0.0,
+                     predictor_type="binary_classifier")
+        with pytest.raises(ValueError, match=message):
+            fm_with_item_item(fm, layout, np.zeros((6, 6)), np.zeros((items, 6)), 1.0)

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from blocks import SMALL, blocks_dataset
 from botocore.validate import validate_parameters
 from sagemaker_fixtures import BUCKET, SMALL_HP, emulated_aws, sagemaker_config
+from test_item_item import brute_force_ease
 
 from batch.artifact import read_model
 from batch.aws.channels import MissingS3ObjectError
@@ -22,6 +23,8 @@ from batch.config import TrainConfig
 from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
+from batch.train.ials_engine import interaction_weights
+from batch.train.item_item import profiles
 from batch.train.local import LocalFMTrainer
 from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
@@ -42,8 +45,12 @@ def aws():
         yield aws
 
 
-def fit(aws, problem, hp=SMALL_HP, run_id="run-1", **settings):
-    trainer = SageMakerFMTrainer(sagemaker_config(**settings), run_id=run_id, clients=aws.clients())
+def fit(aws, problem, hp=SMALL_HP, run_id="run-1", member=0.0, **settings):
+    """``member``: train.ials.item_item_sagemaker (0: the job's FM as it is)."""
+    cfg = sagemaker_config(**settings)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, ials=dataclasses.replace(cfg.train.ials, item_item_sagemaker=member)))
+    trainer = SageMakerFMTrainer(cfg, run_id=run_id, clients=aws.clients())
     design, source, test = problem
     return trainer.fit(design, source, test, hp, "binary_classifier")
 
@@ -193,6 +200,34 @@ def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, proble
     direct = LocalFMTrainer("cpu").fit_rows(X, y, one_pass, "binary_classifier").model
     np.testing.assert_array_equal(direct.V, result.model.V)
     np.testing.assert_array_equal(direct.w, result.model.w)
+
+
+def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_changing_the_jobs_artifact(
+        aws, problem):
+    design, source, _ = problem
+    layout = design.layout
+    plain = fit(aws, problem)
+    assert plain.details["item_item_factors"] == 0
+    result = fit(aws, problem, member=0.7)
+    again = fit(aws, problem, member=0.7)  # a resumed run: the completed job, the member added once
+    assert again.details["reused"] is True and again.details["item_item_factors"] == layout.n_items
+    np.testing.assert_array_equal(result.model.V, again.model.V)
+    k = SMALL_HP.num_factors
+    assert result.model.num_factors == k + min(layout.n_users, layout.n_items)
+    np.testing.assert_array_equal(result.model.V[:, :k], plain.model.V)
+    artifact = result.details["artifact"]
+    stored = read_model(aws.s3.get_object(Bucket=BUCKET, Key=artifact.split("/", 3)[3])["Body"].read())
+    np.testing.assert_array_equal(stored.V, plain.model.V)
+    # the scores are the job's FM's plus 0.7 × EASE's on every pair a user does not have
+    users = np.repeat(np.arange(layout.n_users), layout.n_items)
+    items = np.tile(np.arange(layout.n_items), layout.n_users)
+    rows = design.pair_rows(users, items)
+    p = source.positives
+    X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items).toarray()
+    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0).toarray()
+    unseen = (X == 0).ravel()
+    expected = plain.model.decision(rows) + 0.7 * brute_force_ease(X, W, 300.0).ravel()
+    np.testing.assert_allclose(result.model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
 
 
 def test_a_second_fit_of_the_run_reuses_the_completed_job(aws, problem):

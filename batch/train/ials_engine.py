@@ -86,9 +86,11 @@ class IALSTrainer:
         return FitResult(to_fm(factors, design, predictor_type), details)
 
 
-def item_item_settings(s: IALSConfig) -> ItemItemSettings:
-    """The item-item member's settings from the ``train.ials`` section."""
-    return ItemItemSettings(weight=s.item_item, l2=s.item_item_l2, recency=s.item_item_recency,
+def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSettings:
+    """The item-item member's settings from the ``train.ials`` section, with the weight of
+    ``backend`` (``item_item`` locally, ``item_item_sagemaker`` on SageMaker)."""
+    weight = s.item_item_sagemaker if backend == "sagemaker" else s.item_item
+    return ItemItemSettings(weight=weight, l2=s.item_item_l2, recency=s.item_item_recency,
                             half_life=s.item_item_half_life, max_rank=s.item_item_max_rank,
                             max_cells=s.item_item_max_cells)
 

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from batch.artifact import FMModel
+from batch.features.design import DesignLayout
+
 
 @dataclass(frozen=True)
 class ItemItemSettings:
@@ -113,3 +116,23 @@ def member_user_rows(items: np.ndarray, W: sp.csr_matrix, n_users: int, n_items:
     else:
         rows = W.toarray()
     return np.ascontiguousarray(rows, np.float32)
+
+
+def fm_with_item_item(model: FMModel, layout: DesignLayout, users: np.ndarray, items: np.ndarray,
+                      weight: float) -> FMModel:
+    """``model`` with the member appended as a block of factors of its own: the user id columns
+    get ``weight`` × users[u], the item id columns items[i], every other column zeros. The block
+    is orthogonal to the FM's own factors, so on the design row of (u, i) the FM's score is
+    ``model``'s plus ``weight`` × users[u]·items[i] exactly (for a design without the history
+    block: the user's member row sits on the user's id column), and the result is still one FM
+    (k = model's k + the member's rank)."""
+    if layout.user_history:
+        raise ValueError("the item-item member joins an FM trained on sampled negatives only without the user "
+                         "history block (train.ials.history applies to the iALS engine)")
+    if users.shape != (layout.n_users, items.shape[1]) or items.shape[0] != layout.n_items:
+        raise ValueError(f"the item-item member's rows {users.shape} and {items.shape} do not fit the design's "
+                         f"{layout.n_users} users and {layout.n_items} items")
+    block = np.zeros((model.feature_dim, items.shape[1]), np.float32)
+    block[:layout.n_users] = weight * users
+    block[layout.item_offset:layout.item_offset + layout.n_items] = items
+    return FMModel(V=np.hstack([model.V, block]), w=model.w, b=model.b, predictor_type=model.predictor_type)

@@ -9,17 +9,23 @@ the job makes one pass over it: negatives are redrawn every epoch as on the loca
 sampled objective. The epochs are drawn and written one at a time (peak memory is one epoch,
 not ``epochs`` of them), each shuffled on its own before the rows are cut into objects, since each
 instance of a ``ShardedByS3Key`` job trains on its own objects only and samples come positives first.
+
+In implicit mode, where the data is small enough, the FM read from the job gets the closed-form
+item-item member (EASE, :mod:`batch.train.item_item`) as a block of factors of its own, as the
+local engine's iALS does, weighted by ``train.ials.item_item_sagemaker`` (the FM's scores are
+logits): the run's model.tar.gz is that FM, still one SageMaker FM artifact.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from batch.artifact import ModelContentError, read_model
+from batch.artifact import FMModel, ModelContentError, read_model
 from batch.aws.channels import S3Objects, split_uri
 from batch.aws.clients import NO_CLIENTS, AwsClients
 from batch.aws.images import image_uri
@@ -31,6 +37,8 @@ from batch.config import FMHyperparameters, JobConfig
 from batch.errors import ConfigError
 from batch.features.design import Design
 from batch.train import FitResult
+from batch.train.ials_engine import interaction_weights, item_item_settings
+from batch.train.item_item import ItemItemSettings, fit_item_item, fm_with_item_item, profiles
 from batch.train.samples import Samples, SampleSource
 
 log = logging.getLogger("topx.train")
@@ -53,7 +61,8 @@ class SageMakerFMTrainer:
     def fit(self, design: Design, source: SampleSource, test: Samples, hp: FMHyperparameters,
             predictor_type: str) -> FitResult:
         """Train on ``source.epoch(0)`` (``test`` becomes the job's test channel when not empty)
-        and return the model read from the job's ``model.tar.gz``."""
+        and return the model read from the job's ``model.tar.gz`` (with the item-item member,
+        :func:`with_item_item`)."""
         self._check_settings()
         train, hyper = training_set(source, hp, design.layout.feature_dim, predictor_type)
         inputs = fingerprint(hyper, vars(hp), design.users, design.items, *train.inputs(),
@@ -64,7 +73,8 @@ class SageMakerFMTrainer:
 
         outcome = self.jobs.ensure(TRAINING, "fm", inputs, create)
         model = self._read_model(outcome, design, predictor_type)
-        return FitResult(model, self._details(outcome, len(train)))
+        model, rank = with_item_item(model, design, source, item_item_settings(self.cfg.train.ials, "sagemaker"))
+        return FitResult(model, {**self._details(outcome, len(train)), "item_item_factors": rank})
 
     def _check_settings(self) -> None:
         s = self.cfg.sagemaker
@@ -192,6 +202,25 @@ def training_set(source: SampleSource, hp: FMHyperparameters, feature_dim: int,
               p.user, p.item, source.seen)
     channel_ = Channel(source.epoch, hp.epochs, lambda e: np.random.default_rng([hp.seed, e, 1]), inputs)
     return channel_, {**hyper, "epochs": "1"}
+
+
+def with_item_item(model: FMModel, design: Design, source: SampleSource,
+                   member: ItemItemSettings) -> tuple[FMModel, int]:
+    """Implicit mode, where ``member`` applies to the data's size: ``model`` (the job's FM) plus
+    the item-item member (:func:`batch.train.item_item.fm_with_item_item`, weight
+    ``member.weight``) fitted on ``source``'s positives, and the member's rank; else ``model``
+    and 0. The job's own artifact is never changed, so a resumed run that reads it again adds
+    the member once."""
+    layout = design.layout
+    if source.mode != "implicit" or not member.applies(layout.n_users, layout.n_items):
+        return model, 0
+    started, p = time.perf_counter(), source.positives
+    X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items)
+    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, member.recency, member.half_life)
+    users, items = fit_item_item(X, W, member.l2)
+    log.info("item-item member (EASE, λ %g, weight %g) added to the FM: %d factors, %.1f s", member.l2,
+             member.weight, items.shape[1], time.perf_counter() - started)
+    return fm_with_item_item(model, layout, users, items, member.weight), items.shape[1]
 
 
 def _write_rows(stream: BinaryIO, design: Design, samples: Samples, start: int, stop: int) -> None:
