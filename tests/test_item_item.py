@@ -1,6 +1,8 @@
 """The item-item member (EASE on recency-weighted profiles): its exact factors against EASE's
 closed form computed the plain way, the profiles, the FM it joins and the ranking it gives."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -10,9 +12,18 @@ from blocks import blocks_dataset
 from batch.artifact import FMModel
 from batch.config import FMHyperparameters, IALSConfig
 from batch.features.design import build_design
+from batch.rundir import RunDir
 from batch.serve.repackage import repackage
 from batch.train.ials import IALSSettings, fit_ials
-from batch.train.ials_engine import BIAS, IALSTrainer, history_block, interaction_weights, to_fm, with_item_item
+from batch.train.ials_engine import (
+    BIAS,
+    IALSTrainer,
+    history_block,
+    interaction_weights,
+    item_item_settings,
+    to_fm,
+    with_item_item,
+)
 from batch.train.item_item import ItemItemSettings, fit_item_item, fm_with_item_item, profiles
 from batch.train.samples import training_source
 
@@ -165,3 +176,21 @@ def test_the_member_refuses_a_design_with_the_history_block_or_rows_that_do_not_
                      predictor_type="binary_classifier")
         with pytest.raises(ValueError, match=message):
             fm_with_item_item(fm, layout, np.zeros((6, 6)), np.zeros((items, 6)), 1.0)
+
+
+@pytest.mark.parametrize("backend, weights, extra", [
+    ("local", {"item_item": 0.5, "item_item_sagemaker": 0.0}, 7),
+    ("local", {"item_item": 0.0, "item_item_sagemaker": 15.0}, 0),
+    ("sagemaker", {"item_item": 0.0, "item_item_sagemaker": 15.0}, 7),
+    ("sagemaker", {"item_item": 0.5, "item_item_sagemaker": 0.0}, 0),
+])
+def test_each_backend_uses_its_own_member_weight_and_its_runs_model_may_hold_the_members_factors(
+        tmp_path, backend, weights, extra):
+    ials = IALSConfig(item_item_max_rank=7, **weights)
+    settings = item_item_settings(ials, backend)
+    assert settings.weight == (weights["item_item_sagemaker"] if backend == "sagemaker" else weights["item_item"])
+    run = RunDir(tmp_path)
+    build_design(blocks_dataset(n_users=6, n_items=20)).layout.save(run.layout)
+    run.write_json("config.json", {"train": {"mode": "implicit", "backend": backend, "objective": "auto",
+                                             "hyperparameters": {"num_factors": 4}, "ials": dataclasses.asdict(ials)}})
+    assert run._model_shape()[1] == 4 + extra
