@@ -140,6 +140,22 @@ def test_sampled_protocol_scores_in_bounded_chunks_with_the_same_figures(monkeyp
     assert again == result
 
 
+def test_sampled_protocol_ranks_a_seeded_sample_of_at_most_sampled_pairs(monkeypatch):
+    from blocks import blocks_dataset
+
+    import batch.serve.evaluate as evaluate
+
+    dataset = blocks_dataset(n_users=40, n_items=40, per_user=8, test_every=2)  # 4 held out per user
+    users = np.arange(40)
+    scorer = {"by_index": lambda u, i: i.astype(float)}
+    whole = evaluate.sampled_protocol(dataset, dataset.test, users, scorer, 10, seed=1)
+    assert whole["pairs"] == whole["eligible_pairs"] > 100  # every pair with a trained item
+    monkeypatch.setattr(evaluate, "SAMPLED_PAIRS", 25)
+    part = evaluate.sampled_protocol(dataset, dataset.test, users, scorer, 10, seed=1)
+    assert part["pairs"] == 25 and part["eligible_pairs"] == whole["pairs"]
+    assert part == evaluate.sampled_protocol(dataset, dataset.test, users, scorer, 10, seed=1)  # seeded
+
+
 def test_vectors_score_pairs_in_bounded_slices(monkeypatch):
     import batch.serve.repackage as repackage
 
