@@ -233,3 +233,13 @@ def _check_meta(meta: dict | None, model: FMModel) -> None:
         if declared is not None and declared != actual:
             raise ModelContentError(f"meta.json says {key} {declared!r} but the parameters "
                                     f"have {actual}")
+
+
+def entity_halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """The FM split at an entity (users' or items' design rows ``rows``, CSR (n, feature_dim)):
+    p = Vᵀx (float64 (n, k)) and the entity's own part of ŷ without b: wᵀx + ½(‖p‖² − Σ x_j²‖v_j‖²)."""
+    V = model.V.astype(np.float64)
+    rows = rows.astype(np.float64)
+    p = np.asarray(rows @ V)
+    own = rows @ model.w.astype(np.float64) + 0.5 * (np.einsum("nk,nk->n", p, p) - rows.power(2) @ (V * V).sum(1))
+    return p, np.asarray(own).ravel()

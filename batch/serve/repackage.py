@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from batch.artifact import FMModel
+from batch.artifact.fm import entity_halves
 from batch.data.interactions import Dataset
 from batch.errors import StageError, StaleArtifactError
 from batch.features.design import Design, DesignLayout, build_design
@@ -136,15 +137,6 @@ def _trained(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     trained_u[dataset.train.user] = True
     trained_i[dataset.train.item] = True
     return trained_u, trained_i
-
-
-def entity_halves(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """p = Vᵀx (float64 (n, k)) and the entity's own part of ŷ without b: wᵀx + ½(‖p‖² − Σ x_j²‖v_j‖²)."""
-    V = model.V.astype(np.float64)
-    rows = rows.astype(np.float64)
-    p = np.asarray(rows @ V)
-    own = rows @ model.w.astype(np.float64) + 0.5 * (np.einsum("nk,nk->n", p, p) - rows.power(2) @ (V * V).sum(1))
-    return p, np.asarray(own).ravel()
 
 
 def user_vectors(model: FMModel, rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

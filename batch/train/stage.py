@@ -10,12 +10,12 @@ import numpy as np
 from scipy.special import expit
 
 from batch.artifact import FMModel, write_model
+from batch.artifact.fm import entity_halves
 from batch.config import JobConfig
 from batch.data.interactions import Dataset
 from batch.features.design import Design, build_design
 from batch.log import redact_tree
 from batch.rundir import RunDir
-from batch.serve.repackage import entity_halves
 from batch.train import Trainer, make_trainer
 from batch.train.metrics import classifier_metrics, regression_metrics
 from batch.train.samples import PREDICTOR_TYPES, Samples, held_out_samples, training_source
