@@ -187,7 +187,7 @@ def test_history_mode_ranks_each_users_own_taste_group_first():
     assert np.mean(rank < 13) >= 0.95
 
 
-def test_held_out_pair_scores_through_entity_halves_equal_the_fm_on_full_rows():
+def test_held_out_pair_scores_through_entity_halves_equal_the_fm_on_full_rows(monkeypatch):
     ds = blocks_dataset(n_users=6, n_items=20)
     rng = np.random.default_rng(0)
     features = FeatureTable(sp.csr_matrix(rng.random((20, 3)).astype(np.float32)), ("a", "b", "c"))
@@ -198,5 +198,9 @@ def test_held_out_pair_scores_through_entity_halves_equal_the_fm_on_full_rows():
                     w=rng.normal(size=design.layout.feature_dim).astype(np.float32), b=0.3,
                     predictor_type="binary_classifier")
     user, item = rng.integers(0, 6, 50), rng.integers(0, 20, 50)
-    np.testing.assert_allclose(pair_decisions(model, design, user, item),
-                               model.decision(design.pair_rows(user, item)), rtol=1e-5, atol=1e-5)
+    whole = pair_decisions(model, design, user, item)
+    np.testing.assert_allclose(whole, model.decision(design.pair_rows(user, item)), rtol=1e-5, atol=1e-5)
+    import batch.train.stage as stage
+
+    monkeypatch.setattr(stage, "PAIR_CELLS", 9)  # two pairs' rows at a time: 25 slices
+    np.testing.assert_array_equal(pair_decisions(model, design, user, item), whole)

@@ -21,6 +21,8 @@ from batch.train.metrics import classifier_metrics, regression_metrics
 from batch.train.samples import PREDICTOR_TYPES, Samples, held_out_samples, training_source
 
 log = logging.getLogger("topx.train")
+# numbers of the pairs' factor rows gathered at once by pair_decisions (2^20 float64: 8 MiB a side)
+PAIR_CELLS = 1 << 20
 
 
 def train_run(cfg: JobConfig, dataset: Dataset, run: RunDir, *, trainer: Trainer | None = None) -> dict[str, Any]:
@@ -71,7 +73,8 @@ def pair_decisions(model: FMModel, design: Design, user: np.ndarray, item: np.nd
     p_u, own_u = entity_halves(model, design.users)
     p_i, own_i = entity_halves(model, design.items)
     out = np.empty(len(user), np.float32)
-    for start in range(0, len(user), 262_144):  # bounded memory on big test sets
-        u, i = user[start:start + 262_144], item[start:start + 262_144]
+    step = max(1, PAIR_CELLS // max(1, p_u.shape[1]))  # bounded memory, and cache-sized gathers when k is large
+    for start in range(0, len(user), step):
+        u, i = user[start:start + step], item[start:start + step]
         out[start:start + len(u)] = model.b + own_u[u] + own_i[i] + np.einsum("nk,nk->n", p_u[u], p_i[i])
     return out
