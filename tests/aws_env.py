@@ -68,6 +68,28 @@ def make_queue(iam: Any, batch: Any, name: str = "topx") -> str:
 
 
 @contextmanager
+def moto_s3(monkeypatch: pytest.MonkeyPatch, bucket: str, secret_key: str = "testing") -> Iterator[Any]:
+    """moto's S3 with ``bucket``, as the client every s3:// access of topx uses (batch.storage);
+    ``secret_key``: the fake secret access key (redaction tests look for it in output)."""
+    import boto3
+    from moto import mock_aws
+
+    from batch import storage
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret_key),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        storage.set_s3_client(client)
+        try:
+            yield client
+        finally:
+            storage.set_s3_client(None)
+
+
+@contextmanager
 def step_functions_batch_casing() -> Iterator[None]:
     """Let moto's state-machine executor run ``batch:submitJob.sync``.
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import gzip
 import sys
 
-import boto3
 import numpy as np
 import pytest
+from aws_env import moto_s3
 from ingest_fixtures import feature_names, rows, write_ml100k
-from moto import mock_aws
 
-from batch import storage
 from batch.config import ColumnMap, DataConfig
 from batch.data import load_dataset
 from batch.data.columns import MissingColumnError
@@ -242,17 +240,8 @@ def test_side_table_errors(tmp_path):
 
 @pytest.fixture
 def s3(monkeypatch):
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="data")
-        storage.set_s3_client(client)
-        try:
-            yield client
-        finally:
-            storage.set_s3_client(None)
+    with moto_s3(monkeypatch, "data") as client:
+        yield client
 
 
 def upload_dir(client, local, prefix):

@@ -10,6 +10,7 @@ import json
 import boto3
 import psycopg2
 import pytest
+from aws_env import moto_s3
 from moto import mock_aws
 from test_publish_support import id_maps, make_lists, run_info, titles_for
 
@@ -236,19 +237,8 @@ def test_runs_table_shows_mode_rows_ndcg_next_to_popularity_and_age():
 @pytest.fixture
 def s3(monkeypatch):
     """A moto S3 with the bucket `exports`, used by every s3:// access of topx."""
-    from batch import storage
-
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "s3cret-key-value"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="exports")
-        storage.set_s3_client(client)
-        try:
-            yield client
-        finally:
-            storage.set_s3_client(None)
+    with moto_s3(monkeypatch, "exports", secret_key="s3cret-key-value") as client:
+        yield client
 
 
 def objects(s3) -> tuple[list[str], list[str]]:
