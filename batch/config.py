@@ -187,25 +187,24 @@ class IALSConfig:
     history: bool = setting(True, "users as the items they interacted with (the design's user history block, one "
                                   "column per item, |history|^-½ each) instead of a free vector per user")
     history_reg: float = setting(0.03, "λ of the history columns' factors")
-    item_item: float = setting(0.5, "weight β of the closed-form item-item member (EASE) whose scores are added to "
+    item_item: float = setting(1.0, "weight β of the closed-form item-item member (EASE) whose scores are added to "
                                     "iALS's as a block of factors of its own (0: iALS alone)")
     item_item_sagemaker: float = setting(15.0, "weight β of the same member on the SageMaker backend, added to "
                                                 "the SageMaker FM's scores (logits) in its artifact after the "
                                                 "training job (0: the FM alone)")
-    item_item_l2: float = setting(300.0, "the item-item member's L2 regularisation λ")
+    item_item_l2: float = setting(600.0, "the item-item member's L2 regularisation λ")
     item_item_recency: float = setting(1.0, "extra weight of a user's recent items in the item-item member: each "
                                             "item counts 1 + recency × ½^(age / half_life), age = how many of the "
                                             "user's items came after it")
     item_item_half_life: float = setting(5.0, "half-life of that extra weight, in items")
-    item_item_max_rank: int = setting(1024, "the item-item member is exact with min(users, items) factors; beyond "
-                                            "this many it is left out")
+    item_item_sessions: float = setting(2.0, "weight γ of the users' sessions in the item-item member's fit (items "
+                                             "taken up in one sitting count as closer; 0: histories only)")
+    item_item_session_gap: float = setting(1800.0, "seconds without an interaction that end a session")
+    item_item_max_rank: int = setting(6144, "the item-item member is exact with min(users + sessions, items) "
+                                            "factors; beyond this many the sessions are left out, and the member "
+                                            "too when min(users, items) is beyond it")
     item_item_max_cells: int = setting(20_000_000, "the item-item member is left out beyond this many users × items "
                                                    "(it takes a dense users × items product)")
-
-    @property
-    def extra_factors(self) -> int:
-        """The most factors the item-item member adds to ``num_factors`` (its rank is at most this)."""
-        return self.item_item_max_rank if self.item_item > 0 else 0
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)
@@ -218,6 +217,8 @@ class IALSConfig:
         _positive("train.ials.item_item_l2", self.item_item_l2)
         _positive("train.ials.item_item_recency", self.item_item_recency, zero_ok=True)
         _positive("train.ials.item_item_half_life", self.item_item_half_life)
+        _positive("train.ials.item_item_sessions", self.item_item_sessions, zero_ok=True)
+        _positive("train.ials.item_item_session_gap", self.item_item_session_gap, zero_ok=True)
         _positive("train.ials.item_item_max_rank", self.item_item_max_rank, zero_ok=True)
         _positive("train.ials.item_item_max_cells", self.item_item_max_cells, zero_ok=True)
 

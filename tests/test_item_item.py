@@ -24,14 +24,25 @@ from batch.train.ials_engine import (
     to_fm,
     with_item_item,
 )
-from batch.train.item_item import ItemItemSettings, fit_item_item, fm_with_item_item, profiles
+from batch.train.item_item import (
+    ItemItemSettings,
+    fit_item_item,
+    fit_member,
+    fm_with_item_item,
+    member_user_rows,
+    profiles,
+    session_rows,
+)
 from batch.train.samples import training_source
 
 
-def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float) -> np.ndarray:
-    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + λ‖B‖², diag B = 0, from its Lagrangian
-    solution with the items × items inverse formed directly."""
-    P = np.linalg.inv(X.T @ X + l2 * np.eye(X.shape[1]))
+def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float, Z: np.ndarray | None = None,
+                     sessions: float = 0.0) -> np.ndarray:
+    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + γ‖Z − ZB‖² + λ‖B‖², diag B = 0 (Z: session
+    rows, γ: ``sessions``), from its Lagrangian solution with the items × items inverse formed
+    directly."""
+    G = X.T @ X if Z is None else X.T @ X + sessions * Z.T @ Z
+    P = np.linalg.inv(G + l2 * np.eye(X.shape[1]))
     B = np.eye(X.shape[1]) - P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0.0)
     return W @ B
@@ -68,6 +79,53 @@ def test_ease_weights_solve_the_constrained_least_squares():
     off = ~np.eye(6, dtype=bool)
     assert np.abs(gradient[off]).max() < 1e-4
     assert np.all(np.diag(B) == 0)
+
+
+def test_sessions_split_a_users_interactions_at_long_gaps_and_keep_only_those_that_add_a_row():
+    # user 0: items 1, 2 at t=0, 100; gap 5000; items 3, 3, 4 at t=5100, 5150, 5200 → two sessions
+    # user 1: items 0, 1 at t=0, 10: its only session is its whole history (its own row again)
+    # user 2: item 2 at t=0, item 0 at t=9000: two sessions of one item each
+    # user 3: no timestamps (all 0): one session, the whole history
+    user = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 3])
+    item = np.array([1, 2, 3, 3, 4, 0, 1, 2, 0, 0, 1, 2])
+    time = np.array([100, 0, 5150, 5100, 5200, 0, 10, 0, 9000, 0, 0, 0])
+    Z = session_rows(user, item, time, 5, gap=1000)
+    np.testing.assert_array_equal(Z.toarray(), [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]])
+    assert session_rows(user, item, np.zeros_like(time), 5, gap=1000).shape == (0, 5)
+    assert session_rows(user[:0], item[:0], time[:0], 5, gap=1000).shape == (0, 5)
+
+
+@pytest.mark.parametrize("shape, sessions", [((4, 30), 6), ((5, 8), 9)])  # Woodbury side / items side
+def test_the_factors_with_sessions_give_eases_scores_fitted_on_users_and_weighted_sessions(shape, sessions):
+    X, W = random_pairs(*shape, seed=4)
+    Z = (np.random.default_rng(5).random((sessions, shape[1])) < 0.3).astype(np.float64)
+    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, sp.csr_matrix(Z), 0.6)
+    assert users.shape[1] == items.shape[1] == min(shape[0] + sessions, shape[1])
+    unseen = X == 0
+    np.testing.assert_allclose((users.astype(np.float64) @ items.T)[unseen],
+                               brute_force_ease(X, W, 3.0, Z, 0.6)[unseen], rtol=1e-4, atol=1e-5)
+    # and the user rows follow from the item rows alone (what a refresh uses)
+    np.testing.assert_allclose(member_user_rows(items, sp.csr_matrix(W)), users, rtol=1e-4, atol=1e-5)
+    # weight 0: the sessions change nothing
+    unweighted = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, sp.csr_matrix(Z), 0.0)
+    np.testing.assert_allclose((unweighted[0].astype(np.float64) @ unweighted[1].T)[unseen],
+                               brute_force_ease(X, W, 3.0)[unseen], rtol=1e-4, atol=1e-5)
+
+
+def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
+    rng = np.random.default_rng(6)
+    user = np.repeat(np.arange(4), 8)
+    item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
+    time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
+    settings = ItemItemSettings(sessions=1.0, session_gap=100, max_rank=16)
+    fitted = fit_member(user, item, time, 4, 40, settings)
+    assert (fitted.sessions, fitted.rank) == (12, 16)
+    narrow = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=15))
+    assert (narrow.sessions, narrow.rank) == (0, 4)
+    plain = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, sessions=0.0))
+    np.testing.assert_array_equal(narrow.users @ narrow.items.T, plain.users @ plain.items.T)
+    assert fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=3)) is None
+    assert settings.applies(4, 40, 12) and not settings.applies(4, 40, 13)
 
 
 def test_profiles_weight_recent_items_and_count_a_repeat_once_at_its_latest():

@@ -112,11 +112,12 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
 
 def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -> np.ndarray:
     """What recomputing the item-item member's part from user u's whole ``history`` adds to the
-    FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + λI)⁻¹ on the
-    run's training matrix, scored on the user's recency-weighted profile) less the part the
-    model holds on the user's id column (the training profile's). 0 without the member."""
+    FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + γZᵀZ + λI)⁻¹ on
+    the run's training matrix X and its session rows Z, scored on the user's recency-weighted
+    profile) less the part the model holds on the user's id column (the training profile's). 0
+    without the member."""
     from batch.config import load_config
-    from batch.train.item_item import profiles
+    from batch.train.item_item import profiles, session_rows
 
     rank = run.read_json("metrics.json")["train"]["engine"].get("item_item_factors", 0)
     if not rank:
@@ -125,7 +126,11 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     dataset, vectors = run.load_dataset(), np.load(run.file("vectors.npz"))
     X = np.zeros((dataset.n_users, dataset.n_items))
     X[dataset.train.user, dataset.train.item] = 1
-    P = np.linalg.inv(X.T @ X + settings.item_item_l2 * np.eye(dataset.n_items))
+    t = dataset.train
+    Z = session_rows(t.user, t.item, t.timestamp, dataset.n_items, settings.item_item_session_gap).toarray()
+    assert len(Z), "the fixture's training data has sessions"
+    G = X.T @ X + settings.item_item_sessions * Z.T @ Z
+    P = np.linalg.inv(G + settings.item_item_l2 * np.eye(dataset.n_items))
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0)
     mine = history.user == u
@@ -156,7 +161,7 @@ def test_refresh_recomputes_the_listed_users_and_carries_every_other_user_over(s
     assert report["vectors"] == {"trained": 2, "history_or_features": 2, "popularity": 0}
     assert report["users_with_new_activity"] == 2 and report["new_interactions"] == 4
     # The item-item member's part is recomputed from the current profile of every rebuilt vector.
-    assert report["item_item"] == {"factors": 60, "recomputed": 3}
+    assert report["item_item"] == {"factors": 90, "recomputed": 3}  # min(60 users + sessions, 90 items)
 
     refreshed = ["1", "3", "7777", "8888", "8889"]  # 8888 keeps the run's rows: none
     # Every other user's rows, byte for byte.
@@ -616,12 +621,12 @@ def test_refreshing_users_without_new_activity_reproduces_their_lists(seeded, tm
               "--run", str(seeded["run"]), "--allow-regression")
     assert rows_of(db_url, same["run_id"]) == rows_of(db_url, source)
     assert same["refresh"]["users_with_new_activity"] == 0 and same["refresh"]["runs_vectors"] == 3
-    assert same["refresh"]["item_item"] == {"factors": 60, "recomputed": 0}
+    assert same["refresh"]["item_item"] == {"factors": 90, "recomputed": 0}
     data = new_activity(seeded, tmp_path, 5, [int(rows_of(db_url, source, ["5"])[0][2])], 7777, [])
     moved = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", db_url,
                "--run", str(seeded["run"]), "--allow-regression")
     assert moved["refresh"]["users_with_new_activity"] == 1 and moved["refresh"]["runs_vectors"] == 2
-    assert moved["refresh"]["item_item"] == {"factors": 60, "recomputed": 1}
+    assert moved["refresh"]["item_item"] == {"factors": 90, "recomputed": 1}
     assert rows_of(db_url, moved["run_id"], ["5"], keep=False) == rows_of(db_url, source, ["5"], keep=False)
     expected, scores = model_list(RunDir(seeded["run"]), 5, [int(rows_of(db_url, source, ["5"])[0][2])], TOP)
     mine = rows_of(db_url, moved["run_id"], ["5"])
@@ -676,4 +681,4 @@ def test_the_item_item_members_user_rows_follow_from_its_item_rows(n_users, n_it
     W = profiles(pairs.row, pairs.col, np.random.default_rng(0).integers(0, 100, pairs.nnz), n_users, n_items, 1.0,
                  5.0)
     users, items = fit_item_item(X, W, 3.0)
-    np.testing.assert_allclose(member_user_rows(items, W, n_users, n_items), users, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(member_user_rows(items, W), users, rtol=1e-5, atol=1e-6)

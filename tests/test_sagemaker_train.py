@@ -24,7 +24,7 @@ from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
 from batch.train.ials_engine import interaction_weights
-from batch.train.item_item import profiles
+from batch.train.item_item import profiles, session_rows
 from batch.train.local import LocalFMTrainer
 from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
@@ -225,8 +225,11 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     p = source.positives
     X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items).toarray()
     W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0).toarray()
+    ials = sagemaker_config().train.ials
+    Z = session_rows(p.user, p.item, p.timestamp, layout.n_items, ials.item_item_session_gap).toarray()
     unseen = (X == 0).ravel()
-    expected = plain.model.decision(rows) + 0.7 * brute_force_ease(X, W, 300.0).ravel()
+    ease = brute_force_ease(X, W, ials.item_item_l2, Z, ials.item_item_sessions)
+    expected = plain.model.decision(rows) + 0.7 * ease.ravel()
     np.testing.assert_allclose(result.model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
 
 

@@ -187,7 +187,7 @@ def refresh_lists(cfg: JobConfig, model: FMModel, layout: DesignLayout, source: 
         k = users.shape[1] - 1
         profile = current_profiles(source, current, wanted, settings)[rebuilt]
         users[rebuilt, k - rank:k] = (settings.weight * member_user_rows(
-            vectors.items[:, k - rank:k], profile, layout.n_users, layout.n_items)).astype(np.float32)
+            vectors.items[:, k - rank:k], profile)).astype(np.float32)
     mine = Vectors(users=users, user_const=const, items=vectors.items, user_status=status,
                    item_status=vectors.item_status, popularity=vectors.popularity,
                    predictor_type=vectors.predictor_type)

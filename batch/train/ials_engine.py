@@ -27,7 +27,7 @@ from batch.config import FMHyperparameters, IALSConfig
 from batch.features.design import Design
 from batch.train import FitResult
 from batch.train.ials import IALSFactors, IALSSettings, fit_ials
-from batch.train.item_item import ItemItemSettings, fit_item_item, profiles
+from batch.train.item_item import ItemItemSettings, fit_member
 from batch.train.local import import_torch, pick_device
 from batch.train.samples import Samples, SampleSource
 
@@ -68,21 +68,21 @@ class IALSTrainer:
         factors = fit_ials(torch, R, settings, history=history_block(design), device=device, on_epoch=on_epoch)
         ials_seconds = time.perf_counter() - started
         member = item_item_settings(s)
-        rank = 0
-        if member.applies(*R.shape):
-            p = source.positives
-            W = profiles(p.user, p.item, p.timestamp, *R.shape, member.recency, member.half_life)
-            factors = with_item_item(factors, *fit_item_item(R, W, member.l2), member.weight)
-            rank = factors.item.shape[1] - hp.num_factors
-            log.info("item-item member (EASE, λ %g, weight %g): %d factors, %.1f s", member.l2, member.weight,
-                     rank, time.perf_counter() - started - ials_seconds)
+        p = source.positives
+        fitted = fit_member(p.user, p.item, p.timestamp, *R.shape, member) if member.weight > 0 else None
+        rank = sessions = 0
+        if fitted is not None:
+            factors = with_item_item(factors, fitted.users, fitted.items, member.weight)
+            rank, sessions = fitted.rank, fitted.sessions
+            log.info("item-item member (EASE, λ %g, weight %g, %d sessions): %d factors, %.1f s", member.l2,
+                     member.weight, sessions, rank, time.perf_counter() - started - ials_seconds)
         elif member.weight > 0:
             log.info("item-item member left out: %d users × %d items is beyond train.ials.item_item_max_rank "
                      "%d or item_item_max_cells %d", *R.shape, member.max_rank, member.max_cells)
         seconds = time.perf_counter() - started
         details = {"engine": "local", "objective": "ials", "device": device, "seconds": round(seconds, 3),
                    "samples_per_s": round(R.nnz * hp.epochs / max(ials_seconds, 1e-9)), "history": history,
-                   "item_item_factors": rank}
+                   "item_item_factors": rank, "item_item_sessions": sessions}
         return FitResult(to_fm(factors, design, predictor_type), details)
 
 
@@ -91,7 +91,8 @@ def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSetting
     ``backend`` (``item_item`` locally, ``item_item_sagemaker`` on SageMaker)."""
     weight = s.item_item_sagemaker if backend == "sagemaker" else s.item_item
     return ItemItemSettings(weight=weight, l2=s.item_item_l2, recency=s.item_item_recency,
-                            half_life=s.item_item_half_life, max_rank=s.item_item_max_rank,
+                            half_life=s.item_item_half_life, sessions=s.item_item_sessions,
+                            session_gap=s.item_item_session_gap, max_rank=s.item_item_max_rank,
                             max_cells=s.item_item_max_cells)
 
 

@@ -10,48 +10,66 @@ and a user's score of item i is Σ_j w_uj B_ji over the user's items j. Here w_u
 items came after j (0 for the latest), so recent taste counts more at scoring time while B itself
 is fitted on the plain 0/1 matrix X.
 
-The member is exact, not an approximation: with r = min(n_users, n_items) factors,
+With ``sessions`` = γ > 0 the fit also sees each user's *sessions*: runs of interactions with no
+gap longer than ``session_gap`` seconds (sessions of at least two items that are not the user's
+whole history, which would repeat the user's row). Their 0/1 rows Z join X with weight γ, so the
+Gram matrix is XᵀX + γZᵀZ: items taken up in the same sitting by other users count as closer
+than items merely in the same history. B is fitted on Y = [X; √γ Z] and still scored on users'
+profiles; data without timestamps has no sessions and the member is EASE on X.
 
-- more items than users: by Woodbury, P = (I − XᵀAX) / λ with A = (λI + XXᵀ)⁻¹ (n_users²), so
-  for i not among the user's items the score is (W XᵀA)_u · X_:i / (λ P_ii). With A^½ from the
-  eigendecomposition of λI + XXᵀ, user rows are W Xᵀ A^½ and item rows (Xᵀ A^½)_i / (λ P_ii)
-  (r = n_users): items' inner products are then EASE's item-item affinities XᵀAX (scaled), a
-  fair space for similar items. On a user's own items this omits B's zero-diagonal correction,
-  which ranks nothing (they are excluded from the lists);
+The member is exact, not an approximation: with r = min(rows of Y, n_items) factors,
+
+- more items than rows of Y (users and sessions): by Woodbury, P = (I − YᵀAY) / λ with
+  A = (λI + YYᵀ)⁻¹, so for i not among the user's items the score is (W YᵀA)_u · Y_:i / (λ P_ii).
+  With any A^½ (A^½ A^½ᵀ = A; here L⁻ᵀ from the Cholesky factor L of λI + YYᵀ), user rows are
+  W Yᵀ A^½ and item rows (Yᵀ A^½)_i / (λ P_ii) (r = rows of Y): items' inner products are then
+  EASE's item-item affinities YᵀAY (scaled), a fair space for similar items. On a user's own
+  items this omits B's zero-diagonal correction, which ranks nothing (they are excluded from
+  the lists);
 - otherwise: user rows W, item rows Bᵀ (r = n_items), every score exact.
 
-So the cost is min(n_users, n_items)³ plus a dense n_users × n_items product: the engine leaves
-the member out (and trains iALS alone) beyond ``max_rank`` or ``max_cells``.
+So the cost is r³ (r = min(rows of Y, n_items)) plus a dense n_users × n_items product: the
+engine leaves the sessions out beyond ``max_rank``, and the member too when even X alone is
+beyond it or beyond ``max_cells``, and then trains iALS alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from batch.artifact import FMModel
 from batch.features.design import DesignLayout
 
+log = logging.getLogger("topx.train")
+
 
 @dataclass(frozen=True)
 class ItemItemSettings:
     """``weight``: β, the member's scores are added times β (0: no member); ``l2``: EASE's λ;
-    ``recency`` and ``half_life``: the profile's extra weight of recent items; ``max_rank`` and
-    ``max_cells``: the member is fitted only when min(n_users, n_items) ≤ max_rank and
-    n_users × n_items ≤ max_cells."""
+    ``recency`` and ``half_life``: the profile's extra weight of recent items; ``sessions``: γ,
+    the weight of session rows in the fit (0: none); ``session_gap``: seconds without an
+    interaction that end a session; ``max_rank`` and ``max_cells``: the member is fitted only
+    when its rank min(n_users [+ n_sessions], n_items) ≤ max_rank and n_users × n_items ≤
+    max_cells."""
 
     weight: float = 0.5
     l2: float = 300.0
     recency: float = 1.0
     half_life: float = 5.0
+    sessions: float = 0.0
+    session_gap: float = 1800.0
     max_rank: int = 1024
     max_cells: int = 20_000_000
 
-    def applies(self, n_users: int, n_items: int) -> bool:
-        """Whether the member is fitted for data of this size."""
-        return self.weight > 0 and min(n_users, n_items) <= self.max_rank and n_users * n_items <= self.max_cells
+    def applies(self, n_users: int, n_items: int, n_sessions: int = 0) -> bool:
+        """Whether the member is fitted for data of this size (with this many session rows)."""
+        return (self.weight > 0 and min(n_users + n_sessions, n_items) <= self.max_rank
+                and n_users * n_items <= self.max_cells)
 
 
 def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
@@ -74,41 +92,103 @@ def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users:
     return W
 
 
-def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float) -> tuple[np.ndarray, np.ndarray]:
-    """EASE on the 0/1 matrix ``X`` (CSR (n_users, n_items)) scored with the profiles ``W`` (same
-    shape, nonzero where X is): float32 user rows (n_users, r) and item rows (n_items, r) whose
-    inner product is Σ_j W_uj B_ji for every item i outside user u's items (module docstring)."""
+def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int,
+                 gap: float) -> sp.csr_matrix:
+    """CSR float64 (n_sessions, n_items), 1 at each item of a session: a user's interactions in
+    time order (then input order), a new session after more than ``gap`` seconds without one.
+    Only sessions of at least two distinct items that are not the user's whole history (those
+    would repeat the user's own row): data without timestamps gives none."""
+    user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
+    if len(user) == 0:
+        return sp.csr_matrix((0, n_items))
+    order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))
+    u, i, t = user[order], item[order], np.asarray(timestamp, np.float64)[order]
+    new = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap)]
+    session = np.cumsum(new) - 1
+    Z = sp.csr_matrix((np.ones(len(i)), (session, i)), shape=(int(session[-1]) + 1, n_items))
+    Z.sum_duplicates()
+    Z.data[:] = 1.0
+    sizes = np.diff(Z.indptr)
+    pairs = np.unique(u * n_items + i)
+    distinct = np.bincount(pairs // n_items, minlength=int(u[-1]) + 1)  # each user's distinct items
+    keep = (sizes >= 2) & (sizes < distinct[u[new]])
+    return sp.csr_matrix(Z[np.flatnonzero(keep)])
+
+
+def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: sp.csr_matrix | None = None,
+                  sessions: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """EASE on the 0/1 matrix ``X`` (CSR (n_users, n_items)), with the session rows ``Z`` (CSR
+    (n_sessions, n_items)) weighted ``sessions`` (γ) next to it, scored with the profiles ``W``
+    (same shape as X, nonzero where X is): float32 user rows (n_users, r) and item rows
+    (n_items, r) whose inner product is Σ_j W_uj B_ji for every item i outside user u's items
+    (module docstring)."""
     if l2 <= 0:
         raise ValueError(f"the item-item member's l2 must be positive, got {l2}")
     X = sp.csr_matrix(X, dtype=np.float64)
     W = sp.csr_matrix(W, dtype=np.float64)
-    n_users, n_items = X.shape
-    if n_items > n_users:
-        # A = Q Λ⁻¹ Qᵀ split evenly, A^½ = Q Λ^-½ (up to a rotation): items' inner products are
-        # then XᵀAX, EASE's own item-item affinities, which similar items (cosine) can use
-        eigenvalues, Q = np.linalg.eigh((X @ X.T).toarray() + l2 * np.eye(n_users))
-        half = Q / np.sqrt(eigenvalues)[None, :]  # (n_users, n_users)
-        XtA = np.asarray(X.T @ half)  # (n_items, n_users): rows Xᵀ A^½
-        scaled_diag = 1.0 - np.einsum("ir,ir->i", XtA, XtA)  # λ P_ii
-        users = np.asarray(W @ XtA)
-        items = XtA / scaled_diag[:, None]
+    Y = X if Z is None or sessions <= 0 or Z.shape[0] == 0 else \
+        sp.csr_matrix(sp.vstack([X, np.sqrt(sessions) * sp.csr_matrix(Z, dtype=np.float64)]))
+    n_rows, n_items = Y.shape
+    if n_items > n_rows:
+        # A^½ = L⁻ᵀ with λI + YYᵀ = LLᵀ: items' inner products are then YᵀAY, EASE's own
+        # item-item affinities, which similar items (cosine) can use
+        L = scipy.linalg.cholesky((Y @ Y.T).toarray() + l2 * np.eye(n_rows), lower=True)
+        half = scipy.linalg.solve_triangular(L, np.eye(n_rows), lower=True, overwrite_b=True).T
+        YtA = np.asarray(Y.T @ half)  # (n_items, n_rows): rows Yᵀ A^½
+        scaled_diag = 1.0 - np.einsum("ir,ir->i", YtA, YtA)  # λ P_ii
+        users = np.asarray(W @ YtA)
+        items = YtA / scaled_diag[:, None]
     else:
-        P = np.linalg.inv((X.T @ X).toarray() + l2 * np.eye(n_items))
+        P = np.linalg.inv((Y.T @ Y).toarray() + l2 * np.eye(n_items))
         B = -P / np.diag(P)[None, :]
         np.fill_diagonal(B, 0.0)
         users, items = W.toarray(), B.T
     return np.ascontiguousarray(users, np.float32), np.ascontiguousarray(items, np.float32)
 
 
-def member_user_rows(items: np.ndarray, W: sp.csr_matrix, n_users: int, n_items: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Member:
+    """A fitted member: ``users`` float32 (n_users, r), ``items`` float32 (n_items, r) (see
+    :func:`fit_item_item`) and the ``sessions`` rows its fit saw (0: none)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    sessions: int
+
+    @property
+    def rank(self) -> int:
+        return self.items.shape[1]
+
+
+def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
+               settings: ItemItemSettings) -> Member | None:
+    """The member for these interactions (repeats count once), or None where it does not apply
+    to data of this size; the sessions are left out (logged) where only they take it past
+    ``max_rank``."""
+    if not settings.applies(n_users, n_items):
+        return None
+    X = sp.csr_matrix((np.ones(len(user)), (user, item)), shape=(n_users, n_items))
+    X.sum_duplicates()
+    X.data[:] = 1.0
+    W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life)
+    Z = session_rows(user, item, timestamp, n_items, settings.session_gap) if settings.sessions > 0 else None
+    if Z is not None and not settings.applies(n_users, n_items, Z.shape[0]):
+        log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d)", Z.shape[0],
+                 min(n_users + Z.shape[0], n_items), settings.max_rank)
+        Z = None
+    users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions)
+    return Member(users, items, 0 if Z is None else Z.shape[0])
+
+
+def member_user_rows(items: np.ndarray, W: sp.csr_matrix) -> np.ndarray:
     """The member's user rows (float32 (len(W), r)) for the profiles ``W`` (CSR (n, n_items)) from
-    its item rows ``items`` (n_items, r) as :func:`fit_item_item` made them on data of
-    ``n_users`` × ``n_items``: what it would give a user of that profile, without the training
-    matrix. With more items than users the item rows are z_i / (λP_ii), z_i = (XᵀA^½)_i and
-    λP_ii = 1 − ‖z_i‖², so s = ‖z_i‖ solves ‖m_i‖ s² + s − ‖m_i‖ = 0 and the user row is
-    Σ_j W_uj z_j; otherwise the user row is the profile itself."""
+    its item rows ``items`` (n_items, r) as :func:`fit_item_item` made them: what it would give a
+    user of that profile, without the training matrix. With fewer factors than items (more
+    items than rows of Y) the item rows are z_i / (λP_ii), z_i = (YᵀA^½)_i and λP_ii = 1 − ‖z_i‖²,
+    so s = ‖z_i‖ solves ‖m_i‖ s² + s − ‖m_i‖ = 0 and the user row is Σ_j W_uj z_j; otherwise the
+    user row is the profile itself."""
     W = sp.csr_matrix(W, dtype=np.float64)
-    if n_items > n_users:
+    if items.shape[1] < items.shape[0]:
         m = np.asarray(items, np.float64)
         norm = np.linalg.norm(m, axis=1)
         s = 2 * norm / (1 + np.sqrt(1 + 4 * norm**2))

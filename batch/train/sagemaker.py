@@ -37,8 +37,8 @@ from batch.config import FMHyperparameters, JobConfig
 from batch.errors import ConfigError
 from batch.features.design import Design
 from batch.train import FitResult
-from batch.train.ials_engine import interaction_weights, item_item_settings
-from batch.train.item_item import ItemItemSettings, fit_item_item, fm_with_item_item, profiles
+from batch.train.ials_engine import item_item_settings
+from batch.train.item_item import ItemItemSettings, fit_member, fm_with_item_item
 from batch.train.samples import Samples, SampleSource
 
 log = logging.getLogger("topx.train")
@@ -212,15 +212,15 @@ def with_item_item(model: FMModel, design: Design, source: SampleSource,
     and 0. The job's own artifact is never changed, so a resumed run that reads it again adds
     the member once."""
     layout = design.layout
-    if source.mode != "implicit" or not member.applies(layout.n_users, layout.n_items):
+    if source.mode != "implicit" or member.weight <= 0:
         return model, 0
     started, p = time.perf_counter(), source.positives
-    X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items)
-    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, member.recency, member.half_life)
-    users, items = fit_item_item(X, W, member.l2)
-    log.info("item-item member (EASE, λ %g, weight %g) added to the FM: %d factors, %.1f s", member.l2,
-             member.weight, items.shape[1], time.perf_counter() - started)
-    return fm_with_item_item(model, layout, users, items, member.weight), items.shape[1]
+    fitted = fit_member(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, member)
+    if fitted is None:
+        return model, 0
+    log.info("item-item member (EASE, λ %g, weight %g, %d sessions) added to the FM: %d factors, %.1f s", member.l2,
+             member.weight, fitted.sessions, fitted.rank, time.perf_counter() - started)
+    return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.rank
 
 
 def _write_rows(stream: BinaryIO, design: Design, samples: Samples, start: int, stop: int) -> None:
