@@ -205,6 +205,9 @@ class IALSConfig:
                                             "too when min(users, items) is beyond it")
     item_item_max_cells: int = setting(20_000_000, "the item-item member is left out beyond this many users × items "
                                                    "(it takes a dense users × items product)")
+    item_item_max_session_cells: int = setting(64_000_000, "the sessions are left out of the item-item member when "
+                                                           "its item block, items × min(users + sessions, items), "
+                                                           "would be larger")
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)
@@ -221,6 +224,7 @@ class IALSConfig:
         _positive("train.ials.item_item_session_gap", self.item_item_session_gap, zero_ok=True)
         _positive("train.ials.item_item_max_rank", self.item_item_max_rank, zero_ok=True)
         _positive("train.ials.item_item_max_cells", self.item_item_max_cells, zero_ok=True)
+        _positive("train.ials.item_item_max_session_cells", self.item_item_max_session_cells, zero_ok=True)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from batch.train.ials_engine import (
 )
 from batch.train.item_item import (
     ItemItemSettings,
+    Sessions,
     fit_item_item,
     fit_member,
     fm_with_item_item,
@@ -38,9 +39,9 @@ from batch.train.samples import training_source
 
 def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float, Z: np.ndarray | None = None,
                      sessions: float = 0.0) -> np.ndarray:
-    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + γ‖Z − ZB‖² + λ‖B‖², diag B = 0 (Z: session
-    rows, γ: ``sessions``), from its Lagrangian solution with the items × items inverse formed
-    directly."""
+    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + γ‖Z − ZB‖² + λ‖B‖², diag B = 0 (Z: every
+    session's 0/1 row, whole histories included; γ: ``sessions``), from its Lagrangian solution
+    with the items × items inverse formed directly."""
     G = X.T @ X if Z is None else X.T @ X + sessions * Z.T @ Z
     P = np.linalg.inv(G + l2 * np.eye(X.shape[1]))
     B = np.eye(X.shape[1]) - P / np.diag(P)[None, :]
@@ -86,28 +87,38 @@ def test_sessions_split_a_users_interactions_at_long_gaps_and_keep_only_those_th
     # user 1: items 0, 1 at t=0, 10: its only session is its whole history (its own row again)
     # user 2: item 2 at t=0, item 0 at t=9000: two sessions of one item each
     # user 3: no timestamps (all 0): one session, the whole history
+    # user 4: no interactions
     user = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 3])
     item = np.array([1, 2, 3, 3, 4, 0, 1, 2, 0, 0, 1, 2])
     time = np.array([100, 0, 5150, 5100, 5200, 0, 10, 0, 9000, 0, 0, 0])
-    Z = session_rows(user, item, time, 5, gap=1000)
-    np.testing.assert_array_equal(Z.toarray(), [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]])
-    assert session_rows(user, item, np.zeros_like(time), 5, gap=1000).shape == (0, 5)
-    assert session_rows(user[:0], item[:0], time[:0], 5, gap=1000).shape == (0, 5)
+    Z = session_rows(user, item, time, 5, 5, gap=1000)
+    np.testing.assert_array_equal(Z.rows.toarray(), [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]])
+    np.testing.assert_array_equal(Z.whole, [0, 1, 0, 1, 0])  # users 1 and 3: their row again
+    assert len(Z) == 2
+    flat = session_rows(user, item, np.zeros_like(time), 5, 5, gap=1000)  # no timestamps
+    assert flat.rows.shape == (0, 5)
+    np.testing.assert_array_equal(flat.whole, [1, 1, 1, 1, 0])
+    empty = session_rows(user[:0], item[:0], time[:0], 5, 5, gap=1000)
+    assert empty.rows.shape == (0, 5) and not empty.whole.any()
 
 
-@pytest.mark.parametrize("shape, sessions", [((4, 30), 6), ((5, 8), 9)])  # Woodbury side / items side
+@pytest.mark.parametrize("shape, sessions", [((4, 30), 6), ((5, 8), 9), ((5, 7), 2)])  # Woodbury side / items side
 def test_the_factors_with_sessions_give_eases_scores_fitted_on_users_and_weighted_sessions(shape, sessions):
     X, W = random_pairs(*shape, seed=4)
-    Z = (np.random.default_rng(5).random((sessions, shape[1])) < 0.3).astype(np.float64)
-    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, sp.csr_matrix(Z), 0.6)
+    rows = (np.random.default_rng(5).random((sessions, shape[1])) < 0.3).astype(np.float64)
+    whole = np.zeros(shape[0])
+    whole[[1, 3]] = 1  # users 1 and 3 made their whole history in one session
+    Z = Sessions(sp.csr_matrix(rows), whole)
+    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.6)
     assert users.shape[1] == items.shape[1] == min(shape[0] + sessions, shape[1])
     unseen = X == 0
+    every_session = np.vstack([rows, X[whole == 1]])
     np.testing.assert_allclose((users.astype(np.float64) @ items.T)[unseen],
-                               brute_force_ease(X, W, 3.0, Z, 0.6)[unseen], rtol=1e-4, atol=1e-5)
+                               brute_force_ease(X, W, 3.0, every_session, 0.6)[unseen], rtol=1e-4, atol=1e-5)
     # and the user rows follow from the item rows alone (what a refresh uses)
     np.testing.assert_allclose(member_user_rows(items, sp.csr_matrix(W)), users, rtol=1e-4, atol=1e-5)
     # weight 0: the sessions change nothing
-    unweighted = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, sp.csr_matrix(Z), 0.0)
+    unweighted = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.0)
     np.testing.assert_allclose((unweighted[0].astype(np.float64) @ unweighted[1].T)[unseen],
                                brute_force_ease(X, W, 3.0)[unseen], rtol=1e-4, atol=1e-5)
 
@@ -119,13 +130,18 @@ def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
     time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
     settings = ItemItemSettings(sessions=1.0, session_gap=100, max_rank=16)
     fitted = fit_member(user, item, time, 4, 40, settings)
-    assert (fitted.sessions, fitted.rank) == (12, 16)
+    assert (fitted.sessions, fitted.rank) == (12, 16) and len(fitted.items) == 40
     narrow = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=15))
     assert (narrow.sessions, narrow.rank) == (0, 4)
     plain = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, sessions=0.0))
     np.testing.assert_array_equal(narrow.users @ narrow.items.T, plain.users @ plain.items.T)
     assert fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=3)) is None
     assert settings.applies(4, 40, 12) and not settings.applies(4, 40, 13)
+    # the item block's size: 40 items × rank 16 = 640 cells
+    small_block = dataclasses.replace(settings, max_session_cells=639)
+    assert not small_block.applies(4, 40, 12) and small_block.applies(4, 40, 0)
+    assert fit_member(user, item, time, 4, 40, small_block).sessions == 0
+    assert fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_session_cells=640)).sessions == 12
 
 
 def test_profiles_weight_recent_items_and_count_a_repeat_once_at_its_latest():

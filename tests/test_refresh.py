@@ -127,9 +127,10 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     X = np.zeros((dataset.n_users, dataset.n_items))
     X[dataset.train.user, dataset.train.item] = 1
     t = dataset.train
-    Z = session_rows(t.user, t.item, t.timestamp, dataset.n_items, settings.item_item_session_gap).toarray()
+    Z = session_rows(t.user, t.item, t.timestamp, dataset.n_users, dataset.n_items, settings.item_item_session_gap)
     assert len(Z), "the fixture's training data has sessions"
-    G = X.T @ X + settings.item_item_sessions * Z.T @ Z
+    every_session = np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
+    G = X.T @ X + settings.item_item_sessions * every_session.T @ every_session
     P = np.linalg.inv(G + settings.item_item_l2 * np.eye(dataset.n_items))
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0)

@@ -226,9 +226,10 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items).toarray()
     W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0).toarray()
     ials = sagemaker_config().train.ials
-    Z = session_rows(p.user, p.item, p.timestamp, layout.n_items, ials.item_item_session_gap).toarray()
+    Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap)
     unseen = (X == 0).ravel()
-    ease = brute_force_ease(X, W, ials.item_item_l2, Z, ials.item_item_sessions)
+    every_session = np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
+    ease = brute_force_ease(X, W, ials.item_item_l2, every_session, ials.item_item_sessions)
     expected = plain.model.decision(rows) + 0.7 * ease.ravel()
     np.testing.assert_allclose(result.model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
 

@@ -93,7 +93,7 @@ def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSetting
     return ItemItemSettings(weight=weight, l2=s.item_item_l2, recency=s.item_item_recency,
                             half_life=s.item_item_half_life, sessions=s.item_item_sessions,
                             session_gap=s.item_item_session_gap, max_rank=s.item_item_max_rank,
-                            max_cells=s.item_item_max_cells)
+                            max_cells=s.item_item_max_cells, max_session_cells=s.item_item_max_session_cells)
 
 
 def with_item_item(factors: IALSFactors, users: np.ndarray, items: np.ndarray, weight: float) -> IALSFactors:

@@ -11,11 +11,12 @@ items came after j (0 for the latest), so recent taste counts more at scoring ti
 is fitted on the plain 0/1 matrix X.
 
 With ``sessions`` = γ > 0 the fit also sees each user's *sessions*: runs of interactions with no
-gap longer than ``session_gap`` seconds (sessions of at least two items that are not the user's
-whole history, which would repeat the user's row). Their 0/1 rows Z join X with weight γ, so the
-Gram matrix is XᵀX + γZᵀZ: items taken up in the same sitting by other users count as closer
-than items merely in the same history. B is fitted on Y = [X; √γ Z] and still scored on users'
-profiles; data without timestamps has no sessions and the member is EASE on X.
+gap longer than ``session_gap`` seconds, of at least two distinct items. Their 0/1 rows Z join X
+with weight γ, so the Gram matrix is XᵀX + γZᵀZ: items taken up in the same sitting by other
+users count as closer than items merely in the same history. B is fitted on Y = [X; √γ Z] and
+still scored on users' profiles. A session that is its user's whole history is that user's row
+again, so it is kept as the weight √(1 + γ) on the row rather than as a row of its own (data
+without timestamps: every history is one session, and the member is EASE on X with λ/(1 + γ)).
 
 The member is exact, not an approximation: with r = min(rows of Y, n_items) factors,
 
@@ -28,9 +29,10 @@ The member is exact, not an approximation: with r = min(rows of Y, n_items) fact
   the lists);
 - otherwise: user rows W, item rows Bᵀ (r = n_items), every score exact.
 
-So the cost is r³ (r = min(rows of Y, n_items)) plus a dense n_users × n_items product: the
-engine leaves the sessions out beyond ``max_rank``, and the member too when even X alone is
-beyond it or beyond ``max_cells``, and then trains iALS alone.
+So the cost is r³ (r = min(rows of Y, n_items)), a dense n_users × n_items product and an
+n_items × r item block: the engine leaves the sessions out beyond ``max_rank`` or
+``max_session_cells``, and the member too when even X alone is beyond ``max_rank`` or
+``max_cells``, and then trains iALS alone.
 """
 
 from __future__ import annotations
@@ -54,22 +56,25 @@ class ItemItemSettings:
     ``recency`` and ``half_life``: the profile's extra weight of recent items; ``sessions``: γ,
     the weight of session rows in the fit (0: none); ``session_gap``: seconds without an
     interaction that end a session; ``max_rank`` and ``max_cells``: the member is fitted only
-    when its rank min(n_users [+ n_sessions], n_items) ≤ max_rank and n_users × n_items ≤
-    max_cells."""
+    when its rank r = min(n_users [+ n_sessions], n_items) ≤ max_rank and n_users × n_items ≤
+    max_cells; ``max_session_cells``: with sessions, also only when r × n_items (its item
+    block) ≤ max_session_cells."""
 
-    weight: float = 0.5
-    l2: float = 300.0
+    weight: float = 1.0
+    l2: float = 600.0
     recency: float = 1.0
     half_life: float = 5.0
-    sessions: float = 0.0
+    sessions: float = 2.0
     session_gap: float = 1800.0
-    max_rank: int = 1024
+    max_rank: int = 6144
     max_cells: int = 20_000_000
+    max_session_cells: int = 64_000_000
 
     def applies(self, n_users: int, n_items: int, n_sessions: int = 0) -> bool:
         """Whether the member is fitted for data of this size (with this many session rows)."""
-        return (self.weight > 0 and min(n_users + n_sessions, n_items) <= self.max_rank
-                and n_users * n_items <= self.max_cells)
+        rank = min(n_users + n_sessions, n_items)
+        return (self.weight > 0 and rank <= self.max_rank and n_users * n_items <= self.max_cells
+                and (n_sessions == 0 or rank * n_items <= self.max_session_cells))
 
 
 def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
@@ -92,15 +97,29 @@ def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users:
     return W
 
 
-def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int,
-                 gap: float) -> sp.csr_matrix:
-    """CSR float64 (n_sessions, n_items), 1 at each item of a session: a user's interactions in
-    time order (then input order), a new session after more than ``gap`` seconds without one.
-    Only sessions of at least two distinct items that are not the user's whole history (those
-    would repeat the user's own row): data without timestamps gives none."""
+@dataclass(frozen=True)
+class Sessions:
+    """The sessions of the training interactions: ``rows`` CSR float64 (n, n_items), 1 at each
+    item of a session that is not its user's whole history; ``whole`` float64 (n_users,), 1 for
+    each user whose whole history is one session (a copy of the user's own row, so it is kept as
+    a weight on that row instead of as a factor of its own)."""
+
+    rows: sp.csr_matrix
+    whole: np.ndarray
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+
+def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
+                 gap: float) -> Sessions:
+    """A user's interactions in time order (then input order) make a new session after more than
+    ``gap`` seconds without one; sessions of fewer than two distinct items are dropped. Data
+    without timestamps (all 0) makes each user's history one session."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
+    whole = np.zeros(n_users)
     if len(user) == 0:
-        return sp.csr_matrix((0, n_items))
+        return Sessions(sp.csr_matrix((0, n_items)), whole)
     order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))
     u, i, t = user[order], item[order], np.asarray(timestamp, np.float64)[order]
     new = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap)]
@@ -108,26 +127,29 @@ def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_it
     Z = sp.csr_matrix((np.ones(len(i)), (session, i)), shape=(int(session[-1]) + 1, n_items))
     Z.sum_duplicates()
     Z.data[:] = 1.0
-    sizes = np.diff(Z.indptr)
-    pairs = np.unique(u * n_items + i)
-    distinct = np.bincount(pairs // n_items, minlength=int(u[-1]) + 1)  # each user's distinct items
-    keep = (sizes >= 2) & (sizes < distinct[u[new]])
-    return sp.csr_matrix(Z[np.flatnonzero(keep)])
+    sizes, owner = np.diff(Z.indptr), u[new]
+    distinct = np.bincount(np.unique(u * n_items + i) // n_items, minlength=n_users)  # each user's items
+    is_whole = sizes == distinct[owner]
+    whole[owner[(sizes >= 2) & is_whole]] = 1.0
+    return Sessions(sp.csr_matrix(Z[np.flatnonzero((sizes >= 2) & ~is_whole)]), whole)
 
 
-def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: sp.csr_matrix | None = None,
+def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | None = None,
                   sessions: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """EASE on the 0/1 matrix ``X`` (CSR (n_users, n_items)), with the session rows ``Z`` (CSR
-    (n_sessions, n_items)) weighted ``sessions`` (γ) next to it, scored with the profiles ``W``
-    (same shape as X, nonzero where X is): float32 user rows (n_users, r) and item rows
-    (n_items, r) whose inner product is Σ_j W_uj B_ji for every item i outside user u's items
-    (module docstring)."""
+    """EASE on the 0/1 matrix ``X`` (CSR (n_users, n_items)), with the sessions ``Z`` weighted
+    ``sessions`` (γ) next to it (Y = [X; √γ Z], a user whose whole history is one session
+    counting √(1 + γ) times), scored with the profiles ``W`` (same shape as X, nonzero where X
+    is): float32 user rows (n_users, r) and item rows (n_items, r) whose inner product is
+    Σ_j W_uj B_ji for every item i outside user u's items (module docstring)."""
     if l2 <= 0:
         raise ValueError(f"the item-item member's l2 must be positive, got {l2}")
     X = sp.csr_matrix(X, dtype=np.float64)
     W = sp.csr_matrix(W, dtype=np.float64)
-    Y = X if Z is None or sessions <= 0 or Z.shape[0] == 0 else \
-        sp.csr_matrix(sp.vstack([X, np.sqrt(sessions) * sp.csr_matrix(Z, dtype=np.float64)]))
+    Y = X
+    if Z is not None and sessions > 0:
+        Y = sp.csr_matrix(sp.diags(np.sqrt(1.0 + sessions * Z.whole)) @ X)
+        if len(Z):
+            Y = sp.csr_matrix(sp.vstack([Y, np.sqrt(sessions) * sp.csr_matrix(Z.rows, dtype=np.float64)]))
     n_rows, n_items = Y.shape
     if n_items > n_rows:
         # A^½ = L⁻ᵀ with λI + YYᵀ = LLᵀ: items' inner products are then YᵀAY, EASE's own
@@ -149,7 +171,8 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: sp.csr_matri
 @dataclass(frozen=True)
 class Member:
     """A fitted member: ``users`` float32 (n_users, r), ``items`` float32 (n_items, r) (see
-    :func:`fit_item_item`) and the ``sessions`` rows its fit saw (0: none)."""
+    :func:`fit_item_item`) and the number of ``sessions`` its fit saw (0: none), whole-history
+    ones included."""
 
     users: np.ndarray
     items: np.ndarray
@@ -171,13 +194,15 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_user
     X.sum_duplicates()
     X.data[:] = 1.0
     W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life)
-    Z = session_rows(user, item, timestamp, n_items, settings.session_gap) if settings.sessions > 0 else None
-    if Z is not None and not settings.applies(n_users, n_items, Z.shape[0]):
-        log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d)", Z.shape[0],
-                 min(n_users + Z.shape[0], n_items), settings.max_rank)
+    Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap) if settings.sessions > 0 else None
+    if Z is not None and not settings.applies(n_users, n_items, len(Z)):
+        rank = min(n_users + len(Z), n_items)
+        log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d, or %d × %d "
+                 "items beyond item_item_max_session_cells %d)", len(Z), rank, settings.max_rank, rank, n_items,
+                 settings.max_session_cells)
         Z = None
     users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions)
-    return Member(users, items, 0 if Z is None else Z.shape[0])
+    return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()))
 
 
 def member_user_rows(items: np.ndarray, W: sp.csr_matrix) -> np.ndarray:

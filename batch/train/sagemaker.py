@@ -73,8 +73,10 @@ class SageMakerFMTrainer:
 
         outcome = self.jobs.ensure(TRAINING, "fm", inputs, create)
         model = self._read_model(outcome, design, predictor_type)
-        model, rank = with_item_item(model, design, source, item_item_settings(self.cfg.train.ials, "sagemaker"))
-        return FitResult(model, {**self._details(outcome, len(train)), "item_item_factors": rank})
+        model, rank, sessions = with_item_item(model, design, source,
+                                               item_item_settings(self.cfg.train.ials, "sagemaker"))
+        return FitResult(model, {**self._details(outcome, len(train)), "item_item_factors": rank,
+                                 "item_item_sessions": sessions})
 
     def _check_settings(self) -> None:
         s = self.cfg.sagemaker
@@ -205,22 +207,22 @@ def training_set(source: SampleSource, hp: FMHyperparameters, feature_dim: int,
 
 
 def with_item_item(model: FMModel, design: Design, source: SampleSource,
-                   member: ItemItemSettings) -> tuple[FMModel, int]:
+                   member: ItemItemSettings) -> tuple[FMModel, int, int]:
     """Implicit mode, where ``member`` applies to the data's size: ``model`` (the job's FM) plus
     the item-item member (:func:`batch.train.item_item.fm_with_item_item`, weight
-    ``member.weight``) fitted on ``source``'s positives, and the member's rank; else ``model``
-    and 0. The job's own artifact is never changed, so a resumed run that reads it again adds
-    the member once."""
+    ``member.weight``) fitted on ``source``'s positives, the member's rank and its sessions;
+    else ``model``, 0 and 0. The job's own artifact is never changed, so a resumed run that
+    reads it again adds the member once."""
     layout = design.layout
     if source.mode != "implicit" or member.weight <= 0:
-        return model, 0
+        return model, 0, 0
     started, p = time.perf_counter(), source.positives
     fitted = fit_member(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, member)
     if fitted is None:
-        return model, 0
+        return model, 0, 0
     log.info("item-item member (EASE, λ %g, weight %g, %d sessions) added to the FM: %d factors, %.1f s", member.l2,
              member.weight, fitted.sessions, fitted.rank, time.perf_counter() - started)
-    return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.rank
+    return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.rank, fitted.sessions
 
 
 def _write_rows(stream: BinaryIO, design: Design, samples: Samples, start: int, stop: int) -> None:
