@@ -80,8 +80,8 @@ class RunDir:
 
     def _model_shape(self) -> tuple[int, int] | None:
         """The largest (feature_dim, k) the run's settings allow: ``num_factors``, plus the
-        item-item member's most factors when implicit training (iALS locally, or the SageMaker
-        FM's artifact) may add it."""
+        item-item member's most factors (``item_item_max_rank``, at most the number of items) when
+        implicit training (iALS locally, or the SageMaker FM's artifact) may add it."""
         train = self.read_json("config.json").get("train", {})
         factors = train.get("hyperparameters", {}).get("num_factors")
         if not self.layout.exists() or not isinstance(factors, int):
@@ -89,9 +89,10 @@ class RunDir:
         ials = train.get("ials", {})
         local = train.get("backend") == "local" and train.get("objective") in ("auto", "ials")
         weight = ials.get("item_item", 0) if local else ials.get("item_item_sagemaker", 0)
+        layout = self.load_layout()
         if train.get("mode") == "implicit" and (local or train.get("backend") == "sagemaker") and weight > 0:
-            factors += int(ials.get("item_item_max_rank", 0))
-        return self.load_layout().feature_dim, factors
+            factors += min(int(ials.get("item_item_max_rank", 0)), layout.n_items)  # its rank is ≤ both
+        return layout.feature_dim, factors
 
     def load_layout(self) -> DesignLayout:
         self.require("layout.json")

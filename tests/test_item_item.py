@@ -268,3 +268,8 @@ def test_each_backend_uses_its_own_member_weight_and_its_runs_model_may_hold_the
     run.write_json("config.json", {"train": {"mode": "implicit", "backend": backend, "objective": "auto",
                                              "hyperparameters": {"num_factors": 4}, "ials": dataclasses.asdict(ials)}})
     assert run._model_shape()[1] == 4 + extra
+    # the member's rank is at most the number of items (20 here), whatever max_rank allows
+    wide = dataclasses.asdict(dataclasses.replace(ials, item_item_max_rank=6144))
+    run.write_json("config.json", {"train": {"mode": "implicit", "backend": backend, "objective": "auto",
+                                             "hyperparameters": {"num_factors": 4}, "ials": wide}})
+    assert run._model_shape()[1] == 4 + (20 if extra else 0)
