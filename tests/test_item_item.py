@@ -49,6 +49,11 @@ def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float, Z: np.ndarray | No
     return W @ B
 
 
+def every_session(Z: Sessions, X: np.ndarray) -> np.ndarray:
+    """Each session of ``Z`` as a dense 0/1 row, whole-history ones (the user's row of ``X``) too."""
+    return np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
+
+
 def random_pairs(n_users, n_items, seed):
     rng = np.random.default_rng(seed)
     X = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
@@ -112,9 +117,8 @@ def test_the_factors_with_sessions_give_eases_scores_fitted_on_users_and_weighte
     users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.6)
     assert users.shape[1] == items.shape[1] == min(shape[0] + sessions, shape[1])
     unseen = X == 0
-    every_session = np.vstack([rows, X[whole == 1]])
     np.testing.assert_allclose((users.astype(np.float64) @ items.T)[unseen],
-                               brute_force_ease(X, W, 3.0, every_session, 0.6)[unseen], rtol=1e-4, atol=1e-5)
+                               brute_force_ease(X, W, 3.0, every_session(Z, X), 0.6)[unseen], rtol=1e-4, atol=1e-5)
     # and the user rows follow from the item rows alone (what a refresh uses)
     np.testing.assert_allclose(member_user_rows(items, sp.csr_matrix(W)), users, rtol=1e-4, atol=1e-5)
     # weight 0: the sessions change nothing
@@ -128,20 +132,22 @@ def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
     user = np.repeat(np.arange(4), 8)
     item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
     time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
+    member_matrix = interaction_weights(user, item, 4, 40)
     settings = ItemItemSettings(sessions=1.0, session_gap=100, max_rank=16)
-    fitted = fit_member(user, item, time, 4, 40, settings)
+    fitted = fit_member(member_matrix, user, item, time, settings)
     assert (fitted.sessions, fitted.rank) == (12, 16) and len(fitted.items) == 40
-    narrow = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=15))
+    narrow = fit_member(member_matrix, user, item, time, dataclasses.replace(settings, max_rank=15))
     assert (narrow.sessions, narrow.rank) == (0, 4)
-    plain = fit_member(user, item, time, 4, 40, dataclasses.replace(settings, sessions=0.0))
+    plain = fit_member(member_matrix, user, item, time, dataclasses.replace(settings, sessions=0.0))
     np.testing.assert_array_equal(narrow.users @ narrow.items.T, plain.users @ plain.items.T)
-    assert fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_rank=3)) is None
+    assert fit_member(member_matrix, user, item, time, dataclasses.replace(settings, max_rank=3)) is None
     assert settings.applies(4, 40, 12) and not settings.applies(4, 40, 13)
     # the item block's size: 40 items × rank 16 = 640 cells
     small_block = dataclasses.replace(settings, max_session_cells=639)
     assert not small_block.applies(4, 40, 12) and small_block.applies(4, 40, 0)
-    assert fit_member(user, item, time, 4, 40, small_block).sessions == 0
-    assert fit_member(user, item, time, 4, 40, dataclasses.replace(settings, max_session_cells=640)).sessions == 12
+    assert fit_member(member_matrix, user, item, time, small_block).sessions == 0
+    wide_block = dataclasses.replace(settings, max_session_cells=640)
+    assert fit_member(member_matrix, user, item, time, wide_block).sessions == 12
 
 
 def test_profiles_weight_recent_items_and_count_a_repeat_once_at_its_latest():

@@ -116,6 +116,8 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     the run's training matrix X and its session rows Z, scored on the user's recency-weighted
     profile) less the part the model holds on the user's id column (the training profile's). 0
     without the member."""
+    from test_item_item import every_session
+
     from batch.config import load_config
     from batch.train.item_item import profiles, session_rows
 
@@ -129,8 +131,8 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     t = dataset.train
     Z = session_rows(t.user, t.item, t.timestamp, dataset.n_users, dataset.n_items, settings.item_item_session_gap)
     assert len(Z), "the fixture's training data has sessions"
-    every_session = np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
-    G = X.T @ X + settings.item_item_sessions * every_session.T @ every_session
+    sessions = every_session(Z, X)
+    G = X.T @ X + settings.item_item_sessions * sessions.T @ sessions
     P = np.linalg.inv(G + settings.item_item_l2 * np.eye(dataset.n_items))
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0)

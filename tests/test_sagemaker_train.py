@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from blocks import SMALL, blocks_dataset
 from botocore.validate import validate_parameters
 from sagemaker_fixtures import BUCKET, SMALL_HP, emulated_aws, sagemaker_config
-from test_item_item import brute_force_ease
+from test_item_item import brute_force_ease, every_session
 
 from batch.artifact import read_model
 from batch.aws.channels import MissingS3ObjectError
@@ -228,8 +228,7 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     ials = sagemaker_config().train.ials
     Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap)
     unseen = (X == 0).ravel()
-    every_session = np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
-    ease = brute_force_ease(X, W, ials.item_item_l2, every_session, ials.item_item_sessions)
+    ease = brute_force_ease(X, W, ials.item_item_l2, every_session(Z, X), ials.item_item_sessions)
     expected = plain.model.decision(rows) + 0.7 * ease.ravel()
     np.testing.assert_allclose(result.model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
 

@@ -69,7 +69,7 @@ class IALSTrainer:
         ials_seconds = time.perf_counter() - started
         member = item_item_settings(s)
         p = source.positives
-        fitted = fit_member(p.user, p.item, p.timestamp, *R.shape, member) if member.weight > 0 else None
+        fitted = fit_member(R, p.user, p.item, p.timestamp, member) if member.weight > 0 else None
         rank = sessions = 0
         if fitted is not None:
             factors = with_item_item(factors, fitted.users, fitted.items, member.weight)

@@ -183,16 +183,14 @@ class Member:
         return self.items.shape[1]
 
 
-def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
+def fit_member(X: sp.csr_matrix, user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
                settings: ItemItemSettings) -> Member | None:
-    """The member for these interactions (repeats count once), or None where it does not apply
-    to data of this size; the sessions are left out (logged) where only they take it past
-    ``max_rank``."""
+    """The member for the interactions ``user``, ``item``, ``timestamp`` whose 0/1 matrix is ``X``
+    (CSR (n_users, n_items)), or None where it does not apply to data of this size; the sessions
+    are left out (logged) where only they take it past ``max_rank`` or ``max_session_cells``."""
+    n_users, n_items = X.shape
     if not settings.applies(n_users, n_items):
         return None
-    X = sp.csr_matrix((np.ones(len(user)), (user, item)), shape=(n_users, n_items))
-    X.sum_duplicates()
-    X.data[:] = 1.0
     W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life)
     Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap) if settings.sessions > 0 else None
     if Z is not None and not settings.applies(n_users, n_items, len(Z)):
