@@ -192,11 +192,14 @@ class IALSConfig:
     item_item_sagemaker: float = setting(15.0, "weight β of the same member on the SageMaker backend, added to "
                                                 "the SageMaker FM's scores (logits) in its artifact after the "
                                                 "training job (0: the FM alone)")
-    item_item_l2: float = setting(600.0, "the item-item member's L2 regularisation λ")
+    item_item_l2: float = setting(300.0, "the item-item member's L2 regularisation λ")
     item_item_recency: float = setting(1.0, "extra weight of a user's recent items in the item-item member: each "
                                             "item counts 1 + recency × ½^(age / half_life), age = how many of the "
                                             "user's items came after it")
     item_item_half_life: float = setting(5.0, "half-life of that extra weight, in items")
+    item_item_rating_exponent: float = setting(0.5, "each interaction counts (its rating / its user's highest "
+                                                    "rating) ^ this in the item-item member's fit and profiles (1 "
+                                                    "without a rating; 0, or any rating ≤ 0: ratings ignored)")
     item_item_sessions: float = setting(2.0, "weight γ of the users' sessions in the item-item member's fit (items "
                                              "taken up in one sitting count as closer; 0: histories only)")
     item_item_session_gap: float = setting(1800.0, "seconds without an interaction that end a session")
@@ -220,6 +223,7 @@ class IALSConfig:
         _positive("train.ials.item_item_l2", self.item_item_l2)
         _positive("train.ials.item_item_recency", self.item_item_recency, zero_ok=True)
         _positive("train.ials.item_item_half_life", self.item_item_half_life)
+        _positive("train.ials.item_item_rating_exponent", self.item_item_rating_exponent, zero_ok=True)
         _positive("train.ials.item_item_sessions", self.item_item_sessions, zero_ok=True)
         _positive("train.ials.item_item_session_gap", self.item_item_session_gap, zero_ok=True)
         _positive("train.ials.item_item_max_rank", self.item_item_max_rank, zero_ok=True)

@@ -114,7 +114,11 @@ def member(current: dict[str, Any], run: RunDir):
     factors = item_item_factors(current)
     if not factors:
         return None
-    train = load_config(env={}, base=_saved(run)).train
+    saved = _saved(run)
+    ials = saved.get("train", {}).get("ials", {})
+    if "item_item_rating_exponent" not in ials:  # a run from before the member weighted ratings
+        saved = {**saved, "train": {**saved.get("train", {}), "ials": {**ials, "item_item_rating_exponent": 0.0}}}
+    train = load_config(env={}, base=saved).train
     return item_item_settings(train.ials, train.backend), factors
 
 

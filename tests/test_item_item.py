@@ -32,6 +32,7 @@ from batch.train.item_item import (
     fm_with_item_item,
     member_user_rows,
     profiles,
+    rating_weights,
     session_rows,
 )
 from batch.train.samples import training_source
@@ -50,7 +51,7 @@ def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float, Z: np.ndarray | No
 
 
 def every_session(Z: Sessions, X: np.ndarray) -> np.ndarray:
-    """Each session of ``Z`` as a dense 0/1 row, whole-history ones (the user's row of ``X``) too."""
+    """Each session of ``Z`` as a dense row, whole-history ones (the user's row of ``X``) too."""
     return np.vstack([Z.rows.toarray(), X[Z.whole == 1]])
 
 
@@ -132,22 +133,83 @@ def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
     user = np.repeat(np.arange(4), 8)
     item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
     time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
-    member_matrix = interaction_weights(user, item, 4, 40)
+    rating = rng.integers(1, 6, len(user)).astype(np.float64)
+
+    def member(settings):
+        return fit_member(user, item, time, rating, 4, 40, settings)
+
     settings = ItemItemSettings(sessions=1.0, session_gap=100, max_rank=16)
-    fitted = fit_member(member_matrix, user, item, time, settings)
+    fitted = member(settings)
     assert (fitted.sessions, fitted.rank) == (12, 16) and len(fitted.items) == 40
-    narrow = fit_member(member_matrix, user, item, time, dataclasses.replace(settings, max_rank=15))
+    narrow = member(dataclasses.replace(settings, max_rank=15))
     assert (narrow.sessions, narrow.rank) == (0, 4)
-    plain = fit_member(member_matrix, user, item, time, dataclasses.replace(settings, sessions=0.0))
+    plain = member(dataclasses.replace(settings, sessions=0.0))
     np.testing.assert_array_equal(narrow.users @ narrow.items.T, plain.users @ plain.items.T)
-    assert fit_member(member_matrix, user, item, time, dataclasses.replace(settings, max_rank=3)) is None
+    assert member(dataclasses.replace(settings, max_rank=3)) is None
     assert settings.applies(4, 40, 12) and not settings.applies(4, 40, 13)
     # the item block's size: 40 items × rank 16 = 640 cells
     small_block = dataclasses.replace(settings, max_session_cells=639)
     assert not small_block.applies(4, 40, 12) and small_block.applies(4, 40, 0)
-    assert fit_member(member_matrix, user, item, time, small_block).sessions == 0
+    assert member(small_block).sessions == 0
     wide_block = dataclasses.replace(settings, max_session_cells=640)
-    assert fit_member(member_matrix, user, item, time, wide_block).sessions == 12
+    assert member(wide_block).sessions == 12
+
+
+def test_rating_weights_divide_by_the_users_highest_rating_and_ignore_a_scale_without_a_top():
+    user = np.array([0, 0, 0, 1, 1, 2])
+    rating = np.array([4.0, 1.0, np.nan, 2.0, 2.0, np.nan])
+    np.testing.assert_allclose(rating_weights(user, rating, 4, 0.5), [1, 0.5, 1, 1, 1, 1])
+    np.testing.assert_allclose(rating_weights(user, rating, 4, 1.0), [1, 0.25, 1, 1, 1, 1])
+    np.testing.assert_array_equal(rating_weights(user, rating, 4, 0.0), np.ones(6))
+    np.testing.assert_array_equal(rating_weights(user, np.full(6, np.nan), 4, 0.5), np.ones(6))  # no ratings
+    with_zero = np.array([4.0, 0.0, 3.0, 2.0, 2.0, 1.0])  # a scale that holds 0: nothing to divide by
+    np.testing.assert_array_equal(rating_weights(user, with_zero, 4, 0.5), np.ones(6))
+    assert rating_weights(user[:0], rating[:0], 4, 0.5).shape == (0,)
+
+
+def test_the_rating_weights_enter_the_profiles_and_sessions_at_each_pairs_latest_interaction():
+    # user 0: item 1 at t=0 (weight 0.2) and again at t=50 (0.8), item 2 at t=10 (0.5) → one
+    # session; item 3 at t=5000 (0.1) alone. User 1: items 0, 1 at t=0, 10: its whole history.
+    user, item = np.array([0, 0, 0, 0, 1, 1]), np.array([1, 1, 2, 3, 0, 1])
+    time, weight = np.array([0, 50, 10, 5000, 0, 10]), np.array([0.2, 0.8, 0.5, 0.1, 0.3, 0.6])
+    W = profiles(user, item, time, 2, 4, recency=0.0, half_life=1.0, weight=weight)
+    np.testing.assert_allclose(W.toarray(), [[0, 0.8, 0.5, 0.1], [0.3, 0.6, 0, 0]])
+    recent = profiles(user, item, time, 2, 4, recency=1.0, half_life=1.0, weight=weight)
+    np.testing.assert_allclose(recent.toarray(), [[0, 0.8 * 1.5, 0.5 * 1.25, 0.1 * 2], [0.3 * 1.5, 0.6 * 2, 0, 0]])
+    Z = session_rows(user, item, time, 2, 4, gap=1000, weight=weight)
+    np.testing.assert_allclose(Z.rows.toarray(), [[0, 0.8, 0.5, 0]])
+    np.testing.assert_array_equal(Z.whole, [0, 1])
+
+
+@pytest.mark.parametrize("n_users, n_items", [(5, 30), (9, 6)])  # Woodbury side / items side
+def test_fit_member_is_ease_on_the_rating_weights_with_weighted_sessions(n_users, n_items):
+    rng = np.random.default_rng(8)
+    X0, _ = random_pairs(n_users, n_items, seed=9)
+    user, item = np.nonzero(X0)
+    time = rng.integers(0, 4, len(user)) * 1000 + rng.integers(0, 50, len(user))  # a few sittings a user
+    rating = rng.choice([1.0, 2.5, 4.0, 5.0], len(user))
+    settings = ItemItemSettings(l2=3.0, sessions=0.7, session_gap=100, recency=0.5, half_life=2.0,
+                                rating_exponent=0.5, max_rank=100)
+    fitted = fit_member(user, item, time, rating, n_users, n_items, settings)
+    highest = np.zeros(n_users)
+    np.maximum.at(highest, user, rating)
+    c = (rating / highest[user]) ** 0.5
+    X = np.zeros((n_users, n_items))
+    X[user, item] = c  # one interaction a pair
+    W = profiles(user, item, time, n_users, n_items, 0.5, 2.0).toarray() * X
+    Z = session_rows(user, item, time, n_users, n_items, 100, c)
+    assert len(Z) > 0 and fitted.sessions == len(Z) + Z.whole.sum()
+    unseen = X0 == 0
+    expected = brute_force_ease(X, W, 3.0, every_session(Z, X), 0.7)
+    np.testing.assert_allclose((fitted.users.astype(np.float64) @ fitted.items.T)[unseen], expected[unseen],
+                               rtol=1e-4, atol=1e-5)
+    # without ratings it is EASE on the 0/1 matrix
+    unrated = fit_member(user, item, time, np.full(len(user), np.nan), n_users, n_items, settings)
+    ones = session_rows(user, item, time, n_users, n_items, 100)
+    plain = brute_force_ease(X0, profiles(user, item, time, n_users, n_items, 0.5, 2.0).toarray(), 3.0,
+                             every_session(ones, X0), 0.7)
+    np.testing.assert_allclose((unrated.users.astype(np.float64) @ unrated.items.T)[unseen], plain[unseen],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_profiles_weight_recent_items_and_count_a_repeat_once_at_its_latest():

@@ -37,7 +37,7 @@ def seeded(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("refresh")
     assert main(["data", "synth", "--out", str(root / "synth"), "--users", "60", "--items", "90",
-                 "--interactions", "2400", "--seed", "2"]) == 0
+                 "--interactions", "2400", "--seed", "5"]) == 0
     assert main(["run", "--data", str(root / "synth"), "--workdir", str(root / "work"), "--epochs", "3",
                  "--num-factors", "8", "--top", str(TOP), "--allow-regression"]) == 0
     (run_dir,) = (root / "work" / "runs").iterdir()
@@ -113,23 +113,23 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
 def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -> np.ndarray:
     """What recomputing the item-item member's part from user u's whole ``history`` adds to the
     FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + γZᵀZ + λI)⁻¹ on
-    the run's training matrix X and its session rows Z, scored on the user's recency-weighted
+    the run's rating-weighted training matrix X and session rows Z, scored on the user's recency-weighted
     profile) less the part the model holds on the user's id column (the training profile's). 0
     without the member."""
     from test_item_item import every_session
 
     from batch.config import load_config
-    from batch.train.item_item import profiles, session_rows
+    from batch.train.item_item import profiles, rating_weights, session_rows
 
     rank = run.read_json("metrics.json")["train"]["engine"].get("item_item_factors", 0)
     if not rank:
         return np.zeros(len(items))
     settings = load_config(env={}, base=run.read_json("config.json")).train.ials
     dataset, vectors = run.load_dataset(), np.load(run.file("vectors.npz"))
-    X = np.zeros((dataset.n_users, dataset.n_items))
-    X[dataset.train.user, dataset.train.item] = 1
     t = dataset.train
-    Z = session_rows(t.user, t.item, t.timestamp, dataset.n_users, dataset.n_items, settings.item_item_session_gap)
+    c = rating_weights(t.user, t.rating, dataset.n_users, settings.item_item_rating_exponent)
+    X = profiles(t.user, t.item, t.timestamp, dataset.n_users, dataset.n_items, 0.0, 1.0, c).toarray()
+    Z = session_rows(t.user, t.item, t.timestamp, dataset.n_users, dataset.n_items, settings.item_item_session_gap, c)
     assert len(Z), "the fixture's training data has sessions"
     sessions = every_session(Z, X)
     G = X.T @ X + settings.item_item_sessions * sessions.T @ sessions
@@ -137,8 +137,10 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0)
     mine = history.user == u
-    w = profiles(np.zeros(int(mine.sum()), np.int64), history.item[mine], history.timestamp[mine], 1,
-                 dataset.n_items, settings.item_item_recency, settings.item_item_half_life).toarray()[0]
+    one = np.zeros(int(mine.sum()), np.int64)
+    w = profiles(one, history.item[mine], history.timestamp[mine], 1, dataset.n_items, settings.item_item_recency,
+                 settings.item_item_half_life,
+                 rating_weights(one, history.rating[mine], 1, settings.item_item_rating_exponent)).toarray()[0]
     k = vectors["items"].shape[1] - 1
     frozen = vectors["items"][items, k - rank:k].astype(np.float64) @ vectors["users"][u, k - rank:k]
     return settings.item_item * (w @ B[:, items]) - frozen

@@ -20,11 +20,11 @@ from batch.aws.channels import MissingS3ObjectError
 from batch.aws.recordio import read_sparse
 from batch.aws.sagemaker_jobs import JobInputsChangedError, JobRunner, TrainingJobFailedError
 from batch.config import TrainConfig
+from batch.data.interactions import Interactions
 from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
-from batch.train.ials_engine import interaction_weights
-from batch.train.item_item import profiles, session_rows
+from batch.train.item_item import profiles, rating_weights, session_rows
 from batch.train.local import LocalFMTrainer
 from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
@@ -202,8 +202,20 @@ def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, proble
     np.testing.assert_array_equal(direct.w, result.model.w)
 
 
+@pytest.fixture
+def rated_problem():
+    """``problem`` with training ratings from 1 to 5, which weight the item-item member's interactions."""
+    ds = blocks_dataset(**SMALL)
+    rating = np.random.default_rng(2).choice([1.0, 3.0, 4.0, 5.0], len(ds.train)).astype(np.float32)
+    ds = dataclasses.replace(ds, train=Interactions(ds.train.user, ds.train.item, rating, ds.train.timestamp))
+    source = training_source(ds, "implicit", threshold=4.0, negatives=2, seed=0)
+    test = held_out_samples(ds, "implicit", threshold=4.0, negatives=2, seed=0)
+    return build_design(ds), source, test
+
+
 def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_changing_the_jobs_artifact(
-        aws, problem):
+        aws, rated_problem):
+    problem = rated_problem
     design, source, _ = problem
     layout = design.layout
     plain = fit(aws, problem)
@@ -223,10 +235,12 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     items = np.tile(np.arange(layout.n_items), layout.n_users)
     rows = design.pair_rows(users, items)
     p = source.positives
-    X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items).toarray()
-    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0).toarray()
     ials = sagemaker_config().train.ials
-    Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap)
+    c = rating_weights(p.user, p.rating, layout.n_users, ials.item_item_rating_exponent)
+    assert c.min() < 1, "the problem's ratings weight its interactions"
+    X = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 0.0, 5.0, c).toarray()
+    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0, c).toarray()
+    Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap, c)
     unseen = (X == 0).ravel()
     ease = brute_force_ease(X, W, ials.item_item_l2, every_session(Z, X), ials.item_item_sessions)
     expected = plain.model.decision(rows) + 0.7 * ease.ravel()

@@ -53,7 +53,7 @@ from batch.lists import SOURCE_RERANKED, TopLists
 from batch.serve.recommend import candidates, category_cap, recommend
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors, user_vectors
 from batch.serve.search import Searcher
-from batch.train.item_item import ItemItemSettings, member_user_rows, profiles
+from batch.train.item_item import ItemItemSettings, member_user_rows, profiles, rating_weights
 
 log = logging.getLogger("topx.serve")
 
@@ -266,22 +266,26 @@ def current_profiles(source: Dataset, current: Dataset | None, wanted: IdMap, se
                      ) -> sp.csr_matrix:
     """CSR float64 (len(wanted), source.n_items): each wanted user's item-item profile
     (:func:`batch.train.item_item.profiles`) over their current history with the run's items:
-    the run's interactions (train and held-out) and ``current``'s, by their timestamps."""
+    the run's interactions (train and held-out) and ``current``'s, by their timestamps and with
+    their rating weights (:func:`batch.train.item_item.rating_weights`)."""
     parts = [(source.all_interactions(), source.users, np.arange(source.n_items))]
     if current is not None:
         to_source = np.full(current.n_items, -1, np.int64)
         known = source.items.contains(current.items.ids)
         to_source[known] = source.items.index(current.items.ids[known], what="item")
         parts.append((current.all_interactions(), current.users, to_source))
-    user, item, time = [], [], []
+    user, item, time, rating = [], [], [], []
     for every, ids, items in parts:
         at = _positions(ids, wanted)[every.user]
         keep = (at >= 0) & (items[every.item] >= 0)
         user.append(at[keep])
         item.append(items[every.item[keep]])
         time.append(every.timestamp[keep])
-    return profiles(np.concatenate(user), np.concatenate(item), np.concatenate(time), len(wanted), source.n_items,
-                    settings.recency, settings.half_life)
+        rating.append(every.rating[keep])
+    user = np.concatenate(user)
+    weight = rating_weights(user, np.concatenate(rating), len(wanted), settings.rating_exponent)
+    return profiles(user, np.concatenate(item), np.concatenate(time), len(wanted), source.n_items,
+                    settings.recency, settings.half_life, weight)
 
 
 def _features_changed(layout: DesignLayout, source: Dataset, current: Dataset | None, wanted: IdMap) -> np.ndarray:

@@ -69,7 +69,7 @@ class IALSTrainer:
         ials_seconds = time.perf_counter() - started
         member = item_item_settings(s)
         p = source.positives
-        fitted = fit_member(R, p.user, p.item, p.timestamp, member) if member.weight > 0 else None
+        fitted = fit_member(p.user, p.item, p.timestamp, p.rating, *R.shape, member) if member.weight > 0 else None
         rank = sessions = 0
         if fitted is not None:
             factors = with_item_item(factors, fitted.users, fitted.items, member.weight)
@@ -91,7 +91,8 @@ def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSetting
     ``backend`` (``item_item`` locally, ``item_item_sagemaker`` on SageMaker)."""
     weight = s.item_item_sagemaker if backend == "sagemaker" else s.item_item
     return ItemItemSettings(weight=weight, l2=s.item_item_l2, recency=s.item_item_recency,
-                            half_life=s.item_item_half_life, sessions=s.item_item_sessions,
+                            half_life=s.item_item_half_life, rating_exponent=s.item_item_rating_exponent,
+                            sessions=s.item_item_sessions,
                             session_gap=s.item_item_session_gap, max_rank=s.item_item_max_rank,
                             max_cells=s.item_item_max_cells, max_session_cells=s.item_item_max_session_cells)
 

@@ -6,17 +6,21 @@ EASE's item-item weights B minimise ‖X − XB‖² + λ‖B‖² with diag B =
     P = (XᵀX + λI)⁻¹,   B_ji = −P_ji / P_ii (j ≠ i),   B_ii = 0,
 
 and a user's score of item i is Σ_j w_uj B_ji over the user's items j. Here w_uj is the user's
-*profile*: 1 per item, plus ``recency`` × ½^(age / half_life) where age is how many of the user's
-items came after j (0 for the latest), so recent taste counts more at scoring time while B itself
-is fitted on the plain 0/1 matrix X.
+*profile*: c_uj (1 + ``recency`` × ½^(age / half_life)) where age is how many of the user's items
+came after j (0 for the latest), so recent taste counts more at scoring time, while B itself is
+fitted on X, whose entries are the c_uj alone. c_uj is the interaction's *rating weight*,
+(rating / the user's highest rating)^``rating_exponent``: a film the user rated 2 of 5 says less
+about their taste than one they rated 5. It is 1 where the data has no rating (X is then 0/1), and
+the ratings are ignored when any is ≤ 0 (a scale without a top to divide by).
 
 With ``sessions`` = γ > 0 the fit also sees each user's *sessions*: runs of interactions with no
-gap longer than ``session_gap`` seconds, of at least two distinct items. Their 0/1 rows Z join X
-with weight γ, so the Gram matrix is XᵀX + γZᵀZ: items taken up in the same sitting by other
-users count as closer than items merely in the same history. B is fitted on Y = [X; √γ Z] and
-still scored on users' profiles. A session that is its user's whole history is that user's row
-again, so it is kept as the weight √(1 + γ) on the row rather than as a row of its own (data
-without timestamps: every history is one session, and the member is EASE on X with λ/(1 + γ)).
+gap longer than ``session_gap`` seconds, of at least two distinct items. Their rows Z (the rating
+weights of the session's items) join X with weight γ, so the Gram matrix is XᵀX + γZᵀZ: items
+taken up in the same sitting by other users count as closer than items merely in the same
+history. B is fitted on Y = [X; √γ Z] and still scored on users' profiles. A session that is its
+user's whole history is that user's row again, so it is kept as the weight √(1 + γ) on the row
+rather than as a row of its own (data without timestamps: every history is one session, and the
+member is EASE on X with λ/(1 + γ)).
 
 The member is exact, not an approximation: with r = min(rows of Y, n_items) factors,
 
@@ -53,7 +57,8 @@ log = logging.getLogger("topx.train")
 @dataclass(frozen=True)
 class ItemItemSettings:
     """``weight``: β, the member's scores are added times β (0: no member); ``l2``: EASE's λ;
-    ``recency`` and ``half_life``: the profile's extra weight of recent items; ``sessions``: γ,
+    ``recency`` and ``half_life``: the profile's extra weight of recent items;
+    ``rating_exponent``: the interactions' rating weights (:func:`rating_weights`); ``sessions``: γ,
     the weight of session rows in the fit (0: none); ``session_gap``: seconds without an
     interaction that end a session; ``max_rank`` and ``max_cells``: the member is fitted only
     when its rank r = min(n_users [+ n_sessions], n_items) ≤ max_rank and n_users × n_items ≤
@@ -61,9 +66,10 @@ class ItemItemSettings:
     block) ≤ max_session_cells."""
 
     weight: float = 1.0
-    l2: float = 600.0
+    l2: float = 300.0
     recency: float = 1.0
     half_life: float = 5.0
+    rating_exponent: float = 0.5
     sessions: float = 2.0
     session_gap: float = 1800.0
     max_rank: int = 6144
@@ -77,32 +83,53 @@ class ItemItemSettings:
                 and (n_sessions == 0 or rank * n_items <= self.max_session_cells))
 
 
+def rating_weights(user: np.ndarray, rating: np.ndarray, n_users: int, exponent: float) -> np.ndarray:
+    """float64 (len(user),): each interaction's rating weight, (rating / its user's highest
+    rating)^``exponent``; 1 where it has no rating (NaN), and 1 everywhere when ``exponent`` is 0
+    or any rating is ≤ 0 (then logged: the ratings are ignored)."""
+    rating = np.asarray(rating, np.float64)
+    rated = np.isfinite(rating)
+    weight = np.ones(len(rating))
+    if exponent == 0 or not rated.any():
+        return weight
+    if rating[rated].min() <= 0:
+        log.info("item-item member: ratings ≤ 0 in the data, so its interactions are not weighted by rating")
+        return weight
+    user = np.asarray(user, np.int64)
+    highest = np.zeros(n_users)
+    np.maximum.at(highest, user[rated], rating[rated])
+    weight[rated] = (rating[rated] / highest[user[rated]]) ** exponent
+    return weight
+
+
 def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
-             recency: float, half_life: float) -> sp.csr_matrix:
-    """CSR float64 (n_users, n_items): w_uj = 1 + recency × ½^(age / half_life) at each pair the
-    user has, age = the number of the user's other items whose latest interaction came after
-    this one's (by timestamp, then input order); 0 elsewhere."""
+             recency: float, half_life: float, weight: np.ndarray | None = None) -> sp.csr_matrix:
+    """CSR float64 (n_users, n_items): w_uj = c_uj (1 + recency × ½^(age / half_life)) at each pair
+    the user has, age = the number of the user's other items whose latest interaction came after
+    this one's (by timestamp, then input order) and c_uj = ``weight`` (one per interaction; None:
+    1) of that latest interaction; 0 elsewhere."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
     order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))  # user, then time, then input
-    u, i = user[order], item[order]
-    key = u * n_items + i
+    key = user[order] * n_items + item[order]
     _, last_reversed = np.unique(key[::-1], return_index=True)
-    latest = np.sort(len(key) - 1 - last_reversed)  # each pair's latest interaction, still in (user, time) order
-    u, i = u[latest], i[latest]
+    latest = order[np.sort(len(key) - 1 - last_reversed)]  # each pair's latest interaction, in (user, time) order
+    u, i = user[latest], item[latest]
     ends = np.cumsum(np.bincount(u, minlength=n_users))
     age = ends[u] - 1 - np.arange(len(u))
-    weight = 1.0 + recency * 0.5 ** (age / half_life) if recency else np.ones(len(u))
-    W = sp.csr_matrix((weight, (u, i)), shape=(n_users, n_items))
+    w = 1.0 + recency * 0.5 ** (age / half_life) if recency else np.ones(len(u))
+    if weight is not None:
+        w = w * np.asarray(weight, np.float64)[latest]
+    W = sp.csr_matrix((w, (u, i)), shape=(n_users, n_items))
     W.sort_indices()
     return W
 
 
 @dataclass(frozen=True)
 class Sessions:
-    """The sessions of the training interactions: ``rows`` CSR float64 (n, n_items), 1 at each
-    item of a session that is not its user's whole history; ``whole`` float64 (n_users,), 1 for
-    each user whose whole history is one session (a copy of the user's own row, so it is kept as
-    a weight on that row instead of as a factor of its own)."""
+    """The sessions of the training interactions: ``rows`` CSR float64 (n, n_items), each item's
+    rating weight (1 without ratings) in each session that is not its user's whole history;
+    ``whole`` float64 (n_users,), 1 for each user whose whole history is one session (a copy of
+    the user's own row, so it is kept as a weight on that row instead of as a factor of its own)."""
 
     rows: sp.csr_matrix
     whole: np.ndarray
@@ -112,21 +139,24 @@ class Sessions:
 
 
 def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
-                 gap: float) -> Sessions:
+                 gap: float, weight: np.ndarray | None = None) -> Sessions:
     """A user's interactions in time order (then input order) make a new session after more than
     ``gap`` seconds without one; sessions of fewer than two distinct items are dropped. Data
-    without timestamps (all 0) makes each user's history one session."""
+    without timestamps (all 0) makes each user's history one session. An item's entry in a
+    session is the ``weight`` (one per interaction; None: 1) of its latest interaction there."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
     whole = np.zeros(n_users)
     if len(user) == 0:
         return Sessions(sp.csr_matrix((0, n_items)), whole)
     order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))
     u, i, t = user[order], item[order], np.asarray(timestamp, np.float64)[order]
+    w = np.ones(len(i)) if weight is None else np.asarray(weight, np.float64)[order]
     new = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap)]
     session = np.cumsum(new) - 1
-    Z = sp.csr_matrix((np.ones(len(i)), (session, i)), shape=(int(session[-1]) + 1, n_items))
-    Z.sum_duplicates()
-    Z.data[:] = 1.0
+    key = session * n_items + i
+    _, last_reversed = np.unique(key[::-1], return_index=True)
+    latest = len(key) - 1 - last_reversed  # each (session, item)'s latest interaction
+    Z = sp.csr_matrix((w[latest], (session[latest], i[latest])), shape=(int(session[-1]) + 1, n_items))
     sizes, owner = np.diff(Z.indptr), u[new]
     distinct = np.bincount(np.unique(u * n_items + i) // n_items, minlength=n_users)  # each user's items
     is_whole = sizes == distinct[owner]
@@ -136,7 +166,7 @@ def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_us
 
 def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | None = None,
                   sessions: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """EASE on the 0/1 matrix ``X`` (CSR (n_users, n_items)), with the sessions ``Z`` weighted
+    """EASE on ``X`` (CSR (n_users, n_items), the rating weights, 1 without), with the sessions ``Z`` weighted
     ``sessions`` (γ) next to it (Y = [X; √γ Z], a user whose whole history is one session
     counting √(1 + γ) times), scored with the profiles ``W`` (same shape as X, nonzero where X
     is): float32 user rows (n_users, r) and item rows (n_items, r) whose inner product is
@@ -183,16 +213,19 @@ class Member:
         return self.items.shape[1]
 
 
-def fit_member(X: sp.csr_matrix, user: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
-               settings: ItemItemSettings) -> Member | None:
-    """The member for the interactions ``user``, ``item``, ``timestamp`` whose 0/1 matrix is ``X``
-    (CSR (n_users, n_items)), or None where it does not apply to data of this size; the sessions
-    are left out (logged) where only they take it past ``max_rank`` or ``max_session_cells``."""
-    n_users, n_items = X.shape
+def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
+               n_items: int, settings: ItemItemSettings) -> Member | None:
+    """The member for the interactions ``user``, ``item``, ``timestamp``, ``rating`` (NaN: none)
+    of ``n_users`` × ``n_items``, or None where it does not apply to data of this size; the
+    sessions are left out (logged) where only they take it past ``max_rank`` or
+    ``max_session_cells``."""
     if not settings.applies(n_users, n_items):
         return None
-    W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life)
-    Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap) if settings.sessions > 0 else None
+    c = rating_weights(user, rating, n_users, settings.rating_exponent)
+    X = profiles(user, item, timestamp, n_users, n_items, 0.0, settings.half_life, c)  # c of each pair
+    W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life, c)
+    Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap, c) \
+        if settings.sessions > 0 else None
     if Z is not None and not settings.applies(n_users, n_items, len(Z)):
         rank = min(n_users + len(Z), n_items)
         log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d, or %d × %d "

@@ -37,7 +37,7 @@ from batch.config import FMHyperparameters, JobConfig
 from batch.errors import ConfigError
 from batch.features.design import Design
 from batch.train import FitResult
-from batch.train.ials_engine import interaction_weights, item_item_settings
+from batch.train.ials_engine import item_item_settings
 from batch.train.item_item import ItemItemSettings, fit_member, fm_with_item_item
 from batch.train.samples import Samples, SampleSource
 
@@ -217,8 +217,7 @@ def with_item_item(model: FMModel, design: Design, source: SampleSource,
     if source.mode != "implicit" or member.weight <= 0:
         return model, 0, 0
     started, p = time.perf_counter(), source.positives
-    X = interaction_weights(p.user, p.item, layout.n_users, layout.n_items)
-    fitted = fit_member(X, p.user, p.item, p.timestamp, member)
+    fitted = fit_member(p.user, p.item, p.timestamp, p.rating, layout.n_users, layout.n_items, member)
     if fitted is None:
         return model, 0, 0
     log.info("item-item member (EASE, λ %g, weight %g, %d sessions) added to the FM: %d factors, %.1f s", member.l2,
