@@ -197,6 +197,10 @@ class IALSConfig:
                                             "item counts 1 + recency × ½^(age / half_life), age = how many of the "
                                             "user's items came after it")
     item_item_half_life: float = setting(5.0, "half-life of that extra weight, in items")
+    item_item_choose_recency: bool = setting(True, "choose item_item_recency at train time: 0, ½, 1, 2 and 4 are "
+                                                   "each scored on a validation carve of the training data held out "
+                                                   "as data.split holds out its test part (random for given, last "
+                                                   "for none) and the best is kept (false: item_item_recency as set)")
     item_item_rating_exponent: float = setting(0.5, "each interaction counts (its rating / its user's highest "
                                                     "rating) ^ this in the item-item member's fit and profiles (1 "
                                                     "without a rating; 0, or any rating ≤ 0: ratings ignored)")

@@ -30,6 +30,7 @@ list) on the new run's own rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -98,16 +99,19 @@ def refresh(located: JobConfig, users: str, settings: Callable[[dict], JobConfig
     return {"command": "refresh", **published, "refresh": report}
 
 
+def _engine(current: dict[str, Any]) -> dict[str, Any]:
+    return ((current.get("metrics") or {}).get("train") or {}).get("engine") or {}
+
+
 def item_item_factors(current: dict[str, Any]) -> int:
     """The factors of the run's item-item member (EASE; ``item_item_factors`` in its training
     metrics), 0 when the model has none."""
-    engine = ((current.get("metrics") or {}).get("train") or {}).get("engine") or {}
-    return int(engine.get("item_item_factors") or 0)
+    return int(_engine(current).get("item_item_factors") or 0)
 
 
 def member(current: dict[str, Any], run: RunDir):
-    """The item-item member's settings (the run's saved ``train.ials``) and factors when the run's
-    model has one, else None."""
+    """The item-item member's settings (the run's saved ``train.ials``, with the recency its
+    training chose) and factors when the run's model has one, else None."""
     from batch.config import load_config
     from batch.train.ials_engine import item_item_settings
 
@@ -119,7 +123,9 @@ def member(current: dict[str, Any], run: RunDir):
     if "item_item_rating_exponent" not in ials:  # a run from before the member weighted ratings
         saved = {**saved, "train": {**saved.get("train", {}), "ials": {**ials, "item_item_rating_exponent": 0.0}}}
     train = load_config(env={}, base=saved).train
-    return item_item_settings(train.ials, train.backend), factors
+    settings = item_item_settings(train.ials, train.backend)
+    chosen = _engine(current).get("item_item_recency")  # absent: a run from before the choice, as configured
+    return (settings if chosen is None else dataclasses.replace(settings, recency=float(chosen))), factors
 
 
 def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:

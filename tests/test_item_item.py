@@ -10,8 +10,11 @@ import torch
 from blocks import blocks_dataset
 
 from batch.artifact import FMModel
-from batch.config import FMHyperparameters, IALSConfig
+from batch.config import DataConfig, FMHyperparameters, IALSConfig
+from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.data.split import holdout_mask
 from batch.features.design import build_design
+from batch.offline import eval_users, list_metrics, top_k
 from batch.rundir import RunDir
 from batch.serve.repackage import repackage
 from batch.train.ials import IALSSettings, fit_ials
@@ -21,12 +24,16 @@ from batch.train.ials_engine import (
     history_block,
     interaction_weights,
     item_item_settings,
+    member_carve,
     to_fm,
     with_item_item,
 )
 from batch.train.item_item import (
+    RECENCY_CHOICES,
+    Carve,
     ItemItemSettings,
     Sessions,
+    choose_recency,
     fit_item_item,
     fit_member,
     fm_with_item_item,
@@ -341,3 +348,68 @@ def test_each_backend_uses_its_own_member_weight_and_its_runs_model_may_hold_the
     run.write_json("config.json", {"train": {"mode": "implicit", "backend": backend, "objective": "auto",
                                              "hyperparameters": {"num_factors": 4}, "ials": wide}})
     assert run._model_shape()[1] == 4 + (20 if extra else 0)
+
+
+def drifting_tastes(n_users=40, seed=0):
+    """Each user takes up 6 of the 10 items of one group (of 4), then, a day later, 6 of another's."""
+    rng = np.random.default_rng(seed)
+    user, item, time = [], [], []
+    for u in range(n_users):
+        early, late = rng.choice(4, 2, replace=False)
+        for g, start in ((early, 0), (late, 86_400)):
+            user += [u] * 6
+            item += list(g * 10 + rng.choice(10, 6, replace=False))
+            time += list(start + 60 * np.arange(6))
+    return np.array(user), np.array(item), np.array(time), np.full(len(user), np.nan)
+
+
+def test_the_member_chooses_a_high_recency_where_the_held_out_items_follow_a_users_latest_taste():
+    user, item, time, rating = drifting_tastes()
+    settings = ItemItemSettings(l2=5.0, recency=0.0)
+    fitted = fit_member(user, item, time, rating, 40, 40, settings, Carve("last", holdout=3))
+    choices = fitted.details()["item_item_recency_validation"]
+    assert list(choices) == [f"{r:g}" for r in RECENCY_CHOICES]
+    assert choices["4"] > choices["0"] + 0.05
+    assert fitted.recency == max(RECENCY_CHOICES, key=lambda r: choices[f"{r:g}"]) > 0
+    # the member's own rows are the chosen recency's
+    W = profiles(user, item, time, 40, 40, fitted.recency, settings.half_life)
+    np.testing.assert_allclose(member_user_rows(fitted.items, W), fitted.users, rtol=1e-4, atol=1e-5)
+    # without a carve, or without the choice, the configured recency stays
+    for kept in (fit_member(user, item, time, rating, 40, 40, settings),
+                 fit_member(user, item, time, rating, 40, 40, dataclasses.replace(settings, choose_recency=False),
+                            Carve("last", holdout=3))):
+        assert kept.recency == 0.0 and "item_item_recency_validation" not in kept.details()
+
+
+def test_each_recency_is_scored_as_a_member_refitted_with_it_on_the_carve_would_rank():
+    user, item, time, rating = drifting_tastes(seed=1)
+    rating = np.random.default_rng(2).choice([2.0, 4.0, 5.0], len(user))
+    settings = ItemItemSettings(l2=5.0, sessions=1.0, session_gap=600)
+    choices = choose_recency(user, item, time, rating, 40, 40, settings, Carve("random", holdout=3, seed=4))
+    held = holdout_mask("random", user, time, n_users=40, holdout=3, seed=4)
+    keep = ~held
+    part = [Interactions(user[m].astype(np.int32), item[m].astype(np.int32), rating[m].astype(np.float32), time[m])
+            for m in (keep, held)]
+    data = Dataset(*part, IdMap(np.arange(40)), IdMap(np.arange(40)))
+    users = eval_users(data)
+    seen = data.train.matrix(40, 40)
+    for recency in RECENCY_CHOICES:
+        refit = fit_member(user[keep], item[keep], time[keep], rating[keep], 40, 40,
+                           dataclasses.replace(settings, recency=recency, choose_recency=False))
+        scores = refit.users.astype(np.float64) @ refit.items.T.astype(np.float64)
+        expected = list_metrics(top_k(lambda b, s=scores: s[b], users, seen, 10), users, data, 10)["ndcg@10"]
+        assert choices[recency] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_carve_that_holds_out_nothing_chooses_nothing():
+    user, item = np.arange(6), np.arange(6)  # one interaction a user: nothing to hold out
+    settings = ItemItemSettings(l2=5.0)
+    assert choose_recency(user, item, np.zeros(6), np.full(6, np.nan), 6, 6, settings, Carve("random")) == {}
+    assert fit_member(user, item, np.zeros(6), np.full(6, np.nan), 6, 6, settings, Carve("last")).recency == 1.0
+
+
+@pytest.mark.parametrize("split, method", [("random", "random"), ("given", "random"), ("auto", "random"),
+                                           ("last", "last"), ("none", "last")])
+def test_the_member_chooses_on_a_carve_held_out_as_the_jobs_split(split, method):
+    data = DataConfig(split=split, holdout=7, seed=3)
+    assert member_carve(data) == Carve(method, 7, 3)

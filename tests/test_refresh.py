@@ -113,15 +113,16 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
 def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -> np.ndarray:
     """What recomputing the item-item member's part from user u's whole ``history`` adds to the
     FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + γZᵀZ + λI)⁻¹ on
-    the run's rating-weighted training matrix X and session rows Z, scored on the user's recency-weighted
-    profile) less the part the model holds on the user's id column (the training profile's). 0
-    without the member."""
+    the run's rating-weighted training matrix X and session rows Z, scored on the user's
+    recency-weighted profile, with the recency its training chose) less the part the model holds
+    on the user's id column (the training profile's). 0 without the member."""
     from test_item_item import every_session
 
     from batch.config import load_config
     from batch.train.item_item import profiles, rating_weights, session_rows
 
-    rank = run.read_json("metrics.json")["train"]["engine"].get("item_item_factors", 0)
+    engine = run.read_json("metrics.json")["train"]["engine"]
+    rank = engine.get("item_item_factors", 0)
     if not rank:
         return np.zeros(len(items))
     settings = load_config(env={}, base=run.read_json("config.json")).train.ials
@@ -138,7 +139,7 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     np.fill_diagonal(B, 0)
     mine = history.user == u
     one = np.zeros(int(mine.sum()), np.int64)
-    w = profiles(one, history.item[mine], history.timestamp[mine], 1, dataset.n_items, settings.item_item_recency,
+    w = profiles(one, history.item[mine], history.timestamp[mine], 1, dataset.n_items, engine["item_item_recency"],
                  settings.item_item_half_life,
                  rating_weights(one, history.rating[mine], 1, settings.item_item_rating_exponent)).toarray()[0]
     k = vectors["items"].shape[1] - 1
@@ -687,3 +688,23 @@ def test_the_item_item_members_user_rows_follow_from_its_item_rows(n_users, n_it
                  5.0)
     users, items = fit_item_item(X, W, 3.0)
     np.testing.assert_allclose(member_user_rows(items, W), users, rtol=1e-5, atol=1e-6)
+
+
+def test_a_refresh_profiles_users_as_the_runs_training_did(tmp_path):
+    """The member's recency is the one its training chose (recorded in the training metrics),
+    not the configured one; a run from before the choice and the rating weights keeps its
+    configured recency and unweighted profiles."""
+    from batch.config import load_config
+    from batch.refresh import member
+
+    run = RunDir(tmp_path / "run")
+    run.write_json("config.json", load_config(env={}).to_dict())
+    settings, factors = member({"metrics": {"train": {"engine": {"item_item_factors": 5, "item_item_recency": 4.0}}}},
+                               run)
+    assert factors == 5 and settings.recency == 4.0 and settings.rating_exponent == 0.5
+    older = load_config(env={}).to_dict()
+    del older["train"]["ials"]["item_item_rating_exponent"]
+    run.write_json("config.json", older)
+    settings, _ = member({"metrics": {"train": {"engine": {"item_item_factors": 5}}}}, run)
+    assert settings.recency == 1.0 and settings.rating_exponent == 0.0
+    assert member({"metrics": {"train": {"engine": {"item_item_factors": 0}}}}, run) is None

@@ -24,7 +24,7 @@ from batch.data.interactions import Interactions
 from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
-from batch.train.item_item import profiles, rating_weights, session_rows
+from batch.train.item_item import RECENCY_CHOICES, profiles, rating_weights, session_rows
 from batch.train.local import LocalFMTrainer
 from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
@@ -239,7 +239,9 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     c = rating_weights(p.user, p.rating, layout.n_users, ials.item_item_rating_exponent)
     assert c.min() < 1, "the problem's ratings weight its interactions"
     X = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 0.0, 5.0, c).toarray()
-    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, 1.0, 5.0, c).toarray()
+    chosen = result.details["item_item_recency"]  # chosen on a carve of the training data
+    assert chosen in RECENCY_CHOICES and len(result.details["item_item_recency_validation"]) == len(RECENCY_CHOICES)
+    W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, chosen, 5.0, c).toarray()
     Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap, c)
     unseen = (X == 0).ravel()
     ease = brute_force_ease(X, W, ials.item_item_l2, every_session(Z, X), ials.item_item_sessions)

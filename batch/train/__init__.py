@@ -41,9 +41,9 @@ def make_trainer(cfg: JobConfig, *, run_id: str | None = None, clients: AwsClien
 
         return SageMakerFMTrainer(cfg, run_id=run_id, clients=clients)
     if cfg.train.uses_ials:
-        from batch.train.ials_engine import IALSTrainer
+        from batch.train.ials_engine import IALSTrainer, member_carve
 
-        return IALSTrainer(cfg.train.ials, cfg.train.device)
+        return IALSTrainer(cfg.train.ials, cfg.train.device, member_carve(cfg.data))
     from batch.train.local import LocalFMTrainer
 
     return LocalFMTrainer(cfg.train.device)

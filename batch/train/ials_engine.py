@@ -23,11 +23,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from batch.artifact import FMModel
-from batch.config import FMHyperparameters, IALSConfig
+from batch.config import DataConfig, FMHyperparameters, IALSConfig
 from batch.features.design import Design
 from batch.train import FitResult
 from batch.train.ials import IALSFactors, IALSSettings, fit_ials
-from batch.train.item_item import ItemItemSettings, fit_member
+from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, fit_member
 from batch.train.local import import_torch, pick_device
 from batch.train.samples import Samples, SampleSource
 
@@ -41,10 +41,11 @@ BIAS = -0.5
 
 class IALSTrainer:
     """Fits implicit mode's FM by iALS on the training interactions; ``device``: ``auto``,
-    ``cpu`` or ``cuda``."""
+    ``cpu`` or ``cuda``; ``carve``: where the item-item member chooses its recency
+    (:func:`member_carve`; None: it keeps the configured one)."""
 
-    def __init__(self, settings: IALSConfig, device: str = "auto"):
-        self.settings, self.requested_device = settings, device
+    def __init__(self, settings: IALSConfig, device: str = "auto", carve: Carve | None = None):
+        self.settings, self.requested_device, self.carve = settings, device, carve
 
     def fit(self, design: Design, source: SampleSource, test: Samples, hp: FMHyperparameters,
             predictor_type: str) -> FitResult:
@@ -69,20 +70,20 @@ class IALSTrainer:
         ials_seconds = time.perf_counter() - started
         member = item_item_settings(s)
         p = source.positives
-        fitted = fit_member(p.user, p.item, p.timestamp, p.rating, *R.shape, member) if member.weight > 0 else None
-        rank = sessions = 0
+        fitted = fit_member(p.user, p.item, p.timestamp, p.rating, *R.shape, member, self.carve) \
+            if member.weight > 0 else None
         if fitted is not None:
             factors = with_item_item(factors, fitted.users, fitted.items, member.weight)
-            rank, sessions = fitted.rank, fitted.sessions
-            log.info("item-item member (EASE, λ %g, weight %g, %d sessions): %d factors, %.1f s", member.l2,
-                     member.weight, sessions, rank, time.perf_counter() - started - ials_seconds)
+            log.info("item-item member (EASE, λ %g, weight %g, %d sessions, recency %g): %d factors, %.1f s",
+                     member.l2, member.weight, fitted.sessions, fitted.recency, fitted.rank,
+                     time.perf_counter() - started - ials_seconds)
         elif member.weight > 0:
             log.info("item-item member left out: %d users × %d items is beyond train.ials.item_item_max_rank "
                      "%d or item_item_max_cells %d", *R.shape, member.max_rank, member.max_cells)
         seconds = time.perf_counter() - started
         details = {"engine": "local", "objective": "ials", "device": device, "seconds": round(seconds, 3),
                    "samples_per_s": round(R.nnz * hp.epochs / max(ials_seconds, 1e-9)), "history": history,
-                   "item_item_factors": rank, "item_item_sessions": sessions}
+                   **(NO_MEMBER if fitted is None else fitted.details())}
         return FitResult(to_fm(factors, design, predictor_type), details)
 
 
@@ -91,10 +92,19 @@ def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSetting
     ``backend`` (``item_item`` locally, ``item_item_sagemaker`` on SageMaker)."""
     weight = s.item_item_sagemaker if backend == "sagemaker" else s.item_item
     return ItemItemSettings(weight=weight, l2=s.item_item_l2, recency=s.item_item_recency,
-                            half_life=s.item_item_half_life, rating_exponent=s.item_item_rating_exponent,
+                            half_life=s.item_item_half_life, choose_recency=s.item_item_choose_recency,
+                            rating_exponent=s.item_item_rating_exponent,
                             sessions=s.item_item_sessions,
                             session_gap=s.item_item_session_gap, max_rank=s.item_item_max_rank,
                             max_cells=s.item_item_max_cells, max_session_cells=s.item_item_max_session_cells)
+
+
+def member_carve(data: DataConfig) -> Carve:
+    """The validation carve the item-item member chooses its recency on: held out as the job's
+    split holds out its test part; random for a given (or auto) split, whose files do not say
+    how they were made, and last where the job has no split (its lists are for what users take
+    up next)."""
+    return Carve("last" if data.split in ("last", "none") else "random", data.holdout, data.seed)
 
 
 def with_item_item(factors: IALSFactors, users: np.ndarray, items: np.ndarray, weight: float) -> IALSFactors:

@@ -22,6 +22,13 @@ user's whole history is that user's row again, so it is kept as the weight √(1
 rather than as a row of its own (data without timestamps: every history is one session, and the
 member is EASE on X with λ/(1 + γ)).
 
+How much recent taste should count depends on what the lists are for: the next items a user
+takes up (recent taste first) or items from anywhere in their history. With ``choose_recency``
+the member picks ``recency`` itself, as a tuned peer would: it is fitted once on a validation
+carve of the training interactions, held out the way the job's own split holds out its test part
+(:class:`Carve`), and each of :data:`RECENCY_CHOICES` is scored there (NDCG@10 of the member's
+lists; only the profile changes, so B is fitted once); the best is kept for the real fit.
+
 The member is exact, not an approximation: with r = min(rows of Y, n_items) factors,
 
 - more items than rows of Y (users and sessions): by Woodbury, P = (I − YᵀAY) / λ with
@@ -42,22 +49,32 @@ n_items × r item block: the engine leaves the sessions out beyond ``max_rank`` 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
 from batch.artifact import FMModel
+from batch.data.interactions import Interactions
+from batch.data.split import holdout_mask
 from batch.features.design import DesignLayout
+from batch.metrics.accuracy import ranking_metrics
+from batch.offline import top_k
 
 log = logging.getLogger("topx.train")
+
+# the profiles' recency weights choose_recency tries; the metric it compares them by
+RECENCY_CHOICES = (0.0, 0.5, 1.0, 2.0, 4.0)
+CHOICE_METRIC, CHOICE_K = "ndcg@10", 10
 
 
 @dataclass(frozen=True)
 class ItemItemSettings:
     """``weight``: β, the member's scores are added times β (0: no member); ``l2``: EASE's λ;
-    ``recency`` and ``half_life``: the profile's extra weight of recent items;
+    ``recency`` and ``half_life``: the profile's extra weight of recent items (``choose_recency``:
+    recency is chosen on a validation carve where :func:`fit_member` is given one);
     ``rating_exponent``: the interactions' rating weights (:func:`rating_weights`); ``sessions``: γ,
     the weight of session rows in the fit (0: none); ``session_gap``: seconds without an
     interaction that end a session; ``max_rank`` and ``max_cells``: the member is fitted only
@@ -69,6 +86,7 @@ class ItemItemSettings:
     l2: float = 300.0
     recency: float = 1.0
     half_life: float = 5.0
+    choose_recency: bool = True
     rating_exponent: float = 0.5
     sessions: float = 2.0
     session_gap: float = 1800.0
@@ -199,28 +217,60 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | N
 
 
 @dataclass(frozen=True)
+class Carve:
+    """The validation carve :func:`choose_recency` scores on: each user's ``holdout`` latest
+    (``last``) or random (``random``, with ``seed``) training interactions held out."""
+
+    method: str
+    holdout: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Member:
     """A fitted member: ``users`` float32 (n_users, r), ``items`` float32 (n_items, r) (see
-    :func:`fit_item_item`) and the number of ``sessions`` its fit saw (0: none), whole-history
-    ones included."""
+    :func:`fit_item_item`), the number of ``sessions`` its fit saw (0: none), whole-history
+    ones included, the profiles' ``recency`` and, where it was chosen, each choice's validation
+    metric (``choices``, by recency)."""
 
     users: np.ndarray
     items: np.ndarray
     sessions: int
+    recency: float
+    choices: dict[float, float] = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
         return self.items.shape[1]
 
+    def details(self) -> dict[str, Any]:
+        """What the training metrics record of the member (see :data:`NO_MEMBER`)."""
+        out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency}
+        if self.choices:
+            out["item_item_recency_validation"] = {f"{r:g}": round(v, 6) for r, v in self.choices.items()}
+        return out
+
+
+# the training metrics of a model without the member
+NO_MEMBER = {"item_item_factors": 0, "item_item_sessions": 0}
+
 
 def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
-               n_items: int, settings: ItemItemSettings) -> Member | None:
+               n_items: int, settings: ItemItemSettings, carve: Carve | None = None) -> Member | None:
     """The member for the interactions ``user``, ``item``, ``timestamp``, ``rating`` (NaN: none)
     of ``n_users`` × ``n_items``, or None where it does not apply to data of this size; the
     sessions are left out (logged) where only they take it past ``max_rank`` or
-    ``max_session_cells``."""
+    ``max_session_cells``. With ``carve`` and ``settings.choose_recency`` the profiles' recency
+    is chosen there (:func:`choose_recency`)."""
     if not settings.applies(n_users, n_items):
         return None
+    choices: dict[float, float] = {}
+    if carve is not None and settings.choose_recency:
+        choices = choose_recency(user, item, timestamp, rating, n_users, n_items, settings, carve)
+        if choices:
+            settings = replace(settings, recency=max(choices, key=lambda r: (choices[r], -r)))
+            log.info("item-item member: recency %g chosen on a %s carve (%s %s)", settings.recency, carve.method,
+                     CHOICE_METRIC, ", ".join(f"{r:g}: {v:.4f}" for r, v in choices.items()))
     c = rating_weights(user, rating, n_users, settings.rating_exponent)
     X = profiles(user, item, timestamp, n_users, n_items, 0.0, settings.half_life, c)  # c of each pair
     W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life, c)
@@ -233,7 +283,38 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
                  settings.max_session_cells)
         Z = None
     users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions)
-    return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()))
+    return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency, choices)
+
+
+def choose_recency(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
+                   n_items: int, settings: ItemItemSettings, carve: Carve) -> dict[float, float]:
+    """{recency: validation metric} for each of :data:`RECENCY_CHOICES`: the member (these
+    ``settings``) fitted on the interactions less ``carve``'s held-out part, each user's lists
+    made with that recency's profile, their :data:`CHOICE_METRIC` on the held-out part (relevant
+    = any held-out item, the carve's training items excluded). Empty where the carve holds out
+    nothing or leaves the member nothing to fit."""
+    user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
+    timestamp, rating = np.asarray(timestamp), np.asarray(rating)
+    held = holdout_mask(carve.method, user, timestamp, n_users=n_users, holdout=carve.holdout, seed=carve.seed)
+    if not held.any():
+        return {}
+    keep = ~held
+    fitted = fit_member(user[keep], item[keep], timestamp[keep], rating[keep], n_users, n_items, settings)
+    if fitted is None:
+        return {}
+    c = rating_weights(user[keep], rating[keep], n_users, settings.rating_exponent)
+    users = np.unique(user[held])
+    seen = sp.csr_matrix((np.ones(int(keep.sum())), (user[keep], item[keep])), shape=(n_users, n_items))
+    relevant = Interactions(user[held].astype(np.int32), item[held].astype(np.int32),
+                            rating[held].astype(np.float32), timestamp[held].astype(np.int64))
+    choices = {}
+    for recency in RECENCY_CHOICES:
+        W = profiles(user[keep], item[keep], timestamp[keep], n_users, n_items, recency, settings.half_life, c)
+        rows = member_user_rows(fitted.items, W[users])
+        top = top_k(lambda part, rows=rows: rows[np.searchsorted(users, part)] @ fitted.items.T, users, seen,
+                    CHOICE_K)
+        choices[recency] = ranking_metrics(top, users, relevant, n_items, [CHOICE_K])[CHOICE_METRIC]
+    return choices
 
 
 def member_user_rows(items: np.ndarray, W: sp.csr_matrix) -> np.ndarray:

@@ -37,8 +37,8 @@ from batch.config import FMHyperparameters, JobConfig
 from batch.errors import ConfigError
 from batch.features.design import Design
 from batch.train import FitResult
-from batch.train.ials_engine import item_item_settings
-from batch.train.item_item import ItemItemSettings, fit_member, fm_with_item_item
+from batch.train.ials_engine import item_item_settings, member_carve
+from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, fit_member, fm_with_item_item
 from batch.train.samples import Samples, SampleSource
 
 log = logging.getLogger("topx.train")
@@ -73,10 +73,9 @@ class SageMakerFMTrainer:
 
         outcome = self.jobs.ensure(TRAINING, "fm", inputs, create)
         model = self._read_model(outcome, design, predictor_type)
-        model, rank, sessions = with_item_item(model, design, source,
-                                               item_item_settings(self.cfg.train.ials, "sagemaker"))
-        return FitResult(model, {**self._details(outcome, len(train)), "item_item_factors": rank,
-                                 "item_item_sessions": sessions})
+        model, member = with_item_item(model, design, source, item_item_settings(self.cfg.train.ials, "sagemaker"),
+                                       member_carve(self.cfg.data))
+        return FitResult(model, {**self._details(outcome, len(train)), **member})
 
     def _check_settings(self) -> None:
         s = self.cfg.sagemaker
@@ -206,23 +205,24 @@ def training_set(source: SampleSource, hp: FMHyperparameters, feature_dim: int,
     return channel_, {**hyper, "epochs": "1"}
 
 
-def with_item_item(model: FMModel, design: Design, source: SampleSource,
-                   member: ItemItemSettings) -> tuple[FMModel, int, int]:
+def with_item_item(model: FMModel, design: Design, source: SampleSource, member: ItemItemSettings,
+                   carve: Carve | None = None) -> tuple[FMModel, dict[str, Any]]:
     """Implicit mode, where ``member`` applies to the data's size: ``model`` (the job's FM) plus
     the item-item member (:func:`batch.train.item_item.fm_with_item_item`, weight
-    ``member.weight``) fitted on ``source``'s positives, the member's rank and its sessions;
-    else ``model``, 0 and 0. The job's own artifact is never changed, so a resumed run that
-    reads it again adds the member once."""
+    ``member.weight``) fitted on ``source``'s positives (its recency chosen on ``carve``), and
+    what the training metrics record of it (:meth:`batch.train.item_item.Member.details`); else
+    ``model`` and those of no member. The job's own artifact is never changed, so a resumed run
+    that reads it again adds the member once."""
     layout = design.layout
     if source.mode != "implicit" or member.weight <= 0:
-        return model, 0, 0
+        return model, NO_MEMBER
     started, p = time.perf_counter(), source.positives
-    fitted = fit_member(p.user, p.item, p.timestamp, p.rating, layout.n_users, layout.n_items, member)
+    fitted = fit_member(p.user, p.item, p.timestamp, p.rating, layout.n_users, layout.n_items, member, carve)
     if fitted is None:
-        return model, 0, 0
-    log.info("item-item member (EASE, λ %g, weight %g, %d sessions) added to the FM: %d factors, %.1f s", member.l2,
-             member.weight, fitted.sessions, fitted.rank, time.perf_counter() - started)
-    return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.rank, fitted.sessions
+        return model, NO_MEMBER
+    log.info("item-item member (EASE, λ %g, weight %g, %d sessions, recency %g) added to the FM: %d factors, %.1f s",
+             member.l2, member.weight, fitted.sessions, fitted.recency, fitted.rank, time.perf_counter() - started)
+    return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.details()
 
 
 def _write_rows(stream: BinaryIO, design: Design, samples: Samples, start: int, stop: int) -> None:
