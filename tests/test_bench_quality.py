@@ -104,3 +104,24 @@ def test_topx_row_uses_the_benchmark_split(tiny):
     data = quality.load_split(tiny, "random", 5, 2)
     row = quality.run_topx(tiny, "random", 5, 2, data)
     assert row["users_evaluated"] == 60 and row["settings"] == "defaults"
+
+
+def test_over_seeds_averages_each_systems_figures_over_one_split_per_seed(tiny):
+    result = quality.over_seeds(tiny, "random", 5, (0, 3), ("popularity", "ease"))
+    assert result["seeds"] == [0, 3] and len(result["runs"]) == 2
+    assert [run["seed"] for run in result["runs"]] == [0, 3]
+    for row in result["table"]:
+        each = [next(r for r in run["table"] if r["system"] == row["system"]) for run in result["runs"]]
+        assert row["ndcg@10_by_seed"] == [r["ndcg@10"] for r in each]
+        assert row["ndcg@10"] == pytest.approx(np.mean(row["ndcg@10_by_seed"]), abs=1e-6)
+        assert row["precision@10"] == pytest.approx(np.mean([r["precision@10"] for r in each]), abs=1e-6)
+    # the two random splits differ, so the mean is not one split's figure
+    ease = next(row for row in result["table"] if row["system"] == "ease")
+    assert ease["ndcg@10_by_seed"][0] != ease["ndcg@10_by_seed"][1]
+    assert "topx_vs_best_peer_ndcg@10_pct" not in result  # no topx row: no lead
+
+
+def test_the_command_line_refuses_seeds_that_are_not_integers(tiny, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        quality.main([tiny, "--seeds", "0,x"])
+    assert exit_.value.code == 2 and "--seeds takes comma-separated integers" in capsys.readouterr().err
