@@ -195,7 +195,8 @@ class IALSConfig:
     item_item_l2: float = setting(300.0, "the item-item member's L2 regularisation λ")
     item_item_recency: float = setting(1.0, "extra weight of a user's recent items in the item-item member: each "
                                             "item counts 1 + recency × ½^(age / half_life), age = how many of the "
-                                            "user's items came after it")
+                                            "user's items came after it (used as set where item_item_choose_recency "
+                                            "is false or the carve holds nothing out)")
     item_item_half_life: float = setting(5.0, "half-life of that extra weight, in items")
     item_item_choose_recency: bool = setting(True, "choose item_item_recency at train time: 0, ½, 1, 2 and 4 are "
                                                    "each scored on a validation carve of the training data held out "

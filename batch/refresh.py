@@ -110,8 +110,8 @@ def item_item_factors(current: dict[str, Any]) -> int:
 
 
 def member(current: dict[str, Any], run: RunDir):
-    """The item-item member's settings (the run's saved ``train.ials``, with the recency its
-    training chose) and factors when the run's model has one, else None."""
+    """The item-item member's settings (the run's saved ``train.ials``, with the recency and rating
+    exponent its training used) and factors when the run's model has one, else None."""
     from batch.config import load_config
     from batch.train.ials_engine import item_item_settings
 
@@ -124,8 +124,12 @@ def member(current: dict[str, Any], run: RunDir):
         saved = {**saved, "train": {**saved.get("train", {}), "ials": {**ials, "item_item_rating_exponent": 0.0}}}
     train = load_config(env={}, base=saved).train
     settings = item_item_settings(train.ials, train.backend)
-    chosen = _engine(current).get("item_item_recency")  # absent: a run from before the choice, as configured
-    return (settings if chosen is None else dataclasses.replace(settings, recency=float(chosen))), factors
+    # as the run's training fitted it: the recency it chose and the rating weights' exponent it used
+    # (0 where its data's ratings were ignored); absent from runs from before, which used the settings
+    engine = _engine(current)
+    fitted = {name: float(engine[f"item_item_{name}"]) for name in ("recency", "rating_exponent")
+              if engine.get(f"item_item_{name}") is not None}
+    return dataclasses.replace(settings, **fitted), factors
 
 
 def item_item_part(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:

@@ -139,9 +139,9 @@ def quality(data: str, protocol: str = "last", holdout: int = 10, seed: int = 0,
 
 def over_seeds(data: str, protocol: str = "random", holdout: int = 10, seeds: tuple[int, ...] = (0, 1, 2),
                systems: tuple[str, ...] = SYSTEMS, config: str | None = None) -> dict[str, Any]:
-    """:func:`quality` once per seed; the table holds each system's mean of every figure over the
-    splits (``ndcg@10_by_seed``: each split's), best mean NDCG first, and ``runs`` each split's
-    whole result."""
+    """:func:`quality` once per seed; the table holds each system's mean of every figure but the
+    wall seconds over the splits (``ndcg@10_by_seed``: each split's), best mean NDCG first, and
+    ``runs`` each split's whole result."""
     runs = [quality(data, protocol, holdout, seed, systems, config) for seed in seeds]
     rows = []
     for name in systems:
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
             seeds = tuple(int(seed) for seed in args.seeds.split(","))
         except ValueError:
             parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+        if args.protocol != "random" or len(set(seeds)) != len(seeds):
+            parser.error("--seeds takes distinct seeds and --protocol random (leave-last holds out the same "
+                         "interactions whatever the seed)")
         print(json.dumps(over_seeds(args.data, args.protocol, args.holdout, seeds, systems, args.config)))
     else:
         print(json.dumps(quality(args.data, args.protocol, args.holdout, args.seed, systems, args.config)))

@@ -121,7 +121,10 @@ def test_over_seeds_averages_each_systems_figures_over_one_split_per_seed(tiny):
     assert "topx_vs_best_peer_ndcg@10_pct" not in result  # no topx row: no lead
 
 
-def test_the_command_line_refuses_seeds_that_are_not_integers(tiny, capsys):
+@pytest.mark.parametrize("argv, message", [(["--protocol", "random", "--seeds", "0,x"], "comma-separated integers"),
+                                           (["--seeds", "0,1"], "--protocol random"),
+                                           (["--protocol", "random", "--seeds", "1,1"], "distinct seeds")])
+def test_the_command_line_refuses_seeds_that_make_no_distinct_splits(tiny, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
-        quality.main([tiny, "--seeds", "0,x"])
-    assert exit_.value.code == 2 and "--seeds takes comma-separated integers" in capsys.readouterr().err
+        quality.main([tiny, *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -39,6 +39,7 @@ from batch.train.item_item import (
     fm_with_item_item,
     member_user_rows,
     profiles,
+    rating_exponent,
     rating_weights,
     session_rows,
 )
@@ -169,9 +170,13 @@ def test_rating_weights_divide_by_the_users_highest_rating_and_ignore_a_scale_wi
     np.testing.assert_allclose(rating_weights(user, rating, 4, 1.0), [1, 0.25, 1, 1, 1, 1])
     np.testing.assert_array_equal(rating_weights(user, rating, 4, 0.0), np.ones(6))
     np.testing.assert_array_equal(rating_weights(user, np.full(6, np.nan), 4, 0.5), np.ones(6))  # no ratings
-    with_zero = np.array([4.0, 0.0, 3.0, 2.0, 2.0, 1.0])  # a scale that holds 0: nothing to divide by
-    np.testing.assert_array_equal(rating_weights(user, with_zero, 4, 0.5), np.ones(6))
     assert rating_weights(user[:0], rating[:0], 4, 0.5).shape == (0,)
+    # a scale that holds 0 has no top to divide by: a fit ignores its ratings altogether
+    with_zero = np.array([4.0, 0.0, 3.0, 2.0, 2.0, 1.0])
+    assert rating_exponent(with_zero, 0.5) == 0.0 and rating_exponent(rating, 0.5) == 0.5
+    assert rating_exponent(np.full(6, np.nan), 0.5) == 0.5 and rating_exponent(with_zero, 0.0) == 0.0
+    # (a rating ≤ 0 counts as none: what a refresh meets when new data holds one)
+    np.testing.assert_allclose(rating_weights(user, with_zero, 4, 0.5), [1, 1, 0.75 ** 0.5, 1, 1, 1])
 
 
 def test_the_rating_weights_enter_the_profiles_and_sessions_at_each_pairs_latest_interaction():
@@ -210,8 +215,13 @@ def test_fit_member_is_ease_on_the_rating_weights_with_weighted_sessions(n_users
     expected = brute_force_ease(X, W, 3.0, every_session(Z, X), 0.7)
     np.testing.assert_allclose((fitted.users.astype(np.float64) @ fitted.items.T)[unseen], expected[unseen],
                                rtol=1e-4, atol=1e-5)
-    # without ratings it is EASE on the 0/1 matrix
+    assert fitted.details()["item_item_rating_exponent"] == 0.5
+    # without ratings, or with a rating ≤ 0 anywhere, it is EASE on the 0/1 matrix
     unrated = fit_member(user, item, time, np.full(len(user), np.nan), n_users, n_items, settings)
+    with_zero = fit_member(user, item, time, np.r_[0.0, rating[1:]], n_users, n_items, settings)
+    assert with_zero.details()["item_item_rating_exponent"] == 0.0
+    np.testing.assert_allclose(with_zero.users @ with_zero.items.T, unrated.users @ unrated.items.T, rtol=1e-5,
+                               atol=1e-6)
     ones = session_rows(user, item, time, n_users, n_items, 100)
     plain = brute_force_ease(X0, profiles(user, item, time, n_users, n_items, 0.5, 2.0).toarray(), 3.0,
                              every_session(ones, X0), 0.7)

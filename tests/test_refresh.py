@@ -702,9 +702,37 @@ def test_a_refresh_profiles_users_as_the_runs_training_did(tmp_path):
     settings, factors = member({"metrics": {"train": {"engine": {"item_item_factors": 5, "item_item_recency": 4.0}}}},
                                run)
     assert factors == 5 and settings.recency == 4.0 and settings.rating_exponent == 0.5
+    # a run whose data's ratings were ignored (a rating ≤ 0) refreshes unweighted profiles too
+    ignored = {"item_item_factors": 5, "item_item_recency": 0.5, "item_item_rating_exponent": 0.0}
+    settings, _ = member({"metrics": {"train": {"engine": ignored}}}, run)
+    assert settings.recency == 0.5 and settings.rating_exponent == 0.0
     older = load_config(env={}).to_dict()
     del older["train"]["ials"]["item_item_rating_exponent"]
     run.write_json("config.json", older)
     settings, _ = member({"metrics": {"train": {"engine": {"item_item_factors": 5}}}}, run)
     assert settings.recency == 1.0 and settings.rating_exponent == 0.0
     assert member({"metrics": {"train": {"engine": {"item_item_factors": 0}}}}, run) is None
+
+
+def test_current_profiles_weigh_a_pair_rated_again_by_its_latest_rating_alone():
+    """The run rated item 10 a 5 for user 7; the data source now holds a 2 for it, later, and a 4
+    for item 11: the user's highest rating is 4 (the superseded 5 no longer counts), as ingest of
+    the data source alone would have it."""
+    from batch.data.interactions import Dataset, IdMap, Interactions
+    from batch.serve.refresh import current_profiles
+    from batch.train.item_item import ItemItemSettings
+
+    def data(pairs):
+        user, item, rating, time = (np.array(c) for c in zip(*pairs, strict=True))
+        return Dataset(Interactions(np.zeros(len(user), np.int32), item.astype(np.int32), rating.astype(np.float32),
+                                    time.astype(np.int64)), Interactions.empty(), IdMap(np.array([7])),
+                       IdMap(np.array([10, 11])))
+
+    source = data([(7, 0, 5.0, 100)])
+    current = data([(7, 0, 2.0, 200), (7, 1, 4.0, 300)])
+    settings = ItemItemSettings(recency=0.0, rating_exponent=0.5)
+    profile = current_profiles(source, current, IdMap(np.array([7])), settings).toarray()
+    np.testing.assert_allclose(profile, [[0.5 ** 0.5, 1.0]])
+    unweighted = current_profiles(source, current, IdMap(np.array([7])), ItemItemSettings(recency=0.0,
+                                                                                          rating_exponent=0.0))
+    np.testing.assert_array_equal(unweighted.toarray(), [[1.0, 1.0]])

@@ -22,7 +22,8 @@ With implicit mode's item-item member (EASE, :mod:`batch.train.item_item`) the m
 row β·m_u, made from the user's training profile, sits on the user's id column (see
 :func:`batch.train.ials_engine.with_item_item`); a rebuilt vector has that block recomputed from
 the user's profile over their current history (the run's interactions and the data source's, by
-timestamp, with the run's recency settings) by
+timestamp, each pair at its latest interaction, with the recency and rating weights the run's
+training used) by
 :func:`batch.train.item_item.member_user_rows`, exactly what training would have given that
 profile, so new interactions move both parts of the score, and a user without an id column (a
 new sign-up) gets one too.
@@ -53,7 +54,7 @@ from batch.lists import SOURCE_RERANKED, TopLists
 from batch.serve.recommend import candidates, category_cap, recommend
 from batch.serve.repackage import COLD, FEATURES_ONLY, TRAINED, Vectors, user_vectors
 from batch.serve.search import Searcher
-from batch.train.item_item import ItemItemSettings, member_user_rows, profiles, rating_weights
+from batch.train.item_item import ItemItemSettings, latest, member_user_rows, profiles, rating_weights
 
 log = logging.getLogger("topx.serve")
 
@@ -282,10 +283,11 @@ def current_profiles(source: Dataset, current: Dataset | None, wanted: IdMap, se
         item.append(items[every.item[keep]])
         time.append(every.timestamp[keep])
         rating.append(every.rating[keep])
-    user = np.concatenate(user)
-    weight = rating_weights(user, np.concatenate(rating), len(wanted), settings.rating_exponent)
-    return profiles(user, np.concatenate(item), np.concatenate(time), len(wanted), source.n_items,
-                    settings.recency, settings.half_life, weight)
+    user, item, time, rating = (np.concatenate(part) for part in (user, item, time, rating))
+    at = latest(user, item, time, source.n_items)  # a pair rated again counts with its latest rating only
+    user, item, time = user[at], item[at], time[at]
+    weight = rating_weights(user, rating[at], len(wanted), settings.rating_exponent)
+    return profiles(user, item, time, len(wanted), source.n_items, settings.recency, settings.half_life, weight)
 
 
 def _features_changed(layout: DesignLayout, source: Dataset, current: Dataset | None, wanted: IdMap) -> np.ndarray:

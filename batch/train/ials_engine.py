@@ -7,7 +7,8 @@ columns carry the fit), so the artifact, the repackaging identity and everything
 those of any other FM.
 
 Where the data is small enough, a second, closed-form member joins it
-(:mod:`batch.train.item_item`, EASE scored on recency-weighted profiles) as a block of factors of
+(:mod:`batch.train.item_item`, EASE on rating-weighted rows and sessions, scored on recency-weighted
+profiles) as a block of factors of
 its own: user rows [x_u, β m_u] (with the history block: history rows [y_j, 0] and the id column
 [0, β m_u]), item rows [x_i, m_i]. The blocks are orthogonal, so the FM's score is the iALS score
 plus β times the member's, exactly, and the artifact is still one FM (k = num_factors + the

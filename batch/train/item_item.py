@@ -101,23 +101,42 @@ class ItemItemSettings:
                 and (n_sessions == 0 or rank * n_items <= self.max_session_cells))
 
 
+def rating_exponent(rating: np.ndarray, exponent: float) -> float:
+    """The rating weights' exponent the member fits with on data of these ratings: ``exponent``,
+    or 0 (ratings ignored, logged) where any rating is ≤ 0: a scale without a top to divide by."""
+    rating = np.asarray(rating, np.float64)
+    rated = rating[np.isfinite(rating)]
+    if exponent and len(rated) and rated.min() <= 0:
+        log.info("item-item member: ratings ≤ 0 in the data, so its interactions are not weighted by rating")
+        return 0.0
+    return exponent
+
+
 def rating_weights(user: np.ndarray, rating: np.ndarray, n_users: int, exponent: float) -> np.ndarray:
     """float64 (len(user),): each interaction's rating weight, (rating / its user's highest
-    rating)^``exponent``; 1 where it has no rating (NaN), and 1 everywhere when ``exponent`` is 0
-    or any rating is ≤ 0 (then logged: the ratings are ignored)."""
+    rating)^``exponent`` (one interaction per (user, item) pair: see :func:`latest`); 1 where it
+    has no positive rating (NaN, or ≤ 0, which :func:`rating_exponent` keeps out of a fit) and
+    everywhere when ``exponent`` is 0."""
     rating = np.asarray(rating, np.float64)
-    rated = np.isfinite(rating)
+    rated = np.isfinite(rating) & (rating > 0)
     weight = np.ones(len(rating))
     if exponent == 0 or not rated.any():
-        return weight
-    if rating[rated].min() <= 0:
-        log.info("item-item member: ratings ≤ 0 in the data, so its interactions are not weighted by rating")
         return weight
     user = np.asarray(user, np.int64)
     highest = np.zeros(n_users)
     np.maximum.at(highest, user[rated], rating[rated])
     weight[rated] = (rating[rated] / highest[user[rated]]) ** exponent
     return weight
+
+
+def latest(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 indices of each (user, item) pair's latest interaction (by timestamp, then input
+    order), in (user, time) order."""
+    user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
+    order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))  # user, then time, then input
+    key = user[order] * n_items + item[order]
+    _, last_reversed = np.unique(key[::-1], return_index=True)
+    return order[np.sort(len(key) - 1 - last_reversed)]
 
 
 def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
@@ -127,16 +146,13 @@ def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users:
     this one's (by timestamp, then input order) and c_uj = ``weight`` (one per interaction; None:
     1) of that latest interaction; 0 elsewhere."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
-    order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))  # user, then time, then input
-    key = user[order] * n_items + item[order]
-    _, last_reversed = np.unique(key[::-1], return_index=True)
-    latest = order[np.sort(len(key) - 1 - last_reversed)]  # each pair's latest interaction, in (user, time) order
-    u, i = user[latest], item[latest]
+    at = latest(user, item, timestamp, n_items)
+    u, i = user[at], item[at]
     ends = np.cumsum(np.bincount(u, minlength=n_users))
     age = ends[u] - 1 - np.arange(len(u))
     w = 1.0 + recency * 0.5 ** (age / half_life) if recency else np.ones(len(u))
     if weight is not None:
-        w = w * np.asarray(weight, np.float64)[latest]
+        w = w * np.asarray(weight, np.float64)[at]
     W = sp.csr_matrix((w, (u, i)), shape=(n_users, n_items))
     W.sort_indices()
     return W
@@ -230,13 +246,15 @@ class Carve:
 class Member:
     """A fitted member: ``users`` float32 (n_users, r), ``items`` float32 (n_items, r) (see
     :func:`fit_item_item`), the number of ``sessions`` its fit saw (0: none), whole-history
-    ones included, the profiles' ``recency`` and, where it was chosen, each choice's validation
+    ones included, the profiles' ``recency``, the ``rating_exponent`` it was fitted with (0 where
+    the data's ratings were ignored) and, where the recency was chosen, each choice's validation
     metric (``choices``, by recency)."""
 
     users: np.ndarray
     items: np.ndarray
     sessions: int
     recency: float
+    rating_exponent: float
     choices: dict[float, float] = field(default_factory=dict)
 
     @property
@@ -245,7 +263,8 @@ class Member:
 
     def details(self) -> dict[str, Any]:
         """What the training metrics record of the member (see :data:`NO_MEMBER`)."""
-        out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency}
+        out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency,
+               "item_item_rating_exponent": self.rating_exponent}
         if self.choices:
             out["item_item_recency_validation"] = {f"{r:g}": round(v, 6) for r, v in self.choices.items()}
         return out
@@ -264,6 +283,7 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
     is chosen there (:func:`choose_recency`)."""
     if not settings.applies(n_users, n_items):
         return None
+    settings = replace(settings, rating_exponent=rating_exponent(rating, settings.rating_exponent))
     choices: dict[float, float] = {}
     if carve is not None and settings.choose_recency:
         choices = choose_recency(user, item, timestamp, rating, n_users, n_items, settings, carve)
@@ -283,7 +303,8 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
                  settings.max_session_cells)
         Z = None
     users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions)
-    return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency, choices)
+    return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency,
+                  settings.rating_exponent, choices)
 
 
 def choose_recency(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,

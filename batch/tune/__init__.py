@@ -52,7 +52,7 @@ def tune(cfg: JobConfig, dataset: Dataset, out: str | Path, *, budget_s: float, 
     with tempfile.TemporaryDirectory(prefix="topx-tune-") as scratch:
         validation.save(scratch)
         searched = space.space_for(cfg.train)
-        objective = _Objective(cfg, validation, scratch, rows, deadline, trials, searched)
+        objective = _Objective(cfg, validation, scratch, rows, deadline, trials, searched, protocol)
         sampler = optuna.samplers.TPESampler(seed=cfg.train.hyperparameters.seed)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         study.enqueue_trial(space.current(cfg.to_dict(), searched))
@@ -67,8 +67,9 @@ class _Objective:
     score the lists against its held-out part."""
 
     def __init__(self, cfg: JobConfig, validation: Dataset, scratch: str, rows: list, deadline: float,
-                 trials: int | None, searched: space.Space):
+                 trials: int | None, searched: space.Space, protocol: str = "random"):
         self.cfg, self.validation, self.scratch, self.rows = cfg, validation, scratch, rows
+        self.protocol = protocol
         self.deadline, self.trials, self.searched = deadline, trials, searched
         self.users = eval_users(validation)
 
@@ -78,7 +79,9 @@ class _Objective:
 
         settings = space.suggest(trial, self.searched)
         Path(self.scratch, "vectors.npz").unlink(missing_ok=True)  # the last trial's
-        cfg = load_config(env={}, base=self.cfg.to_dict(), overrides={**settings, "train.backend": "local"})
+        # data.split: the item-item member chooses its recency on a carve held out as this validation split was
+        cfg = load_config(env={}, base=self.cfg.to_dict(),
+                          overrides={**settings, "train.backend": "local", "data.split": self.protocol})
         started = time.perf_counter()
         train_run(cfg, self.validation, RunDir(self.scratch))
         k = cfg.evaluate.k
