@@ -134,9 +134,13 @@ def latest(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_items: i
     order), in (user, time) order."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
     order = np.lexsort((np.arange(len(user)), np.asarray(timestamp), user))  # user, then time, then input
-    key = user[order] * n_items + item[order]
+    return order[_last_of_each(user[order] * n_items + item[order])]
+
+
+def _last_of_each(key: np.ndarray) -> np.ndarray:
+    """int64 sorted positions of each distinct value's last occurrence in ``key``."""
     _, last_reversed = np.unique(key[::-1], return_index=True)
-    return order[np.sort(len(key) - 1 - last_reversed)]
+    return np.sort(len(key) - 1 - last_reversed)
 
 
 def profiles(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_users: int, n_items: int,
@@ -187,10 +191,8 @@ def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_us
     w = np.ones(len(i)) if weight is None else np.asarray(weight, np.float64)[order]
     new = np.r_[True, (u[1:] != u[:-1]) | (np.diff(t) > gap)]
     session = np.cumsum(new) - 1
-    key = session * n_items + i
-    _, last_reversed = np.unique(key[::-1], return_index=True)
-    latest = len(key) - 1 - last_reversed  # each (session, item)'s latest interaction
-    Z = sp.csr_matrix((w[latest], (session[latest], i[latest])), shape=(int(session[-1]) + 1, n_items))
+    last = _last_of_each(session * n_items + i)  # each (session, item)'s latest interaction
+    Z = sp.csr_matrix((w[last], (session[last], i[last])), shape=(int(session[-1]) + 1, n_items))
     sizes, owner = np.diff(Z.indptr), u[new]
     distinct = np.bincount(np.unique(u * n_items + i) // n_items, minlength=n_users)  # each user's items
     is_whole = sizes == distinct[owner]
