@@ -208,6 +208,12 @@ class IALSConfig:
     item_item_sessions: float = setting(2.0, "weight γ of the users' sessions in the item-item member's fit (items "
                                              "taken up in one sitting count as closer; 0: histories only)")
     item_item_session_gap: float = setting(1800.0, "seconds without an interaction that end a session")
+    item_item_features: float = setting(64.0, "weight g of the items' indicator features (name=value columns such "
+                                              "as genre=Comedy; not numeric ones) as rows of the item-item "
+                                              "member's fit: items that share a feature count as closer (0: none)")
+    item_item_choose_features: bool = setting(True, "choose at train time, on the same validation carve as the "
+                                                    "recency, whether the item features join the item-item member "
+                                                    "(item_item_features or 0; false: item_item_features as set)")
     item_item_max_rank: int = setting(6144, "the item-item member is exact with min(users + sessions, items) "
                                             "factors; beyond this many the sessions are left out, and the member "
                                             "too when min(users, items) is beyond it")
@@ -231,6 +237,7 @@ class IALSConfig:
         _positive("train.ials.item_item_rating_exponent", self.item_item_rating_exponent, zero_ok=True)
         _positive("train.ials.item_item_sessions", self.item_item_sessions, zero_ok=True)
         _positive("train.ials.item_item_session_gap", self.item_item_session_gap, zero_ok=True)
+        _positive("train.ials.item_item_features", self.item_item_features, zero_ok=True)
         _positive("train.ials.item_item_max_rank", self.item_item_max_rank, zero_ok=True)
         _positive("train.ials.item_item_max_cells", self.item_item_max_cells, zero_ok=True)
         _positive("train.ials.item_item_max_session_cells", self.item_item_max_session_cells, zero_ok=True)

@@ -11,7 +11,7 @@ from blocks import blocks_dataset
 
 from batch.artifact import FMModel
 from batch.config import DataConfig, FMHyperparameters, IALSConfig
-from batch.data.interactions import Dataset, IdMap, Interactions
+from batch.data.interactions import Dataset, FeatureTable, IdMap, Interactions
 from batch.data.split import holdout_mask
 from batch.features.design import build_design
 from batch.offline import eval_users, list_metrics, top_k
@@ -33,7 +33,7 @@ from batch.train.item_item import (
     Carve,
     ItemItemSettings,
     Sessions,
-    choose_recency,
+    feature_rows,
     fit_item_item,
     fit_member,
     fm_with_item_item,
@@ -41,17 +41,21 @@ from batch.train.item_item import (
     profiles,
     rating_exponent,
     rating_weights,
+    score_choices,
     session_rows,
 )
 from batch.train.samples import training_source
 
 
 def brute_force_ease(X: np.ndarray, W: np.ndarray, l2: float, Z: np.ndarray | None = None,
-                     sessions: float = 0.0) -> np.ndarray:
-    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + γ‖Z − ZB‖² + λ‖B‖², diag B = 0 (Z: every
-    session's 0/1 row, whole histories included; γ: ``sessions``), from its Lagrangian solution
-    with the items × items inverse formed directly."""
+                     sessions: float = 0.0, F: np.ndarray | None = None, features: float = 0.0) -> np.ndarray:
+    """Σ_j W_uj B_ji with B = argmin ‖X − XB‖² + γ‖Z − ZB‖² + g‖F − FB‖² + λ‖B‖², diag B = 0
+    (Z: every session's 0/1 row, whole histories included; γ: ``sessions``; F: the feature
+    rows; g: ``features``), from its Lagrangian solution with the items × items inverse formed
+    directly."""
     G = X.T @ X if Z is None else X.T @ X + sessions * Z.T @ Z
+    if F is not None:
+        G = G + features * F.T @ F
     P = np.linalg.inv(G + l2 * np.eye(X.shape[1]))
     B = np.eye(X.shape[1]) - P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0.0)
@@ -134,6 +138,68 @@ def test_the_factors_with_sessions_give_eases_scores_fitted_on_users_and_weighte
     unweighted = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.0)
     np.testing.assert_allclose((unweighted[0].astype(np.float64) @ unweighted[1].T)[unseen],
                                brute_force_ease(X, W, 3.0)[unseen], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, n_features", [((4, 30), 3), ((5, 9), 3), ((5, 7), 2)])  # Woodbury / items side
+def test_the_factors_with_feature_rows_give_eases_scores_with_the_features_in_the_gram_matrix(shape, n_features):
+    X, W = random_pairs(*shape, seed=12)
+    rng = np.random.default_rng(13)
+    Z = Sessions(sp.csr_matrix((rng.random((2, shape[1])) < 0.3).astype(np.float64)), np.zeros(shape[0]))
+    F = (rng.random((n_features, shape[1])) < 0.4).astype(np.float64)
+    users, items = fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.6, sp.csr_matrix(F), 5.0)
+    assert users.shape[1] == items.shape[1] == min(shape[0] + 2 + n_features, shape[1])
+    unseen = X == 0
+    expected = brute_force_ease(X, W, 3.0, every_session(Z, X), 0.6, F, 5.0)
+    np.testing.assert_allclose((users.astype(np.float64) @ items.T)[unseen], expected[unseen], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(member_user_rows(items, sp.csr_matrix(W)), users, rtol=1e-4, atol=1e-5)
+    # the features change the scores; weight 0 or no rows: as without them
+    assert not np.allclose(expected[unseen], brute_force_ease(X, W, 3.0, every_session(Z, X), 0.6)[unseen])
+    for off in (fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.6, sp.csr_matrix(F), 0.0),
+                fit_item_item(sp.csr_matrix(X), sp.csr_matrix(W), 3.0, Z, 0.6, sp.csr_matrix((0, shape[1])), 5.0)):
+        np.testing.assert_allclose((off[0].astype(np.float64) @ off[1].T)[unseen],
+                                   brute_force_ease(X, W, 3.0, every_session(Z, X), 0.6)[unseen], rtol=1e-4, atol=1e-5)
+
+
+def test_feature_rows_are_the_items_indicator_columns_and_leave_numeric_and_unused_ones_out():
+    inter = Interactions(np.array([0, 1], np.int32), np.array([0, 1], np.int32), np.ones(2, np.float32),
+                         np.zeros(2, np.int64))
+    # items' columns: two genres, a standardised price, a genre no item has
+    table = np.array([[1, 1, 0.7, 0], [0, 1, -1.3, 0], [0, 0, 0.0, 0], [1, 0, 2.0, 0]], np.float32)
+    ds = Dataset(inter, inter.take(np.zeros(2, bool)), IdMap(np.arange(2)), IdMap(np.arange(4)),
+                 item_features=FeatureTable(sp.csr_matrix(table), ("genre=A", "genre=B", "price", "genre=C")))
+    F = feature_rows(build_design(ds))
+    np.testing.assert_array_equal(F.toarray(), [[1, 0, 0, 1], [1, 1, 0, 0]])
+    assert F.dtype == np.float64
+    assert feature_rows(build_design(ds, use_features=False)) is None
+    numeric = Dataset(inter, ds.test, ds.users, ds.items,
+                      item_features=FeatureTable(sp.csr_matrix(table[:, 2:3]), ("price",)))
+    assert feature_rows(build_design(numeric)) is None
+
+
+def test_fit_member_leaves_out_the_sessions_then_the_features_that_would_take_it_past_max_rank():
+    rng = np.random.default_rng(6)
+    user = np.repeat(np.arange(4), 8)
+    item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
+    time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
+    rating = rng.integers(1, 6, len(user)).astype(np.float64)
+    F = sp.csr_matrix((rng.random((3, 40)) < 0.3).astype(np.float64))
+
+    def member(**changes):
+        settings = ItemItemSettings(sessions=1.0, session_gap=100, features=2.0, max_rank=19)
+        return fit_member(user, item, time, rating, 4, 40, dataclasses.replace(settings, **changes),
+                          item_features=F)
+
+    both = member()
+    assert (both.sessions, both.features, both.rank) == (12, 3, 19)
+    assert both.details()["item_item_features"] == 3
+    no_sessions = member(max_rank=18)
+    assert (no_sessions.sessions, no_sessions.features, no_sessions.rank) == (0, 3, 7)
+    neither = member(max_rank=6)
+    assert (neither.sessions, neither.features, neither.rank) == (0, 0, 4)
+    unweighted = member(features=0.0)
+    assert (unweighted.features, unweighted.rank) == (0, 16)
+    np.testing.assert_array_equal(neither.users @ neither.items.T,
+                                  member(sessions=0.0, features=0.0).users @ member(sessions=0.0, features=0.0).items.T)
 
 
 def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
@@ -276,6 +342,14 @@ def test_the_trainer_adds_the_member_only_within_its_size_limits_and_is_determin
     for limited in (IALSConfig(item_item_max_rank=11), IALSConfig(item_item_max_cells=359), IALSConfig(item_item=0)):
         _, alone = fit_trainer(ds, limited)
         assert alone.model.V.shape[1] == 4 and alone.details["item_item_factors"] == 0
+    # the items' indicator features (parity=even / parity=odd) join the member's fit as two rows
+    parity = blocks_dataset(n_users=12, n_items=30, features=True)
+    parity = dataclasses.replace(parity, item_features=FeatureTable(parity.item_features.matrix,
+                                                                    ("parity=even", "parity=odd")))
+    _, with_features = fit_trainer(parity, IALSConfig())
+    assert with_features.details["item_item_features"] == 2 and with_features.model.V.shape[1] == 4 + 14
+    _, without = fit_trainer(parity, IALSConfig(item_item_features=0))
+    assert without.details["item_item_features"] == 0 and without.model.V.shape[1] == 4 + 12
 
 
 def test_the_member_alone_ranks_each_users_own_taste_group_first():
@@ -391,11 +465,19 @@ def test_the_member_chooses_a_high_recency_where_the_held_out_items_follow_a_use
         assert kept.recency == 0.0 and "item_item_recency_validation" not in kept.details()
 
 
-def test_each_recency_is_scored_as_a_member_refitted_with_it_on_the_carve_would_rank():
+def groups_of_ten(n_items=40):
+    """CSR (n_items // 10, n_items): feature k (``group=k``) on items 10k … 10k + 9."""
+    return sp.csr_matrix((np.ones(n_items), (np.arange(n_items) // 10, np.arange(n_items))))
+
+
+def test_each_recency_and_feature_weight_is_scored_as_a_member_refitted_with_them_on_the_carve_would_rank():
     user, item, time, rating = drifting_tastes(seed=1)
     rating = np.random.default_rng(2).choice([2.0, 4.0, 5.0], len(user))
-    settings = ItemItemSettings(l2=5.0, sessions=1.0, session_gap=600)
-    choices = choose_recency(user, item, time, rating, 40, 40, settings, Carve("random", holdout=3, seed=4))
+    settings = ItemItemSettings(l2=5.0, sessions=1.0, session_gap=600, features=8.0)
+    F = groups_of_ten()
+    choices = score_choices(user, item, time, rating, 40, 40, settings, Carve("random", holdout=3, seed=4), F,
+                            (8.0, 0.0))
+    assert set(choices) == {(g, r) for g in (8.0, 0.0) for r in RECENCY_CHOICES}
     held = holdout_mask("random", user, time, n_users=40, holdout=3, seed=4)
     keep = ~held
     part = [Interactions(user[m].astype(np.int32), item[m].astype(np.int32), rating[m].astype(np.float32), time[m])
@@ -403,18 +485,42 @@ def test_each_recency_is_scored_as_a_member_refitted_with_it_on_the_carve_would_
     data = Dataset(*part, IdMap(np.arange(40)), IdMap(np.arange(40)))
     users = eval_users(data)
     seen = data.train.matrix(40, 40)
-    for recency in RECENCY_CHOICES:
-        refit = fit_member(user[keep], item[keep], time[keep], rating[keep], 40, 40,
-                           dataclasses.replace(settings, recency=recency, choose_recency=False))
-        scores = refit.users.astype(np.float64) @ refit.items.T.astype(np.float64)
-        expected = list_metrics(top_k(lambda b, s=scores: s[b], users, seen, 10), users, data, 10)["ndcg@10"]
-        assert choices[recency] == pytest.approx(expected, abs=1e-6)
+    for g in (8.0, 0.0):
+        for recency in RECENCY_CHOICES:
+            refit = fit_member(user[keep], item[keep], time[keep], rating[keep], 40, 40,
+                               dataclasses.replace(settings, recency=recency, features=g, choose_recency=False,
+                                                   choose_features=False), item_features=F)
+            assert refit.features == (4 if g else 0)
+            scores = refit.users.astype(np.float64) @ refit.items.T.astype(np.float64)
+            expected = list_metrics(top_k(lambda b, s=scores: s[b], users, seen, 10), users, data, 10)["ndcg@10"]
+            assert choices[g, recency] == pytest.approx(expected, abs=1e-6)
+    # the features change the lists here, so the choice between them means something
+    assert any(choices[8.0, r] != choices[0.0, r] for r in RECENCY_CHOICES)
+
+
+def test_the_member_keeps_the_features_only_where_the_carve_prefers_them():
+    user, item, time, rating = drifting_tastes(seed=3)
+    settings = ItemItemSettings(l2=5.0, features=8.0)
+    F = groups_of_ten()
+    carve = Carve("random", holdout=3, seed=1)
+    fitted = fit_member(user, item, time, rating, 40, 40, settings, carve, F)
+    by_weight = fitted.details()["item_item_features_validation"]
+    assert set(by_weight) == {"8", "0"}
+    scored = score_choices(user, item, time, rating, 40, 40, settings, carve, F, (8.0, 0.0))
+    best = max(scored, key=lambda gr: (scored[gr], -gr[1], -gr[0]))
+    assert (fitted.features, fitted.recency) == ((4 if best[0] else 0), best[1])
+    assert by_weight == {f"{g:g}": round(max(v for (h, _), v in scored.items() if h == g), 6) for g in (8.0, 0.0)}
+    # not chosen between: the configured weight, no figures; without features there is nothing to choose
+    kept = fit_member(user, item, time, rating, 40, 40, dataclasses.replace(settings, choose_features=False), carve, F)
+    assert kept.features == 4 and "item_item_features_validation" not in kept.details()
+    plain = fit_member(user, item, time, rating, 40, 40, settings, carve)
+    assert plain.features == 0 and "item_item_features_validation" not in plain.details()
 
 
 def test_a_carve_that_holds_out_nothing_chooses_nothing():
     user, item = np.arange(6), np.arange(6)  # one interaction a user: nothing to hold out
     settings = ItemItemSettings(l2=5.0)
-    assert choose_recency(user, item, np.zeros(6), np.full(6, np.nan), 6, 6, settings, Carve("random")) == {}
+    assert score_choices(user, item, np.zeros(6), np.full(6, np.nan), 6, 6, settings, Carve("random")) == {}
     assert fit_member(user, item, np.zeros(6), np.full(6, np.nan), 6, 6, settings, Carve("last")).recency == 1.0
 
 

@@ -6,13 +6,12 @@ item rows x_i and w = (b_u, b_i). Side-feature columns get zero factors and weig
 columns carry the fit), so the artifact, the repackaging identity and everything downstream are
 those of any other FM.
 
-Where the data is small enough, a second, closed-form member joins it
-(:mod:`batch.train.item_item`, EASE on rating-weighted rows and sessions, scored on recency-weighted
-profiles) as a block of factors of
-its own: user rows [x_u, β m_u] (with the history block: history rows [y_j, 0] and the id column
-[0, β m_u]), item rows [x_i, m_i]. The blocks are orthogonal, so the FM's score is the iALS score
-plus β times the member's, exactly, and the artifact is still one FM (k = num_factors + the
-member's rank).
+Where the data is small enough, a second, closed-form member joins it (:mod:`batch.train.item_item`,
+EASE on rating-weighted rows, sessions and item features, scored on recency-weighted profiles) as a
+block of factors of its own: user rows [x_u, β m_u] (with the history block: history rows [y_j, 0]
+and the id column [0, β m_u]), item rows [x_i, m_i]. The blocks are orthogonal, so the FM's score is
+the iALS score plus β times the member's, exactly, and the artifact is still one FM (k = num_factors
++ the member's rank).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from batch.config import DataConfig, FMHyperparameters, IALSConfig
 from batch.features.design import Design
 from batch.train import FitResult
 from batch.train.ials import IALSFactors, IALSSettings, fit_ials
-from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, fit_member
+from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, feature_rows, fit_member
 from batch.train.local import import_torch, pick_device
 from batch.train.samples import Samples, SampleSource
 
@@ -71,12 +70,13 @@ class IALSTrainer:
         ials_seconds = time.perf_counter() - started
         member = item_item_settings(s)
         p = source.positives
-        fitted = fit_member(p.user, p.item, p.timestamp, p.rating, *R.shape, member, self.carve) \
-            if member.weight > 0 else None
+        fitted = fit_member(p.user, p.item, p.timestamp, p.rating, *R.shape, member, self.carve,
+                            feature_rows(design)) if member.weight > 0 else None
         if fitted is not None:
             factors = with_item_item(factors, fitted.users, fitted.items, member.weight)
-            log.info("item-item member (EASE, λ %g, weight %g, %d sessions, recency %g): %d factors, %.1f s",
-                     member.l2, member.weight, fitted.sessions, fitted.recency, fitted.rank,
+            log.info("item-item member (EASE, λ %g, weight %g, %d sessions, %d item features, recency %g): "
+                     "%d factors, %.1f s", member.l2, member.weight, fitted.sessions, fitted.features,
+                     fitted.recency, fitted.rank,
                      time.perf_counter() - started - ials_seconds)
         elif member.weight > 0:
             log.info("item-item member left out: %d users × %d items is beyond train.ials.item_item_max_rank "
@@ -96,7 +96,9 @@ def item_item_settings(s: IALSConfig, backend: str = "local") -> ItemItemSetting
                             half_life=s.item_item_half_life, choose_recency=s.item_item_choose_recency,
                             rating_exponent=s.item_item_rating_exponent,
                             sessions=s.item_item_sessions,
-                            session_gap=s.item_item_session_gap, max_rank=s.item_item_max_rank,
+                            session_gap=s.item_item_session_gap, features=s.item_item_features,
+                            choose_features=s.item_item_choose_features,
+                            max_rank=s.item_item_max_rank,
                             max_cells=s.item_item_max_cells, max_session_cells=s.item_item_max_session_cells)
 
 

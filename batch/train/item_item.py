@@ -22,16 +22,25 @@ user's whole history is that user's row again, so it is kept as the weight √(1
 rather than as a row of its own (data without timestamps: every history is one session, and the
 member is EASE on X with λ/(1 + γ)).
 
+With ``features`` = g > 0 the items' indicator features (``name=value`` columns such as
+``genre=Comedy``; numeric columns are left out) join the fit too: each feature is a row F_f
+(1 at the items that have it) with weight g, so the Gram matrix gains g FᵀF and items that share
+features count as closer. As a row to reconstruct, a feature asks B to carry a genre's items
+to the genre's other items: a side-feature prior that only matters where the interactions say
+little (with g large it becomes the constraint F(I − B) = 0). Features can be noise for some
+data, so with ``choose_features`` the validation carve below also decides whether they join.
+
 How much recent taste should count depends on what the lists are for: the next items a user
 takes up (recent taste first) or items from anywhere in their history. With ``choose_recency``
 the member picks ``recency`` itself, as a tuned peer would: it is fitted once on a validation
 carve of the training interactions, held out the way the job's own split holds out its test part
 (:class:`Carve`), and each of :data:`RECENCY_CHOICES` is scored there (NDCG@10 of the member's
-lists; only the profile changes, so B is fitted once); the best is kept for the real fit.
+lists; only the profile changes, so B is fitted once, or once with and once without the
+features); the best is kept for the real fit.
 
 The member is exact, not an approximation: with r = min(rows of Y, n_items) factors,
 
-- more items than rows of Y (users and sessions): by Woodbury, P = (I − YᵀAY) / λ with
+- more items than rows of Y (users, sessions and features): by Woodbury, P = (I − YᵀAY) / λ with
   A = (λI + YYᵀ)⁻¹, so for i not among the user's items the score is (W YᵀA)_u · Y_:i / (λ P_ii).
   With any A^½ (A^½ A^½ᵀ = A; here L⁻ᵀ from the Cholesky factor L of λI + YYᵀ), user rows are
   W Yᵀ A^½ and item rows (Yᵀ A^½)_i / (λ P_ii) (r = rows of Y): items' inner products are then
@@ -42,7 +51,7 @@ The member is exact, not an approximation: with r = min(rows of Y, n_items) fact
 
 So the cost is r³ (r = min(rows of Y, n_items)), a dense n_users × n_items product and an
 n_items × r item block: the engine leaves the sessions out beyond ``max_rank`` or
-``max_session_cells``, and the member too when even X alone is beyond ``max_rank`` or
+``max_session_cells``, then the feature rows, and the member too when even X alone is beyond ``max_rank`` or
 ``max_cells``, and then trains iALS alone.
 """
 
@@ -59,13 +68,13 @@ import scipy.sparse as sp
 from batch.artifact import FMModel
 from batch.data.interactions import Interactions
 from batch.data.split import holdout_mask
-from batch.features.design import DesignLayout
+from batch.features.design import Design, DesignLayout
 from batch.metrics.accuracy import ranking_metrics
 from batch.offline import top_k
 
 log = logging.getLogger("topx.train")
 
-# the profiles' recency weights choose_recency tries; the metric it compares them by
+# the profiles' recency weights the carve tries; the metric it compares them by
 RECENCY_CHOICES = (0.0, 0.5, 1.0, 2.0, 4.0)
 CHOICE_METRIC, CHOICE_K = "ndcg@10", 10
 
@@ -77,10 +86,12 @@ class ItemItemSettings:
     recency is chosen on a validation carve where :func:`fit_member` is given one);
     ``rating_exponent``: the interactions' rating weights (:func:`rating_weights`); ``sessions``: γ,
     the weight of session rows in the fit (0: none); ``session_gap``: seconds without an
-    interaction that end a session; ``max_rank`` and ``max_cells``: the member is fitted only
-    when its rank r = min(n_users [+ n_sessions], n_items) ≤ max_rank and n_users × n_items ≤
-    max_cells; ``max_session_cells``: with sessions, also only when r × n_items (its item
-    block) ≤ max_session_cells."""
+    interaction that end a session; ``features``: g, the weight of the items' indicator
+    features as rows of the fit (0: none; ``choose_features``: g or 0 is chosen on the
+    validation carve with the recency); ``max_rank`` and ``max_cells``: the member is fitted
+    only when its rank r = min(n_users [+ n_sessions + n_features], n_items) ≤ max_rank and
+    n_users × n_items ≤ max_cells; ``max_session_cells``: with sessions or features, also only
+    when r × n_items (its item block) ≤ max_session_cells."""
 
     weight: float = 1.0
     l2: float = 300.0
@@ -90,15 +101,18 @@ class ItemItemSettings:
     rating_exponent: float = 0.5
     sessions: float = 2.0
     session_gap: float = 1800.0
+    features: float = 64.0
+    choose_features: bool = True
     max_rank: int = 6144
     max_cells: int = 20_000_000
     max_session_cells: int = 64_000_000
 
-    def applies(self, n_users: int, n_items: int, n_sessions: int = 0) -> bool:
-        """Whether the member is fitted for data of this size (with this many session rows)."""
-        rank = min(n_users + n_sessions, n_items)
+    def applies(self, n_users: int, n_items: int, n_extra: int = 0) -> bool:
+        """Whether the member is fitted for data of this size (with this many session and feature
+        rows besides the users')."""
+        rank = min(n_users + n_extra, n_items)
         return (self.weight > 0 and rank <= self.max_rank and n_users * n_items <= self.max_cells
-                and (n_sessions == 0 or rank * n_items <= self.max_session_cells))
+                and (n_extra == 0 or rank * n_items <= self.max_session_cells))
 
 
 def rating_exponent(rating: np.ndarray, exponent: float) -> float:
@@ -201,12 +215,14 @@ def session_rows(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, n_us
 
 
 def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | None = None,
-                  sessions: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  sessions: float = 0.0, F: sp.csr_matrix | None = None,
+                  features: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """EASE on ``X`` (CSR (n_users, n_items), the rating weights, 1 without), with the sessions ``Z`` weighted
-    ``sessions`` (γ) next to it (Y = [X; √γ Z], a user whose whole history is one session
-    counting √(1 + γ) times), scored with the profiles ``W`` (same shape as X, nonzero where X
-    is): float32 user rows (n_users, r) and item rows (n_items, r) whose inner product is
-    Σ_j W_uj B_ji for every item i outside user u's items (module docstring)."""
+    ``sessions`` (γ) and the feature rows ``F`` (CSR (n_features, n_items), 1 where an item has
+    the feature) weighted ``features`` (g) next to it (Y = [X; √γ Z; √g F], a user whose whole
+    history is one session counting √(1 + γ) times), scored with the profiles ``W`` (same shape
+    as X, nonzero where X is): float32 user rows (n_users, r) and item rows (n_items, r) whose
+    inner product is Σ_j W_uj B_ji for every item i outside user u's items (module docstring)."""
     if l2 <= 0:
         raise ValueError(f"the item-item member's l2 must be positive, got {l2}")
     X = sp.csr_matrix(X, dtype=np.float64)
@@ -216,6 +232,8 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | N
         Y = sp.csr_matrix(sp.diags(np.sqrt(1.0 + sessions * Z.whole)) @ X)
         if len(Z):
             Y = sp.csr_matrix(sp.vstack([Y, np.sqrt(sessions) * sp.csr_matrix(Z.rows, dtype=np.float64)]))
+    if F is not None and features > 0 and F.shape[0]:
+        Y = sp.csr_matrix(sp.vstack([Y, np.sqrt(features) * sp.csr_matrix(F, dtype=np.float64)]))
     n_rows, n_items = Y.shape
     if n_items > n_rows:
         # A^½ = L⁻ᵀ with λI + YYᵀ = LLᵀ: items' inner products are then YᵀAY, EASE's own
@@ -236,7 +254,7 @@ def fit_item_item(X: sp.csr_matrix, W: sp.csr_matrix, l2: float, Z: Sessions | N
 
 @dataclass(frozen=True)
 class Carve:
-    """The validation carve :func:`choose_recency` scores on: each user's ``holdout`` latest
+    """The validation carve :func:`score_choices` scores on: each user's ``holdout`` latest
     (``last``) or random (``random``, with ``seed``) training interactions held out."""
 
     method: str
@@ -247,10 +265,11 @@ class Carve:
 @dataclass(frozen=True)
 class Member:
     """A fitted member: ``users`` float32 (n_users, r), ``items`` float32 (n_items, r) (see
-    :func:`fit_item_item`), the number of ``sessions`` its fit saw (0: none), whole-history
-    ones included, the profiles' ``recency``, the ``rating_exponent`` it was fitted with (0 where
-    the data's ratings were ignored) and, where the recency was chosen, each choice's validation
-    metric (``choices``, by recency)."""
+    :func:`fit_item_item`), the number of ``sessions`` its fit saw (0: none), whole-history ones
+    included, the number of item ``features`` it saw as rows (0: none), the profiles'
+    ``recency``, the ``rating_exponent`` it was fitted with (0 where the data's ratings were
+    ignored) and, where they were chosen, each recency's validation metric (``choices``, by
+    recency) and each feature weight's best one (``feature_choices``, by weight)."""
 
     users: np.ndarray
     items: np.ndarray
@@ -258,6 +277,8 @@ class Member:
     recency: float
     rating_exponent: float
     choices: dict[float, float] = field(default_factory=dict)
+    features: int = 0
+    feature_choices: dict[float, float] = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
@@ -266,9 +287,11 @@ class Member:
     def details(self) -> dict[str, Any]:
         """What the training metrics record of the member (see :data:`NO_MEMBER`)."""
         out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency,
-               "item_item_rating_exponent": self.rating_exponent}
+               "item_item_rating_exponent": self.rating_exponent, "item_item_features": self.features}
         if self.choices:
             out["item_item_recency_validation"] = {f"{r:g}": round(v, 6) for r, v in self.choices.items()}
+        if self.feature_choices:
+            out["item_item_features_validation"] = {f"{g:g}": round(v, 6) for g, v in self.feature_choices.items()}
         return out
 
 
@@ -277,53 +300,109 @@ NO_MEMBER = {"item_item_factors": 0, "item_item_sessions": 0}
 
 
 def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
-               n_items: int, settings: ItemItemSettings, carve: Carve | None = None) -> Member | None:
+               n_items: int, settings: ItemItemSettings, carve: Carve | None = None,
+               item_features: sp.csr_matrix | None = None) -> Member | None:
     """The member for the interactions ``user``, ``item``, ``timestamp``, ``rating`` (NaN: none)
-    of ``n_users`` × ``n_items``, or None where it does not apply to data of this size; the
-    sessions are left out (logged) where only they take it past ``max_rank`` or
-    ``max_session_cells``. With ``carve`` and ``settings.choose_recency`` the profiles' recency
-    is chosen there (:func:`choose_recency`)."""
+    of ``n_users`` × ``n_items`` and the items' indicator features ``item_features`` (CSR
+    (n_features, n_items), see :func:`feature_rows`; None: none), or None where it does not apply
+    to data of this size; the sessions, then the features, are left out (logged) where they take
+    it past ``max_rank`` or ``max_session_cells``. With ``carve`` and ``settings.choose_recency``
+    the profiles' recency (and whether the features join) is chosen there (:func:`choose`)."""
     if not settings.applies(n_users, n_items):
         return None
     settings = replace(settings, rating_exponent=rating_exponent(rating, settings.rating_exponent))
+    has_features = settings.features > 0 and item_features is not None and item_features.shape[0] > 0
     choices: dict[float, float] = {}
-    if carve is not None and settings.choose_recency:
-        choices = choose_recency(user, item, timestamp, rating, n_users, n_items, settings, carve)
-        if choices:
-            settings = replace(settings, recency=max(choices, key=lambda r: (choices[r], -r)))
-            log.info("item-item member: recency %g chosen on a %s carve (%s %s)", settings.recency, carve.method,
-                     CHOICE_METRIC, ", ".join(f"{r:g}: {v:.4f}" for r, v in choices.items()))
+    feature_choices: dict[float, float] = {}
+    if carve is not None and (settings.choose_recency or (settings.choose_features and has_features)):
+        settings, choices, feature_choices = choose(user, item, timestamp, rating, n_users, n_items, settings,
+                                                    carve, item_features if has_features else None)
     c = rating_weights(user, rating, n_users, settings.rating_exponent)
     X = profiles(user, item, timestamp, n_users, n_items, 0.0, settings.half_life, c)  # c of each pair
     W = profiles(user, item, timestamp, n_users, n_items, settings.recency, settings.half_life, c)
     Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap, c) \
         if settings.sessions > 0 else None
-    if Z is not None and not settings.applies(n_users, n_items, len(Z)):
-        rank = min(n_users + len(Z), n_items)
+    F = item_features if has_features and settings.features > 0 else None
+    n_features = 0 if F is None else F.shape[0]
+    if Z is not None and not settings.applies(n_users, n_items, len(Z) + n_features):
+        rank = min(n_users + len(Z) + n_features, n_items)
         log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d, or %d × %d "
                  "items beyond item_item_max_session_cells %d)", len(Z), rank, settings.max_rank, rank, n_items,
                  settings.max_session_cells)
         Z = None
-    users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions)
+    if F is not None and not settings.applies(n_users, n_items, n_features):
+        log.info("item-item member: its %d item features left out (rank %d beyond item_item_max_rank %d, or "
+                 "its item block beyond item_item_max_session_cells %d)", n_features,
+                 min(n_users + n_features, n_items), settings.max_rank, settings.max_session_cells)
+        F, n_features = None, 0
+    users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions, F, settings.features)
     return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency,
-                  settings.rating_exponent, choices)
+                  settings.rating_exponent, choices if settings.choose_recency else {}, n_features, feature_choices)
 
 
-def choose_recency(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
-                   n_items: int, settings: ItemItemSettings, carve: Carve) -> dict[float, float]:
-    """{recency: validation metric} for each of :data:`RECENCY_CHOICES`: the member (these
-    ``settings``) fitted on the interactions less ``carve``'s held-out part, each user's lists
-    made with that recency's profile, their :data:`CHOICE_METRIC` on the held-out part (relevant
-    = any held-out item, the carve's training items excluded). Empty where the carve holds out
-    nothing or leaves the member nothing to fit."""
+def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
+           n_items: int, settings: ItemItemSettings, carve: Carve,
+           item_features: sp.csr_matrix | None) -> tuple[ItemItemSettings, dict[float, float], dict[float, float]]:
+    """``settings`` with what the validation ``carve`` chose (:func:`score_choices`): the recency
+    (with ``choose_recency``, else the configured one) and, with ``choose_features`` and
+    ``item_features``, whether the features join the fit (weight ``features`` or 0); also the
+    chosen weight's {recency: metric} and {feature weight: its best metric} (empty where the
+    features were not chosen between). Unchanged where the carve holds out nothing."""
+    weights = (settings.features, 0.0) if settings.choose_features and item_features is not None else \
+        (settings.features,)
+    recencies = RECENCY_CHOICES if settings.choose_recency else (settings.recency,)
+    scored = score_choices(user, item, timestamp, rating, n_users, n_items, settings, carve, item_features, weights,
+                           recencies)
+    if not scored:
+        return settings, {}, {}
+    # the best metric; on a tie the lower recency, then the fit without features
+    features, recency = max(scored, key=lambda gr: (scored[gr], -gr[1], -gr[0]))
+    by_recency = {r: v for (g, r), v in scored.items() if g == features}
+    by_weight = {g: max(v for (h, _), v in scored.items() if h == g) for g in weights} if len(weights) > 1 else {}
+    log.info("item-item member: recency %g%s chosen on a %s carve (%s %s)", recency,
+             f", item features {'in' if features else 'out'}" if by_weight else "", carve.method, CHOICE_METRIC,
+             ", ".join(f"{r:g}{f' with features {g:g}' if g else ''}: {v:.4f}" for (g, r), v in scored.items()))
+    return replace(settings, recency=recency, features=features), by_recency, by_weight
+
+
+def feature_rows(design: Design) -> sp.csr_matrix | None:
+    """CSR float64 (n_features, n_items): the items' indicator features of ``design`` (its item
+    feature columns named ``name=value``, as one-hot and multi-hot encodings name them; numeric
+    columns are left out), 1 where an item has the feature; features no item has are dropped.
+    None without any."""
+    layout = design.layout
+    keep = [k for k, name in enumerate(layout.item_feature_columns) if "=" in name]
+    if not keep:
+        return None
+    block = design.items[:, layout.item_feature_offset:layout.item_feature_offset + len(layout.item_feature_columns)]
+    F = sp.csr_matrix(block.tocsc()[:, keep].T, dtype=np.float64)
+    F.eliminate_zeros()
+    F.data[:] = 1.0
+    F = F[np.flatnonzero(np.diff(F.indptr) > 0)]
+    return sp.csr_matrix(F) if F.shape[0] else None
+
+
+def score_choices(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
+                  n_items: int, settings: ItemItemSettings, carve: Carve, item_features: sp.csr_matrix | None = None,
+                  feature_weights: tuple[float, ...] | None = None,
+                  recencies: tuple[float, ...] = RECENCY_CHOICES) -> dict[tuple[float, float], float]:
+    """{(feature weight, recency): validation metric} for each of ``feature_weights`` (default:
+    ``settings.features`` alone) and ``recencies``: the member (these ``settings``, with that
+    weight of ``item_features``) fitted on the interactions less ``carve``'s held-out part, each
+    user's lists made with that recency's profile, their :data:`CHOICE_METRIC` on the held-out
+    part (relevant = any held-out item, the carve's training items excluded). Empty where the
+    carve holds out nothing or leaves the member nothing to fit."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
     timestamp, rating = np.asarray(timestamp), np.asarray(rating)
     held = holdout_mask(carve.method, user, timestamp, n_users=n_users, holdout=carve.holdout, seed=carve.seed)
     if not held.any():
         return {}
     keep = ~held
-    fitted = fit_member(user[keep], item[keep], timestamp[keep], rating[keep], n_users, n_items, settings)
-    if fitted is None:
+    fit = replace(settings, choose_recency=False, choose_features=False)
+    fitted = {g: fit_member(user[keep], item[keep], timestamp[keep], rating[keep], n_users, n_items,
+                            replace(fit, features=g), item_features=item_features)
+              for g in ((settings.features,) if feature_weights is None else feature_weights)}
+    if any(member is None for member in fitted.values()):
         return {}
     c = rating_weights(user[keep], rating[keep], n_users, settings.rating_exponent)
     users = np.unique(user[held])
@@ -331,12 +410,13 @@ def choose_recency(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, ra
     relevant = Interactions(user[held].astype(np.int32), item[held].astype(np.int32),
                             rating[held].astype(np.float32), timestamp[held].astype(np.int64))
     choices = {}
-    for recency in RECENCY_CHOICES:
-        W = profiles(user[keep], item[keep], timestamp[keep], n_users, n_items, recency, settings.half_life, c)
-        rows = member_user_rows(fitted.items, W[users])
-        top = top_k(lambda part, rows=rows: rows[np.searchsorted(users, part)] @ fitted.items.T, users, seen,
-                    CHOICE_K)
-        choices[recency] = ranking_metrics(top, users, relevant, n_items, [CHOICE_K])[CHOICE_METRIC]
+    for recency in recencies:
+        W = profiles(user[keep], item[keep], timestamp[keep], n_users, n_items, recency, settings.half_life, c)[users]
+        for g, member in fitted.items():
+            rows = member_user_rows(member.items, W)
+            top = top_k(lambda part, rows=rows, items=member.items: rows[np.searchsorted(users, part)] @ items.T,
+                        users, seen, CHOICE_K)
+            choices[g, recency] = ranking_metrics(top, users, relevant, n_items, [CHOICE_K])[CHOICE_METRIC]
     return choices
 
 

@@ -38,7 +38,7 @@ from batch.errors import ConfigError
 from batch.features.design import Design
 from batch.train import FitResult
 from batch.train.ials_engine import item_item_settings, member_carve
-from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, fit_member, fm_with_item_item
+from batch.train.item_item import NO_MEMBER, Carve, ItemItemSettings, feature_rows, fit_member, fm_with_item_item
 from batch.train.samples import Samples, SampleSource
 
 log = logging.getLogger("topx.train")
@@ -217,7 +217,8 @@ def with_item_item(model: FMModel, design: Design, source: SampleSource, member:
     if source.mode != "implicit" or member.weight <= 0:
         return model, NO_MEMBER
     started, p = time.perf_counter(), source.positives
-    fitted = fit_member(p.user, p.item, p.timestamp, p.rating, layout.n_users, layout.n_items, member, carve)
+    fitted = fit_member(p.user, p.item, p.timestamp, p.rating, layout.n_users, layout.n_items, member, carve,
+                        feature_rows(design))
     if fitted is None:
         return model, NO_MEMBER
     log.info("item-item member (EASE, λ %g, weight %g, %d sessions, recency %g) added to the FM: %d factors, %.1f s",

@@ -19,11 +19,13 @@ IALS: Space = {
     "train.ials.reg": ("float", 1e-5, 1e-1, True),
     "train.ials.history_reg": ("float", 1e-3, 1.0, True),
     # the item-item member (where the data is small enough for it): β, EASE's λ, the sessions' γ,
-    # the rating weights' exponent (its recency it chooses itself on each trial's data)
+    # the rating weights' exponent, the item features' g (its recency it chooses itself on each
+    # trial's data)
     "train.ials.item_item": ("float", 0.1, 4.0, True),
     "train.ials.item_item_l2": ("float", 50.0, 3000.0, True),
     "train.ials.item_item_sessions": ("float", 0.0, 8.0, False),
     "train.ials.item_item_rating_exponent": ("float", 0.0, 1.0, False),
+    "train.ials.item_item_features": ("float", 1.0, 1000.0, True),
 }
 
 SGD: Space = {
