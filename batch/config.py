@@ -214,14 +214,16 @@ class IALSConfig:
     item_item_choose_features: bool = setting(True, "choose at train time, on the same validation carve as the "
                                                     "recency, whether the item features join the item-item member "
                                                     "(item_item_features or 0; false: item_item_features as set)")
-    item_item_max_rank: int = setting(6144, "the item-item member is exact with min(users + sessions, items) "
-                                            "factors; beyond this many the sessions are left out, and the member "
-                                            "too when min(users, items) is beyond it")
+    item_item_max_rank: int = setting(6144, "the item-item member is exact with min(users + sessions + item "
+                                            "features, items) factors; beyond this many the features are left out, "
+                                            "then the sessions, and the member too when min(users, items) is "
+                                            "beyond it")
     item_item_max_cells: int = setting(20_000_000, "the item-item member is left out beyond this many users × items "
                                                    "(it takes a dense users × items product)")
-    item_item_max_session_cells: int = setting(64_000_000, "the sessions are left out of the item-item member when "
-                                                           "its item block, items × min(users + sessions, items), "
-                                                           "would be larger")
+    item_item_max_session_cells: int = setting(64_000_000, "the item features, then the sessions, are left out of "
+                                                           "the item-item member when its item block, items × "
+                                                           "min(users + sessions + features, items), would be "
+                                                           "larger")
 
     def __post_init__(self):
         _positive("train.ials.unobserved_weight", self.unobserved_weight)

@@ -160,13 +160,14 @@ def test_the_factors_with_feature_rows_give_eases_scores_with_the_features_in_th
                                    brute_force_ease(X, W, 3.0, every_session(Z, X), 0.6)[unseen], rtol=1e-4, atol=1e-5)
 
 
-def test_feature_rows_are_the_items_indicator_columns_and_leave_numeric_and_unused_ones_out():
+def test_feature_rows_are_the_items_indicator_columns_and_leave_numeric_and_unshared_ones_out():
     inter = Interactions(np.array([0, 1], np.int32), np.array([0, 1], np.int32), np.ones(2, np.float32),
                          np.zeros(2, np.int64))
-    # items' columns: two genres, a standardised price, a genre no item has
-    table = np.array([[1, 1, 0.7, 0], [0, 1, -1.3, 0], [0, 0, 0.0, 0], [1, 0, 2.0, 0]], np.float32)
+    # items' columns: two genres, a standardised price, a genre no item has, a brand one item has
+    table = np.array([[1, 1, 0.7, 0, 0], [0, 1, -1.3, 0, 1], [0, 0, 0.0, 0, 0], [1, 0, 2.0, 0, 0]], np.float32)
     ds = Dataset(inter, inter.take(np.zeros(2, bool)), IdMap(np.arange(2)), IdMap(np.arange(4)),
-                 item_features=FeatureTable(sp.csr_matrix(table), ("genre=A", "genre=B", "price", "genre=C")))
+                 item_features=FeatureTable(sp.csr_matrix(table),
+                                            ("genre=A", "genre=B", "price", "genre=C", "brand=X")))
     F = feature_rows(build_design(ds))
     np.testing.assert_array_equal(F.toarray(), [[1, 0, 0, 1], [1, 1, 0, 0]])
     assert F.dtype == np.float64
@@ -176,7 +177,7 @@ def test_feature_rows_are_the_items_indicator_columns_and_leave_numeric_and_unus
     assert feature_rows(build_design(numeric)) is None
 
 
-def test_fit_member_leaves_out_the_sessions_then_the_features_that_would_take_it_past_max_rank():
+def test_fit_member_leaves_out_the_features_then_the_sessions_that_would_take_it_past_max_rank():
     rng = np.random.default_rng(6)
     user = np.repeat(np.arange(4), 8)
     item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
@@ -184,22 +185,33 @@ def test_fit_member_leaves_out_the_sessions_then_the_features_that_would_take_it
     rating = rng.integers(1, 6, len(user)).astype(np.float64)
     F = sp.csr_matrix((rng.random((3, 40)) < 0.3).astype(np.float64))
 
-    def member(**changes):
+    def member(time=time, **changes):
         settings = ItemItemSettings(sessions=1.0, session_gap=100, features=2.0, max_rank=19)
         return fit_member(user, item, time, rating, 4, 40, dataclasses.replace(settings, **changes),
                           item_features=F)
 
+    def scores(m):
+        return m.users @ m.items.T
+
     both = member()
     assert (both.sessions, both.features, both.rank) == (12, 3, 19)
-    assert both.details()["item_item_features"] == 3
-    no_sessions = member(max_rank=18)
-    assert (no_sessions.sessions, no_sessions.features, no_sessions.rank) == (0, 3, 7)
+    assert both.details()["item_item_feature_rows"] == 3
+    # one short of both: the sessions (12 rows) stay, the features go
+    sessions_only = member(max_rank=18)
+    assert (sessions_only.sessions, sessions_only.features, sessions_only.rank) == (12, 0, 16)
+    np.testing.assert_array_equal(scores(sessions_only), scores(member(features=0.0)))
+    # room for the features but not the sessions
+    features_only = member(max_rank=7)
+    assert (features_only.sessions, features_only.features, features_only.rank) == (0, 3, 7)
+    np.testing.assert_array_equal(scores(features_only), scores(member(sessions=0.0)))
     neither = member(max_rank=6)
     assert (neither.sessions, neither.features, neither.rank) == (0, 0, 4)
-    unweighted = member(features=0.0)
-    assert (unweighted.features, unweighted.rank) == (0, 16)
-    np.testing.assert_array_equal(neither.users @ neither.items.T,
-                                  member(sessions=0.0, features=0.0).users @ member(sessions=0.0, features=0.0).items.T)
+    np.testing.assert_array_equal(scores(neither), scores(member(sessions=0.0, features=0.0)))
+    # without timestamps every history is one session: no rows of their own, so its weight √(1 + γ)
+    # on each user's row costs no rank and stays whatever the features need
+    flat = member(time=np.zeros(len(user)), max_rank=6)
+    assert (flat.sessions, flat.features, flat.rank) == (4, 0, 4)
+    assert member(time=np.zeros(len(user)), max_rank=7).features == 3
 
 
 def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
@@ -347,9 +359,9 @@ def test_the_trainer_adds_the_member_only_within_its_size_limits_and_is_determin
     parity = dataclasses.replace(parity, item_features=FeatureTable(parity.item_features.matrix,
                                                                     ("parity=even", "parity=odd")))
     _, with_features = fit_trainer(parity, IALSConfig())
-    assert with_features.details["item_item_features"] == 2 and with_features.model.V.shape[1] == 4 + 14
+    assert with_features.details["item_item_feature_rows"] == 2 and with_features.model.V.shape[1] == 4 + 14
     _, without = fit_trainer(parity, IALSConfig(item_item_features=0))
-    assert without.details["item_item_features"] == 0 and without.model.V.shape[1] == 4 + 12
+    assert without.details["item_item_feature_rows"] == 0 and without.model.V.shape[1] == 4 + 12
 
 
 def test_the_member_alone_ranks_each_users_own_taste_group_first():
@@ -498,22 +510,33 @@ def test_each_recency_and_feature_weight_is_scored_as_a_member_refitted_with_the
     assert any(choices[8.0, r] != choices[0.0, r] for r in RECENCY_CHOICES)
 
 
-def test_the_member_keeps_the_features_only_where_the_carve_prefers_them():
-    user, item, time, rating = drifting_tastes(seed=3)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_member_keeps_features_that_follow_the_tastes_and_leaves_out_features_that_are_noise(seed):
+    # Known answer: users take up items of two of four groups of ten; a feature per group says
+    # something, the same features on shuffled items say nothing and only pull unrelated items together
+    user, item, time, rating = drifting_tastes(seed=seed)
     settings = ItemItemSettings(l2=5.0, features=8.0)
-    F = groups_of_ten()
     carve = Carve("random", holdout=3, seed=1)
-    fitted = fit_member(user, item, time, rating, 40, 40, settings, carve, F)
-    by_weight = fitted.details()["item_item_features_validation"]
-    assert set(by_weight) == {"8", "0"}
-    scored = score_choices(user, item, time, rating, 40, 40, settings, carve, F, (8.0, 0.0))
-    best = max(scored, key=lambda gr: (scored[gr], -gr[1], -gr[0]))
-    assert (fitted.features, fitted.recency) == ((4 if best[0] else 0), best[1])
-    assert by_weight == {f"{g:g}": round(max(v for (h, _), v in scored.items() if h == g), 6) for g in (8.0, 0.0)}
-    # not chosen between: the configured weight, no figures; without features there is nothing to choose
-    kept = fit_member(user, item, time, rating, 40, 40, dataclasses.replace(settings, choose_features=False), carve, F)
-    assert kept.features == 4 and "item_item_features_validation" not in kept.details()
+    groups = groups_of_ten()
+    noise = sp.csr_matrix(groups.toarray()[:, np.random.default_rng(seed).permutation(40)])
+    kept = fit_member(user, item, time, rating, 40, 40, settings, carve, groups)
+    left_out = fit_member(user, item, time, rating, 40, 40, settings, carve, noise)
+    assert kept.features == 4 and left_out.features == 0
+    for fitted in (kept, left_out):
+        by_weight = fitted.details()["item_item_features_validation"]
+        assert set(by_weight) == {"8", "0"}
+        assert fitted.details()["item_item_recency_validation"] == {
+            f"{r:g}": v for r, v in fitted.choices.items()}
+    assert kept.details()["item_item_features_validation"]["8"] > kept.details()["item_item_features_validation"]["0"]
+    assert left_out.details()["item_item_features_validation"]["8"] < \
+        left_out.details()["item_item_features_validation"]["0"]
+    # left out, the member is the one fitted without features
     plain = fit_member(user, item, time, rating, 40, 40, settings, carve)
+    np.testing.assert_array_equal(left_out.users @ left_out.items.T, plain.users @ plain.items.T)
+    # not chosen between: the configured weight, no figures; without features there is nothing to choose
+    forced = fit_member(user, item, time, rating, 40, 40, dataclasses.replace(settings, choose_features=False), carve,
+                        noise)
+    assert forced.features == 4 and "item_item_features_validation" not in forced.details()
     assert plain.features == 0 and "item_item_features_validation" not in plain.details()
 
 

@@ -20,11 +20,11 @@ from batch.aws.channels import MissingS3ObjectError
 from batch.aws.recordio import read_sparse
 from batch.aws.sagemaker_jobs import JobInputsChangedError, JobRunner, TrainingJobFailedError
 from batch.config import TrainConfig
-from batch.data.interactions import Interactions
+from batch.data.interactions import FeatureTable, Interactions
 from batch.errors import AwsJobError, ConfigError
 from batch.features.design import build_design
 from batch.train import make_trainer
-from batch.train.item_item import RECENCY_CHOICES, profiles, rating_weights, session_rows
+from batch.train.item_item import RECENCY_CHOICES, feature_rows, profiles, rating_weights, session_rows
 from batch.train.local import LocalFMTrainer
 from batch.train.sagemaker import SageMakerFMTrainer, training_set
 from batch.train.samples import held_out_samples, training_source
@@ -204,10 +204,12 @@ def test_the_job_trains_the_local_engine_on_exactly_the_channel_rows(aws, proble
 
 @pytest.fixture
 def rated_problem():
-    """``problem`` with training ratings from 1 to 5, which weight the item-item member's interactions."""
+    """``problem`` with training ratings from 1 to 5, which weight the item-item member's
+    interactions, and indicator item features (``parity=even`` / ``parity=odd``) it may fit with."""
     ds = blocks_dataset(**SMALL)
     rating = np.random.default_rng(2).choice([1.0, 3.0, 4.0, 5.0], len(ds.train)).astype(np.float32)
-    ds = dataclasses.replace(ds, train=Interactions(ds.train.user, ds.train.item, rating, ds.train.timestamp))
+    ds = dataclasses.replace(ds, train=Interactions(ds.train.user, ds.train.item, rating, ds.train.timestamp),
+                             item_features=FeatureTable(ds.item_features.matrix, ("parity=even", "parity=odd")))
     source = training_source(ds, "implicit", threshold=4.0, negatives=2, seed=0)
     test = held_out_samples(ds, "implicit", threshold=4.0, negatives=2, seed=0)
     return build_design(ds), source, test
@@ -244,7 +246,12 @@ def test_implicit_mode_adds_the_item_item_member_to_the_jobs_fm_once_without_cha
     W = profiles(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, chosen, 5.0, c).toarray()
     Z = session_rows(p.user, p.item, p.timestamp, layout.n_users, layout.n_items, ials.item_item_session_gap, c)
     unseen = (X == 0).ravel()
-    ease = brute_force_ease(X, W, ials.item_item_l2, every_session(Z, X), ials.item_item_sessions)
+    # the features joined or not as the carve chose, as on the local engine
+    assert set(result.details["item_item_features_validation"]) == {f"{ials.item_item_features:g}", "0"}
+    F = feature_rows(design).toarray()
+    assert result.details["item_item_feature_rows"] in (0, len(F)) and len(F) == 2
+    ease = brute_force_ease(X, W, ials.item_item_l2, every_session(Z, X), ials.item_item_sessions, F,
+                            ials.item_item_features if result.details["item_item_feature_rows"] else 0.0)
     expected = plain.model.decision(rows) + 0.7 * ease.ravel()
     np.testing.assert_allclose(result.model.decision(rows)[unseen], expected[unseen], rtol=1e-4, atol=1e-4)
 

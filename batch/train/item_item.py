@@ -287,7 +287,7 @@ class Member:
     def details(self) -> dict[str, Any]:
         """What the training metrics record of the member (see :data:`NO_MEMBER`)."""
         out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency,
-               "item_item_rating_exponent": self.rating_exponent, "item_item_features": self.features}
+               "item_item_rating_exponent": self.rating_exponent, "item_item_feature_rows": self.features}
         if self.choices:
             out["item_item_recency_validation"] = {f"{r:g}": round(v, 6) for r, v in self.choices.items()}
         if self.feature_choices:
@@ -296,7 +296,7 @@ class Member:
 
 
 # the training metrics of a model without the member
-NO_MEMBER = {"item_item_factors": 0, "item_item_sessions": 0}
+NO_MEMBER = {"item_item_factors": 0, "item_item_sessions": 0, "item_item_feature_rows": 0}
 
 
 def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
@@ -305,9 +305,10 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
     """The member for the interactions ``user``, ``item``, ``timestamp``, ``rating`` (NaN: none)
     of ``n_users`` × ``n_items`` and the items' indicator features ``item_features`` (CSR
     (n_features, n_items), see :func:`feature_rows`; None: none), or None where it does not apply
-    to data of this size; the sessions, then the features, are left out (logged) where they take
-    it past ``max_rank`` or ``max_session_cells``. With ``carve`` and ``settings.choose_recency``
-    the profiles' recency (and whether the features join) is chosen there (:func:`choose`)."""
+    to data of this size; the sessions or the features are left out (logged) where they take
+    it past ``max_rank`` or ``max_session_cells`` (:func:`within_limits`). With ``carve``, the
+    profiles' recency (``choose_recency``) and whether the features join (``choose_features``)
+    are chosen there (:func:`choose`)."""
     if not settings.applies(n_users, n_items):
         return None
     settings = replace(settings, rating_exponent=rating_exponent(rating, settings.rating_exponent))
@@ -323,21 +324,31 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
     Z = session_rows(user, item, timestamp, n_users, n_items, settings.session_gap, c) \
         if settings.sessions > 0 else None
     F = item_features if has_features and settings.features > 0 else None
+    Z, F = within_limits(settings, n_users, n_items, Z, F)
     n_features = 0 if F is None else F.shape[0]
-    if Z is not None and not settings.applies(n_users, n_items, len(Z) + n_features):
-        rank = min(n_users + len(Z) + n_features, n_items)
-        log.info("item-item member: its %d sessions left out (rank %d beyond item_item_max_rank %d, or %d × %d "
-                 "items beyond item_item_max_session_cells %d)", len(Z), rank, settings.max_rank, rank, n_items,
-                 settings.max_session_cells)
-        Z = None
-    if F is not None and not settings.applies(n_users, n_items, n_features):
-        log.info("item-item member: its %d item features left out (rank %d beyond item_item_max_rank %d, or "
-                 "its item block beyond item_item_max_session_cells %d)", n_features,
-                 min(n_users + n_features, n_items), settings.max_rank, settings.max_session_cells)
-        F, n_features = None, 0
     users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions, F, settings.features)
     return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency,
                   settings.rating_exponent, choices if settings.choose_recency else {}, n_features, feature_choices)
+
+
+def within_limits(settings: ItemItemSettings, n_users: int, n_items: int, Z: Sessions | None,
+                  F: sp.csr_matrix | None) -> tuple[Sessions | None, sp.csr_matrix | None]:
+    """The sessions ``Z`` and feature rows ``F`` (None: none) the member is fitted with: both where
+    they keep it within ``max_rank`` and ``max_session_cells``, else the sessions alone (they gain
+    more), else the features alone, else neither; what is left out is logged. Sessions without
+    rows of their own (every history one session) cost nothing and are always kept."""
+    n_sessions, n_features = (0 if Z is None else len(Z)), (0 if F is None else F.shape[0])
+    for z, f in ((Z, F), (Z, None), (None, F), (None, None)):
+        if settings.applies(n_users, n_items, (0 if z is None else n_sessions) + (0 if f is None else n_features)):
+            break
+    if z is not Z or f is not F:
+        rank = min(n_users + n_sessions + n_features, n_items)
+        log.info("item-item member: its %s left out (with %d sessions and %d item features its rank would be %d: "
+                 "beyond item_item_max_rank %d, or %d × %d items beyond item_item_max_session_cells %d)",
+                 " and ".join(([f"{n_sessions} sessions"] if z is not Z else [])
+                              + ([f"{n_features} item features"] if f is not F else [])),
+                 n_sessions, n_features, rank, settings.max_rank, rank, n_items, settings.max_session_cells)
+    return z, f
 
 
 def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray, n_users: int,
@@ -368,8 +379,8 @@ def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np
 def feature_rows(design: Design) -> sp.csr_matrix | None:
     """CSR float64 (n_features, n_items): the items' indicator features of ``design`` (its item
     feature columns named ``name=value``, as one-hot and multi-hot encodings name them; numeric
-    columns are left out), 1 where an item has the feature; features no item has are dropped.
-    None without any."""
+    columns are left out), 1 where an item has the feature; features fewer than two items have
+    are dropped (such a row links no items, it would only add to the rank). None without any."""
     layout = design.layout
     keep = [k for k, name in enumerate(layout.item_feature_columns) if "=" in name]
     if not keep:
@@ -378,7 +389,7 @@ def feature_rows(design: Design) -> sp.csr_matrix | None:
     F = sp.csr_matrix(block.tocsc()[:, keep].T, dtype=np.float64)
     F.eliminate_zeros()
     F.data[:] = 1.0
-    F = F[np.flatnonzero(np.diff(F.indptr) > 0)]
+    F = F[np.flatnonzero(np.diff(F.indptr) >= 2)]
     return sp.csr_matrix(F) if F.shape[0] else None
 
 
@@ -390,7 +401,8 @@ def score_choices(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rat
     ``settings.features`` alone) and ``recencies``: the member (these ``settings``, with that
     weight of ``item_features``) fitted on the interactions less ``carve``'s held-out part, each
     user's lists made with that recency's profile, their :data:`CHOICE_METRIC` on the held-out
-    part (relevant = any held-out item, the carve's training items excluded). Empty where the
+    part (relevant = any held-out item; the user's carve training items and the items the carve's
+    training part never saw excluded). Empty where the
     carve holds out nothing or leaves the member nothing to fit."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
     timestamp, rating = np.asarray(timestamp), np.asarray(rating)
@@ -407,6 +419,9 @@ def score_choices(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rat
     c = rating_weights(user[keep], rating[keep], n_users, settings.rating_exponent)
     users = np.unique(user[held])
     seen = sp.csr_matrix((np.ones(int(keep.sum())), (user[keep], item[keep])), shape=(n_users, n_items))
+    # items the carve's training part never saw stay out of its lists: a job's artifact has no id
+    # column for an item unseen in training, so the member could not rank one there either
+    unseen = np.bincount(item[keep], minlength=n_items) == 0
     relevant = Interactions(user[held].astype(np.int32), item[held].astype(np.int32),
                             rating[held].astype(np.float32), timestamp[held].astype(np.int64))
     choices = {}
@@ -414,10 +429,16 @@ def score_choices(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rat
         W = profiles(user[keep], item[keep], timestamp[keep], n_users, n_items, recency, settings.half_life, c)[users]
         for g, member in fitted.items():
             rows = member_user_rows(member.items, W)
-            top = top_k(lambda part, rows=rows, items=member.items: rows[np.searchsorted(users, part)] @ items.T,
-                        users, seen, CHOICE_K)
+            top = top_k(lambda part, rows=rows, items=member.items: _without(
+                rows[np.searchsorted(users, part)] @ items.T, unseen), users, seen, CHOICE_K)
             choices[g, recency] = ranking_metrics(top, users, relevant, n_items, [CHOICE_K])[CHOICE_METRIC]
     return choices
+
+
+def _without(scores: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``scores`` (n, n_items) with the columns where ``items`` (bool) is set at -inf."""
+    scores[:, items] = -np.inf
+    return scores
 
 
 def member_user_rows(items: np.ndarray, W: sp.csr_matrix) -> np.ndarray:
