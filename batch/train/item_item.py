@@ -372,7 +372,8 @@ def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np
     by_weight = {g: max(v for (h, _), v in scored.items() if h == g) for g in weights} if len(weights) > 1 else {}
     log.info("item-item member: recency %g%s chosen on a %s carve (%s %s)", recency,
              f", item features {'in' if features else 'out'}" if by_weight else "", carve.method, CHOICE_METRIC,
-             ", ".join(f"{r:g}{f' with features {g:g}' if g else ''}: {v:.4f}" for (g, r), v in scored.items()))
+             "; ".join((f"features {g:g}: " if by_weight else "") + ", ".join(
+                 f"recency {r:g}: {v:.4f}" for (h, r), v in scored.items() if h == g) for g in weights))
     return replace(settings, recency=recency, features=features), by_recency, by_weight
 
 
