@@ -179,39 +179,48 @@ def test_feature_rows_are_the_items_indicator_columns_and_leave_numeric_and_unsh
 
 def test_fit_member_leaves_out_the_features_then_the_sessions_that_would_take_it_past_max_rank():
     rng = np.random.default_rng(6)
-    user = np.repeat(np.arange(4), 8)
-    item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(4)])
-    time = np.tile(np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020]), 4)  # 3 sessions a user
+    user = np.repeat(np.arange(6), 8)
+    item = np.concatenate([rng.choice(40, 8, replace=False) for _ in range(6)])
+    sittings = np.array([0, 10, 20, 5000, 5010, 10000, 10010, 10020])  # users 0-3: 3 sessions each
+    time = np.concatenate([np.tile(sittings, 4), np.tile(np.arange(8) * 10, 2)])  # users 4, 5: one sitting
     rating = rng.integers(1, 6, len(user)).astype(np.float64)
     F = sp.csr_matrix((rng.random((3, 40)) < 0.3).astype(np.float64))
+    settings = ItemItemSettings(l2=3.0, sessions=1.0, session_gap=100, features=2.0, max_rank=21)
 
-    def member(time=time, **changes):
-        settings = ItemItemSettings(sessions=1.0, session_gap=100, features=2.0, max_rank=19)
-        return fit_member(user, item, time, rating, 4, 40, dataclasses.replace(settings, **changes),
-                          item_features=F)
+    def member(**changes):
+        return fit_member(user, item, time, rating, 6, 40, dataclasses.replace(settings, **changes), item_features=F)
 
     def scores(m):
-        return m.users @ m.items.T
+        return m.users.astype(np.float64) @ m.items.T.astype(np.float64)
+
+    c = rating_weights(user, rating, 6, settings.rating_exponent)
+    X = profiles(user, item, time, 6, 40, 0.0, settings.half_life, c).toarray()
+    W = profiles(user, item, time, 6, 40, settings.recency, settings.half_life, c).toarray()
+    Z = session_rows(user, item, time, 6, 40, 100, c)
+    assert len(Z) == 12 and list(Z.whole) == [0, 0, 0, 0, 1, 1]
+    unseen = X == 0
+
+    def expected(rows, features):
+        rows = np.vstack([rows, X[Z.whole == 1]])  # the whole-history sessions: each its user's row
+        return brute_force_ease(X, W, 3.0, rows, 1.0, F.toarray(), features)[unseen]
 
     both = member()
-    assert (both.sessions, both.features, both.rank) == (12, 3, 19)
+    assert (both.sessions, both.features, both.rank) == (14, 3, 21)
     assert both.details()["item_item_feature_rows"] == 3
+    np.testing.assert_allclose(scores(both)[unseen], expected(Z.rows.toarray(), 2.0), rtol=1e-4, atol=1e-5)
     # one short of both: the sessions (12 rows) stay, the features go
-    sessions_only = member(max_rank=18)
-    assert (sessions_only.sessions, sessions_only.features, sessions_only.rank) == (12, 0, 16)
-    np.testing.assert_array_equal(scores(sessions_only), scores(member(features=0.0)))
-    # room for the features but not the sessions
-    features_only = member(max_rank=7)
-    assert (features_only.sessions, features_only.features, features_only.rank) == (0, 3, 7)
-    np.testing.assert_array_equal(scores(features_only), scores(member(sessions=0.0)))
-    neither = member(max_rank=6)
-    assert (neither.sessions, neither.features, neither.rank) == (0, 0, 4)
-    np.testing.assert_array_equal(scores(neither), scores(member(sessions=0.0, features=0.0)))
-    # without timestamps every history is one session: no rows of their own, so its weight √(1 + γ)
-    # on each user's row costs no rank and stays whatever the features need
-    flat = member(time=np.zeros(len(user)), max_rank=6)
-    assert (flat.sessions, flat.features, flat.rank) == (4, 0, 4)
-    assert member(time=np.zeros(len(user)), max_rank=7).features == 3
+    sessions_only = member(max_rank=20)
+    assert (sessions_only.sessions, sessions_only.features, sessions_only.rank) == (14, 0, 18)
+    np.testing.assert_allclose(scores(sessions_only)[unseen], expected(Z.rows.toarray(), 0.0), rtol=1e-4, atol=1e-5)
+    # room for the features but not the session rows; the whole-history weights cost no rank and stay
+    features_only = member(max_rank=17)
+    assert (features_only.sessions, features_only.features, features_only.rank) == (2, 3, 9)
+    np.testing.assert_allclose(scores(features_only)[unseen], expected(np.zeros((0, 40)), 2.0), rtol=1e-4,
+                               atol=1e-5)
+    neither = member(max_rank=8)
+    assert (neither.sessions, neither.features, neither.rank) == (2, 0, 6)
+    np.testing.assert_allclose(scores(neither)[unseen], expected(np.zeros((0, 40)), 0.0), rtol=1e-4, atol=1e-5)
+    assert member(max_rank=5) is None
 
 
 def test_fit_member_leaves_out_the_sessions_that_would_take_it_past_max_rank():
@@ -538,6 +547,40 @@ def test_the_member_keeps_features_that_follow_the_tastes_and_leaves_out_feature
                         noise)
     assert forced.features == 4 and "item_item_features_validation" not in forced.details()
     assert plain.features == 0 and "item_item_features_validation" not in plain.details()
+
+
+def test_the_carve_leaves_items_its_training_part_never_saw_out_of_its_lists():
+    # Users take up six items of their group of ten; item 9 (group 0) only user 0 takes, as the
+    # latest. Held out by the carve, item 9 is one no job trained on the carve's part could list
+    # (its artifact has no id column for it), though the group feature would rank it first
+    rng = np.random.default_rng(0)
+    user, item = [], []
+    for u in range(12):
+        user += [u] * 6
+        item += list((u % 4) * 10 + rng.choice(9, 6, replace=False))  # items 10g … 10g + 8
+    user, item = np.array(user + [0]), np.array(item + [9])
+    time, rating = np.arange(len(user)), np.full(len(user), np.nan)
+    settings = ItemItemSettings(l2=5.0, features=50.0, sessions=0.0)
+    carve = Carve("last", holdout=1)
+    choices = score_choices(user, item, time, rating, 12, 40, settings, carve, groups_of_ten(), (50.0,), (0.0,))
+    held = holdout_mask("last", user, time, n_users=12, holdout=1)
+    assert list(item[held & (user == 0)]) == [9] and not (item[~held] == 9).any()
+    keep = ~held
+    part = [Interactions(user[m].astype(np.int32), item[m].astype(np.int32), rating[m].astype(np.float32), time[m])
+            for m in (keep, held)]
+    data = Dataset(*part, IdMap(np.arange(12)), IdMap(np.arange(40)))
+    users, seen = eval_users(data), data.train.matrix(12, 40)
+    refit = fit_member(user[keep], item[keep], time[keep], rating[keep], 12, 40,
+                       dataclasses.replace(settings, recency=0.0, choose_recency=False, choose_features=False),
+                       item_features=groups_of_ten())
+    scores = refit.users.astype(np.float64) @ refit.items.T.astype(np.float64)
+    never = np.bincount(item[keep], minlength=40) == 0
+
+    def ndcg(s):
+        return list_metrics(top_k(lambda b: s[b], users, seen, 10), users, data, 10)["ndcg@10"]
+
+    assert choices[50.0, 0.0] == pytest.approx(ndcg(np.where(never, -np.inf, scores)), abs=1e-6)
+    assert choices[50.0, 0.0] < ndcg(scores) - 0.01  # listed, item 9 would have been a hit
 
 
 def test_a_carve_that_holds_out_nothing_chooses_nothing():

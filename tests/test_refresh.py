@@ -112,14 +112,16 @@ def model_list(run: RunDir, user: int, more: list[int], top: int) -> tuple[list[
 
 def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -> np.ndarray:
     """What recomputing the item-item member's part from user u's whole ``history`` adds to the
-    FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + γZᵀZ + λI)⁻¹ on
-    the run's rating-weighted training matrix X and session rows Z, scored on the user's
+    FM's scores of ``items``: β × EASE's score by its definition (B from (XᵀX + γZᵀZ + gFᵀF + λI)⁻¹
+    on the run's rating-weighted training matrix X, session rows Z and, where the run's member
+    fitted with them, item feature rows F, scored on the user's
     recency-weighted profile, with the recency its training chose) less the part the model holds
     on the user's id column (the training profile's). 0 without the member."""
     from test_item_item import every_session
 
     from batch.config import load_config
-    from batch.train.item_item import profiles, rating_weights, session_rows
+    from batch.features.design import build_design
+    from batch.train.item_item import feature_rows, profiles, rating_weights, session_rows
 
     engine = run.read_json("metrics.json")["train"]["engine"]
     rank = engine.get("item_item_factors", 0)
@@ -134,6 +136,10 @@ def ease_change(run: RunDir, u: int, history: Interactions, items: np.ndarray) -
     assert len(Z), "the fixture's training data has sessions"
     sessions = every_session(Z, X)
     G = X.T @ X + settings.item_item_sessions * sessions.T @ sessions
+    if engine.get("item_item_feature_rows"):
+        F = feature_rows(build_design(dataset)).toarray()
+        assert len(F) == engine["item_item_feature_rows"]
+        G += settings.item_item_features * F.T @ F
     P = np.linalg.inv(G + settings.item_item_l2 * np.eye(dataset.n_items))
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0)
@@ -413,6 +419,32 @@ def test_with_free_user_vectors_new_activity_only_leaves_the_list(seeded, tmp_pa
     new = rows_of(sqlite_url, summary["run_id"], ["1"])
     assert [row[2:4] for row in new[:TOP - 2]] == [row[2:4] for row in old[2:]]
     assert {row[5] for row in rows_of(sqlite_url, summary["run_id"], ["7777"])} == {1}
+
+
+def test_a_refresh_of_a_run_whose_member_fitted_item_features_scores_as_its_fm(seeded, tmp_path, topx, sqlite_url):
+    """The member's item rows hold what the item features added to its fit: a refreshed user's
+    EASE part, recomputed from the current profile, is EASE's with the features in the Gram
+    matrix (model_list's reference), with nothing of the features stored apart."""
+    from batch.cli import main
+
+    job = _job(tmp_path, "[train.ials]\nitem_item_choose_features = false\n")
+    work = tmp_path / "work"
+    assert main(["run", "--data", str(seeded["data"]), "--workdir", str(work), "--config", str(job), "--epochs", "3",
+                 "--num-factors", "8", "--top", str(TOP), "--allow-regression", "--database-url", sqlite_url]) == 0
+    run = RunDir(next((work / "runs").iterdir()))
+    assert run.read_json("metrics.json")["train"]["engine"]["item_item_feature_rows"] > 0  # the synthetic genres
+    source = query(sqlite_url, "SELECT id FROM runs WHERE status = 'current'")[0][0]
+    top_two = [int(row[2]) for row in rows_of(sqlite_url, source, ["1"]) if row[1] <= 2]
+    data = new_activity(seeded, tmp_path, 1, top_two, 7777, [45])
+    users = tmp_path / "users.txt"
+    users.write_text("1\n")
+    summary = ok(topx, "refresh", "--users", str(users), "--data", str(data), "--database-url", sqlite_url,
+                 "--workdir", str(work), "--config", str(job), "--allow-regression")
+    assert summary["refresh"]["item_item"]["recomputed"] == 1
+    mine = rows_of(sqlite_url, summary["run_id"], ["1"])
+    expected, scores = model_list(run, 1, top_two, TOP)
+    assert [row[2] for row in mine] == expected
+    np.testing.assert_allclose([row[3] for row in mine], scores, rtol=1e-4, atol=1e-5)
 
 
 def test_a_run_that_re_ranks_has_its_refreshed_lists_re_ranked(seeded, tmp_path, topx, sqlite_url):

@@ -50,8 +50,8 @@ The member is exact, not an approximation: with r = min(rows of Y, n_items) fact
 - otherwise: user rows W, item rows Bᵀ (r = n_items), every score exact.
 
 So the cost is r³ (r = min(rows of Y, n_items)), a dense n_users × n_items product and an
-n_items × r item block: the engine leaves the sessions out beyond ``max_rank`` or
-``max_session_cells``, then the feature rows, and the member too when even X alone is beyond ``max_rank`` or
+n_items × r item block: the engine leaves the feature rows out beyond ``max_rank`` or
+``max_session_cells``, then the session rows, and the member too when even X alone is beyond ``max_rank`` or
 ``max_cells``, and then trains iALS alone.
 """
 
@@ -335,19 +335,22 @@ def within_limits(settings: ItemItemSettings, n_users: int, n_items: int, Z: Ses
                   F: sp.csr_matrix | None) -> tuple[Sessions | None, sp.csr_matrix | None]:
     """The sessions ``Z`` and feature rows ``F`` (None: none) the member is fitted with: both where
     they keep it within ``max_rank`` and ``max_session_cells``, else the sessions alone (they gain
-    more), else the features alone, else neither; what is left out is logged. Sessions without
-    rows of their own (every history one session) cost nothing and are always kept."""
+    more), else the features alone, else neither; what is left out is logged. Leaving the
+    sessions out leaves out their rows: the weights √(1 + γ) of users whose whole history is one
+    session cost no rank and always stay."""
     n_sessions, n_features = (0 if Z is None else len(Z)), (0 if F is None else F.shape[0])
-    for z, f in ((Z, F), (Z, None), (None, F), (None, None)):
-        if settings.applies(n_users, n_items, (0 if z is None else n_sessions) + (0 if f is None else n_features)):
+    rowless = None if Z is None else Sessions(sp.csr_matrix((0, Z.rows.shape[1])), Z.whole)
+    for z, f in ((Z, F), (Z, None), (rowless, F), (rowless, None)):
+        if settings.applies(n_users, n_items, (0 if z is None else len(z)) + (0 if f is None else n_features)):
             break
-    if z is not Z or f is not F:
+    dropped = ([f"{n_sessions} sessions"] if z is not Z and n_sessions else []) + \
+        ([f"{n_features} item features"] if f is not F else [])
+    if dropped:
         rank = min(n_users + n_sessions + n_features, n_items)
         log.info("item-item member: its %s left out (with %d sessions and %d item features its rank would be %d: "
                  "beyond item_item_max_rank %d, or %d × %d items beyond item_item_max_session_cells %d)",
-                 " and ".join(([f"{n_sessions} sessions"] if z is not Z else [])
-                              + ([f"{n_features} item features"] if f is not F else [])),
-                 n_sessions, n_features, rank, settings.max_rank, rank, n_items, settings.max_session_cells)
+                 " and ".join(dropped), n_sessions, n_features, rank, settings.max_rank, rank, n_items,
+                 settings.max_session_cells)
     return z, f
 
 
