@@ -51,8 +51,8 @@ The member is exact, not an approximation: with r = min(rows of Y, n_items) fact
 
 So the cost is r³ (r = min(rows of Y, n_items)), a dense n_users × n_items product and an
 n_items × r item block: the engine leaves the feature rows out beyond ``max_rank`` or
-``max_session_cells``, then the session rows, and the member too when even X alone is beyond ``max_rank`` or
-``max_cells``, and then trains iALS alone.
+``max_session_cells``, then the session rows, and the member too when even X alone is beyond
+``max_rank`` or ``max_cells``, and then trains iALS alone.
 """
 
 from __future__ import annotations
