@@ -328,7 +328,7 @@ def fit_member(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating
     n_features = 0 if F is None else F.shape[0]
     users, items = fit_item_item(X, W, settings.l2, Z, settings.sessions, F, settings.features)
     return Member(users, items, 0 if Z is None else len(Z) + int(Z.whole.sum()), settings.recency,
-                  settings.rating_exponent, choices if settings.choose_recency else {}, n_features, feature_choices)
+                  settings.rating_exponent, choices, n_features, feature_choices)
 
 
 def within_limits(settings: ItemItemSettings, n_users: int, n_items: int, Z: Sessions | None,
@@ -360,8 +360,9 @@ def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np
     """``settings`` with what the validation ``carve`` chose (:func:`score_choices`): the recency
     (with ``choose_recency``, else the configured one) and, with ``choose_features`` and
     ``item_features``, whether the features join the fit (weight ``features`` or 0); also the
-    chosen weight's {recency: metric} and {feature weight: its best metric} (empty where the
-    features were not chosen between). Unchanged where the carve holds out nothing."""
+    chosen weight's {recency: metric} (empty where the recency was not chosen) and {feature
+    weight: its best metric} (empty where the features were not chosen between). Unchanged
+    where the carve holds out nothing."""
     weights = (settings.features, 0.0) if settings.choose_features and item_features is not None else \
         (settings.features,)
     recencies = RECENCY_CHOICES if settings.choose_recency else (settings.recency,)
@@ -371,7 +372,7 @@ def choose(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np
         return settings, {}, {}
     # the best metric; on a tie the lower recency, then the fit without features
     features, recency = max(scored, key=lambda gr: (scored[gr], -gr[1], -gr[0]))
-    by_recency = {r: v for (g, r), v in scored.items() if g == features}
+    by_recency = {r: v for (g, r), v in scored.items() if g == features} if settings.choose_recency else {}
     by_weight = {g: max(v for (h, _), v in scored.items() if h == g) for g in weights} if len(weights) > 1 else {}
     log.info("item-item member: recency %g%s chosen on a %s carve (%s %s)", recency,
              f", item features {'in' if features else 'out'}" if by_weight else "", carve.method, CHOICE_METRIC,
