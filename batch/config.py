@@ -218,7 +218,7 @@ class IALSConfig:
                                             "features, items) factors; beyond this many the features are left out, "
                                             "then the sessions, and the member too when min(users, items) is "
                                             "beyond it")
-    item_item_max_cells: int = setting(20_000_000, "the item-item member is left out beyond this many users × items "
+    item_item_max_cells: int = setting(64_000_000, "the item-item member is left out beyond this many users × items "
                                                    "(it takes a dense users × items product)")
     item_item_max_session_cells: int = setting(64_000_000, "the item features, then the sessions, are left out of "
                                                            "the item-item member when its item block, items × "

@@ -133,7 +133,7 @@ def test_sampled_protocol_scores_in_bounded_chunks_with_the_same_figures(monkeyp
     seen = np.sort(users * 100 + items)
     result = sampled_ranking({"by_index": by_index}, users, items, seen, 100, np.arange(100), negatives=20, k=1,
                              seed=5)
-    assert max(calls) == 3 * 20 and sum(calls) == 40 * 21  # every pair and negative scored, 3 pairs at a time
+    assert max(calls) == 3 * 21 and sum(calls) == 40 * 21  # every pair and negative scored, 3 pairs at a time
     assert result["pairs"] == 40 and result["by_index"]["hit_rate@1"] == 0.25 and result["short_pairs"] == 0
     again = sampled_ranking({"by_index": by_index}, users, items, seen, 100, np.arange(100), negatives=20, k=1,
                             seed=5)
@@ -156,16 +156,21 @@ def test_sampled_protocol_ranks_a_seeded_sample_of_at_most_sampled_pairs(monkeyp
     assert part == evaluate.sampled_protocol(dataset, dataset.test, users, scorer, 10, seed=1)  # seeded
 
 
-def test_vectors_score_pairs_in_bounded_slices(monkeypatch):
+@pytest.mark.parametrize("ratio", [0, 2])  # 0: always gathered; 2: the users' whole rows (1,500 ≤ 2 × 1,000)
+def test_vectors_score_pairs_in_bounded_slices(monkeypatch, ratio):
     import batch.serve.repackage as repackage
 
+    monkeypatch.setattr(repackage, "WHOLE_ROWS_RATIO", ratio)
     rng = np.random.default_rng(0)
     vectors = SimpleNamespace(users=rng.normal(size=(30, 4)).astype(np.float32), user_const=rng.normal(size=30),
                               items=rng.normal(size=(50, 4)).astype(np.float32))
     users, items = rng.integers(0, 30, 1000), rng.integers(0, 50, 1000)
+    calls = []
+    vectors._from_whole_rows = lambda *a: calls.append(1) or repackage.Vectors._from_whole_rows(vectors, *a)
     whole = repackage.Vectors.scores(vectors, users, items)
-    monkeypatch.setattr(repackage, "SCORE_CELLS", 7)  # one pair (4 numbers) per slice
-    np.testing.assert_array_equal(repackage.Vectors.scores(vectors, users, items), whole)
+    assert len(calls) == (ratio > 0)
+    monkeypatch.setattr(repackage, "SCORE_CELLS", 7)  # one pair (4 numbers) or one user's row per slice
+    np.testing.assert_allclose(repackage.Vectors.scores(vectors, users, items), whole, rtol=1e-7)
     expected = (vectors.users[users].astype(np.float64) * vectors.items[items]).sum(1) + vectors.user_const[users]
     np.testing.assert_allclose(whole, expected, rtol=1e-6)
 

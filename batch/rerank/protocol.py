@@ -94,9 +94,12 @@ def sampled_ranking(scores: dict[str, Scorer], users: np.ndarray, items: np.ndar
         drawn, valid = sampled_negatives(u, seen, n_items, pool, negatives,
                                          seed if start == 0 else [seed, start // CHUNK_PAIRS])
         short += int((~valid).any(axis=1).sum())
+        # each row: the held-out item, then the items it is ranked against; one call scores them all
+        pair_items = np.hstack([i[:, None], drawn])
+        pair_users = np.repeat(u, pair_items.shape[1])
         for name, score in scores.items():
-            positive = np.asarray(score(u, i), np.float64)
-            against = np.asarray(score(np.repeat(u, negatives), drawn.ravel()), np.float64).reshape(drawn.shape)
+            scored = np.asarray(score(pair_users, pair_items.ravel()), np.float64).reshape(pair_items.shape)
+            positive, against = scored[:, 0], scored[:, 1:]
             position = ((against >= positive[:, None]) & valid).sum(axis=1)  # 0 = ranked first
             hits[name] += int((position < k).sum())
             gains[name] += float(np.where(position < k, 1 / np.log2(position + 2), 0.0).sum())

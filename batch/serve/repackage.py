@@ -37,6 +37,10 @@ TRAINED, FEATURES_ONLY, COLD = 0, 1, 2
 
 # numbers gathered at once when scoring pairs (Vectors.scores): 2^24 float64, 128 MiB per side
 SCORE_CELLS = 1 << 24
+# Vectors.scores takes the asked users' whole score rows by a matrix product when that computes at
+# most this many times as many inner products as the pairs asked for: a product runs 40 to 1,000
+# times faster per number than a gather (the sampled protocol asks for 101 items per held-out pair)
+WHOLE_ROWS_RATIO = 32
 
 log = logging.getLogger("topx.serve")
 
@@ -65,17 +69,37 @@ class Vectors:
         return self.item_status != COLD
 
     def scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """FM predictions ŷ of the pairs (users[r], items[r]): float32 (n,). The pairs' vectors are
-        gathered in slices of about :data:`SCORE_CELLS` numbers, so memory stays bounded however
-        many pairs are asked for (the sampled protocol asks for 101 per held-out item)."""
+        """FM predictions ŷ of the pairs (users[r], items[r]): float32 (n,), computed in float64.
+        Where the pairs cover much of their users' rows (:data:`WHOLE_ROWS_RATIO`), those users'
+        whole score rows are computed by a matrix product and the pairs picked from them; else
+        the pairs' vectors are gathered. Either way in slices of about :data:`SCORE_CELLS`
+        numbers, so memory stays bounded however many pairs are asked for (the sampled protocol
+        asks for 101 per held-out item)."""
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         out = np.empty(len(users), np.float32)
+        distinct, row = np.unique(users, return_inverse=True)
+        if len(distinct) * len(self.items) <= WHOLE_ROWS_RATIO * len(users):
+            self._from_whole_rows(distinct, row.reshape(-1), items, out)
+            return out
         step = max(1, SCORE_CELLS // max(1, self.users.shape[1]))
         for start in range(0, len(users), step):
             u, i = users[start:start + step], items[start:start + step]
             dots = np.einsum("nd,nd->n", self.users[u].astype(np.float64), self.items[i].astype(np.float64))
             out[start:start + step] = dots + self.user_const[u]
         return out
+
+    def _from_whole_rows(self, distinct: np.ndarray, row: np.ndarray, items: np.ndarray, out: np.ndarray) -> None:
+        """``out`` (n,) for the pairs (distinct[row[r]], items[r]) from the users' whole score rows."""
+        table = self.items.astype(np.float64)
+        order = np.argsort(row, kind="stable")
+        bounds = np.searchsorted(row[order], np.arange(len(distinct) + 1))
+        step = max(1, SCORE_CELLS // max(1, len(table), self.users.shape[1]))
+        for start in range(0, len(distinct), step):
+            stop = min(start + step, len(distinct))
+            u = distinct[start:stop]
+            whole = self.users[u].astype(np.float64) @ table.T + self.user_const[u, None]
+            pairs = order[bounds[start]:bounds[stop]]
+            out[pairs] = whole[row[pairs] - start, items[pairs]]
 
     def save(self, path: str | Path, **lineage: str) -> None:
         """``lineage``: e.g. ``model_sha256``, stored as 0-d text arrays next to the vectors."""

@@ -104,7 +104,7 @@ class ItemItemSettings:
     features: float = 64.0
     choose_features: bool = True
     max_rank: int = 6144
-    max_cells: int = 20_000_000
+    max_cells: int = 64_000_000
     max_session_cells: int = 64_000_000
 
     def applies(self, n_users: int, n_items: int, n_extra: int = 0) -> bool:
