@@ -140,6 +140,20 @@ def test_sampled_protocol_scores_in_bounded_chunks_with_the_same_figures(monkeyp
     assert again == result
 
 
+def test_sampled_protocol_gives_each_user_its_own_scores():
+    # user u likes item 3u best and item 3u + 1 least; its held-out item is one of them, so the
+    # pairs of even users rank first and those of odd users last, wherever the draws fall
+    users = np.arange(12)
+    items = np.where(users % 2 == 0, 3 * users, 3 * users + 1)
+
+    def per_user(u, i):
+        return np.where(i == 3 * u, 2.0, np.where(i == 3 * u + 1, -2.0, 0.0))
+
+    seen = np.sort(users * 40 + items)
+    result = sampled_ranking({"per_user": per_user}, users, items, seen, 40, np.arange(40), negatives=10, k=1)
+    assert result["per_user"]["hit_rate@1"] == 0.5 and result["per_user"]["ndcg@1"] == 0.5
+
+
 def test_sampled_protocol_ranks_a_seeded_sample_of_at_most_sampled_pairs(monkeypatch):
     from blocks import blocks_dataset
 
@@ -156,7 +170,7 @@ def test_sampled_protocol_ranks_a_seeded_sample_of_at_most_sampled_pairs(monkeyp
     assert part == evaluate.sampled_protocol(dataset, dataset.test, users, scorer, 10, seed=1)  # seeded
 
 
-@pytest.mark.parametrize("ratio", [0, 2])  # 0: always gathered; 2: the users' whole rows (1,500 ≤ 2 × 1,000)
+@pytest.mark.parametrize("ratio", [0, 2])  # 0: always gathered; 2: the users' whole rows (4 × 50 ≤ 2 × 1,000)
 def test_vectors_score_pairs_in_bounded_slices(monkeypatch, ratio):
     import batch.serve.repackage as repackage
 
@@ -164,15 +178,16 @@ def test_vectors_score_pairs_in_bounded_slices(monkeypatch, ratio):
     rng = np.random.default_rng(0)
     vectors = SimpleNamespace(users=rng.normal(size=(30, 4)).astype(np.float32), user_const=rng.normal(size=30),
                               items=rng.normal(size=(50, 4)).astype(np.float32))
-    users, items = rng.integers(0, 30, 1000), rng.integers(0, 50, 1000)
+    users, items = rng.choice([27, 3, 14, 9], 1000), rng.integers(0, 50, 1000)  # a few users, unsorted
     calls = []
     vectors._from_whole_rows = lambda *a: calls.append(1) or repackage.Vectors._from_whole_rows(vectors, *a)
     whole = repackage.Vectors.scores(vectors, users, items)
     assert len(calls) == (ratio > 0)
-    monkeypatch.setattr(repackage, "SCORE_CELLS", 7)  # one pair (4 numbers) or one user's row per slice
+    monkeypatch.setattr(repackage, "SCORE_CELLS", 7)  # one pair, or one user's row one item at a time, per slice
     np.testing.assert_allclose(repackage.Vectors.scores(vectors, users, items), whole, rtol=1e-7)
     expected = (vectors.users[users].astype(np.float64) * vectors.items[items]).sum(1) + vectors.user_const[users]
     np.testing.assert_allclose(whole, expected, rtol=1e-6)
+    assert repackage.Vectors.scores(vectors, users[:0], items[:0]).shape == (0,)
 
 
 def test_fingerprint_ignores_rerank_settings_while_it_is_off(tmp_path):

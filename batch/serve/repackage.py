@@ -77,10 +77,13 @@ class Vectors:
         asks for 101 per held-out item)."""
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         out = np.empty(len(users), np.float32)
-        distinct, row = np.unique(users, return_inverse=True)
-        if len(distinct) * len(self.items) <= WHOLE_ROWS_RATIO * len(users):
-            self._from_whole_rows(distinct, row.reshape(-1), items, out)
+        if not len(users):
             return out
+        if len(self.items) <= WHOLE_ROWS_RATIO * len(users):  # else no user count can make rows cheaper
+            distinct, row = np.unique(users, return_inverse=True)
+            if len(distinct) * len(self.items) <= WHOLE_ROWS_RATIO * len(users):
+                self._from_whole_rows(distinct, row.reshape(-1), items, out)
+                return out
         step = max(1, SCORE_CELLS // max(1, self.users.shape[1]))
         for start in range(0, len(users), step):
             u, i = users[start:start + step], items[start:start + step]
@@ -89,15 +92,20 @@ class Vectors:
         return out
 
     def _from_whole_rows(self, distinct: np.ndarray, row: np.ndarray, items: np.ndarray, out: np.ndarray) -> None:
-        """``out`` (n,) for the pairs (distinct[row[r]], items[r]) from the users' whole score rows."""
-        table = self.items.astype(np.float64)
+        """``out`` (n,) for the pairs (distinct[row[r]], items[r]) from the users' whole score rows,
+        made for slices of users and, within a slice, blocks of items, each of about
+        :data:`SCORE_CELLS` numbers."""
+        n_items, width = self.items.shape
         order = np.argsort(row, kind="stable")
         bounds = np.searchsorted(row[order], np.arange(len(distinct) + 1))
-        step = max(1, SCORE_CELLS // max(1, len(table), self.users.shape[1]))
+        step, block = max(1, SCORE_CELLS // max(1, n_items, width)), max(1, SCORE_CELLS // max(1, width))
         for start in range(0, len(distinct), step):
             stop = min(start + step, len(distinct))
             u = distinct[start:stop]
-            whole = self.users[u].astype(np.float64) @ table.T + self.user_const[u, None]
+            query, whole = self.users[u].astype(np.float64), np.empty((len(u), n_items))
+            for first in range(0, n_items, block):
+                whole[:, first:first + block] = query @ self.items[first:first + block].astype(np.float64).T
+            whole += self.user_const[u, None]
             pairs = order[bounds[start]:bounds[stop]]
             out[pairs] = whole[row[pairs] - start, items[pairs]]
 
