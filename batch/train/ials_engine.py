@@ -74,9 +74,8 @@ class IALSTrainer:
                             feature_rows(design)) if member.weight > 0 else None
         if fitted is not None:
             factors = with_item_item(factors, fitted.users, fitted.items, member.weight)
-            log.info("item-item member (EASE, λ %g, weight %g, %d sessions, %d item features, recency %g): "
-                     "%d factors, %.1f s", member.l2, member.weight, fitted.sessions, fitted.features,
-                     fitted.recency, fitted.rank, time.perf_counter() - started - ials_seconds)
+            log.info("item-item member (%s): %d factors, %.1f s", fitted.describe(member), fitted.rank,
+                     time.perf_counter() - started - ials_seconds)
         elif member.weight > 0:
             log.info("item-item member left out: %d users × %d items is beyond train.ials.item_item_max_rank "
                      "%d or item_item_max_cells %d", *R.shape, member.max_rank, member.max_cells)

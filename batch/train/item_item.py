@@ -284,6 +284,11 @@ class Member:
     def rank(self) -> int:
         return self.items.shape[1]
 
+    def describe(self, settings: ItemItemSettings) -> str:
+        """What the training log says of the member fitted with ``settings``."""
+        return (f"EASE, λ {settings.l2:g}, weight {settings.weight:g}, {self.sessions} sessions, "
+                f"{self.features} item features, recency {self.recency:g}")
+
     def details(self) -> dict[str, Any]:
         """What the training metrics record of the member (see :data:`NO_MEMBER`)."""
         out = {"item_item_factors": self.rank, "item_item_sessions": self.sessions, "item_item_recency": self.recency,

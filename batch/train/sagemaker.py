@@ -221,9 +221,8 @@ def with_item_item(model: FMModel, design: Design, source: SampleSource, member:
                         feature_rows(design))
     if fitted is None:
         return model, NO_MEMBER
-    log.info("item-item member (EASE, λ %g, weight %g, %d sessions, %d item features, recency %g) added to the FM: "
-             "%d factors, %.1f s", member.l2, member.weight, fitted.sessions, fitted.features, fitted.recency,
-             fitted.rank, time.perf_counter() - started)
+    log.info("item-item member (%s) added to the FM: %d factors, %.1f s", fitted.describe(member), fitted.rank,
+             time.perf_counter() - started)
     return fm_with_item_item(model, layout, fitted.users, fitted.items, member.weight), fitted.details()
 
 
